@@ -1,0 +1,288 @@
+//! Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro body) through the
+//! schema registry. Herald writes with its compiled-in schemas and reads any registered writer
+//! version into them, so a BACKWARD-compatible change upstream needs no Herald release.
+
+use apache_avro::types::Value;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
+
+use crate::avro::FieldError;
+use crate::registry::{RegistryConfig, RegistryError};
+use crate::schemas::SchemaKind;
+use crate::time::from_millis;
+use crate::{Dispatch, NotificationRequest, RequestError, StatusEvent, TopicNames};
+
+/// Why a record could not be encoded or decoded. [`CodecError::is_transient`] tells a message
+/// loop whether to retry (the registry is down) or dead-letter (the record is bad).
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("not Confluent-framed Avro ({len} bytes, first byte {first:?})")]
+    Framing { len: usize, first: Option<u8> },
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
+    #[error("cannot decode with writer schema {schema_id}: {message}")]
+    Undecodable { schema_id: u32, message: String },
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    #[error("record {name} cannot be read as Herald's schema: {message}")]
+    Incompatible { name: String, message: String },
+    #[error("invalid request: {0}")]
+    InvalidRequest(#[from] RequestError),
+    #[error("invalid record: {0}")]
+    InvalidField(#[from] FieldError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl CodecError {
+    /// True when retrying later can succeed without changing the record.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CodecError::RegistryUnavailable(_))
+    }
+
+    /// A short stable name for DLQ headers and metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            CodecError::Framing { .. } => "framing",
+            CodecError::RegistryUnavailable(_) => "registry_unavailable",
+            CodecError::Undecodable { .. } => "undecodable",
+            CodecError::Encode(_) => "encode",
+            CodecError::Incompatible { .. } => "incompatible_schema",
+            CodecError::InvalidRequest(_) | CodecError::InvalidField(_) => "invalid_field",
+            CodecError::Registry(_) => "registry",
+        }
+    }
+}
+
+/// A decoded record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Request(NotificationRequest),
+    Dispatch(Dispatch),
+    Status(StatusEvent),
+    /// A record of a schema Herald does not own (e.g. in the DLQ), as JSON.
+    Other {
+        name: Option<String>,
+        json: serde_json::Value,
+    },
+}
+
+impl Decoded {
+    /// The record as JSON: Herald's records in the same shape `herald produce` reads.
+    pub fn to_json(&self) -> serde_json::Value {
+        let json = match self {
+            Decoded::Request(r) => serde_json::to_value(r),
+            Decoded::Dispatch(d) => serde_json::to_value(d),
+            Decoded::Status(s) => serde_json::to_value(s),
+            Decoded::Other { json, .. } => return json.clone(),
+        };
+        json.unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn schema_name(&self) -> Option<&str> {
+        match self {
+            Decoded::Request(_) => Some(SchemaKind::Requested.full_name()),
+            Decoded::Dispatch(_) => Some(SchemaKind::Dispatch.full_name()),
+            Decoded::Status(_) => Some(SchemaKind::Status.full_name()),
+            Decoded::Other { name, .. } => name.as_deref(),
+        }
+    }
+}
+
+/// Encodes Herald's records and decodes any Confluent-framed Avro record. Schema lookups are
+/// cached for the life of the codec.
+#[derive(Debug)]
+pub struct Codec {
+    topics: TopicNames,
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+}
+
+fn supplied(kind: SchemaKind) -> SuppliedSchema {
+    SuppliedSchema::new(
+        Some(kind.full_name().to_owned()),
+        SchemaType::Avro,
+        kind.source().to_owned(),
+    )
+}
+
+fn registry_error(e: SRCError) -> CodecError {
+    if e.retriable {
+        CodecError::RegistryUnavailable(e.to_string())
+    } else {
+        CodecError::Encode(e.to_string())
+    }
+}
+
+/// The schema id of a Confluent-framed record, or a framing error.
+pub fn schema_id(bytes: &[u8]) -> Result<u32, CodecError> {
+    match bytes {
+        [0, a, b, c, d, ..] => Ok(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => Err(CodecError::Framing {
+            len: bytes.len(),
+            first: bytes.first().copied(),
+        }),
+    }
+}
+
+impl Codec {
+    pub fn new(registry: &RegistryConfig, topics: TopicNames) -> Result<Self, CodecError> {
+        let settings = registry.sr_settings()?;
+        Ok(Self {
+            topics,
+            encoder: AvroEncoder::new(settings.clone()),
+            decoder: AvroDecoder::new(settings),
+        })
+    }
+
+    pub fn topics(&self) -> &TopicNames {
+        &self.topics
+    }
+
+    /// Writes a request with the compiled-in schema under `<requested topic>-value`.
+    pub async fn encode_request(&self, request: &NotificationRequest) -> Result<Vec<u8>, CodecError> {
+        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+            self.topics.requested(),
+            false,
+            supplied(SchemaKind::Requested),
+        );
+        self.encoder
+            .encode_value(request.to_avro(), &strategy)
+            .await
+            .map_err(registry_error)
+    }
+
+    pub async fn encode_dispatch(&self, dispatch: &Dispatch) -> Result<Vec<u8>, CodecError> {
+        self.encode_record(SchemaKind::Dispatch, dispatch.to_avro()).await
+    }
+
+    pub async fn encode_status(&self, status: &StatusEvent) -> Result<Vec<u8>, CodecError> {
+        self.encode_record(SchemaKind::Status, status.to_avro()).await
+    }
+
+    async fn encode_record(&self, kind: SchemaKind, value: Value) -> Result<Vec<u8>, CodecError> {
+        let strategy = SubjectNameStrategy::RecordNameStrategyWithSchema(supplied(kind));
+        self.encoder
+            .encode_value(value, &strategy)
+            .await
+            .map_err(registry_error)
+    }
+
+    /// Decodes any Confluent-framed record; Herald's own records are resolved into the
+    /// compiled-in reader schema and validated.
+    pub async fn decode(&self, bytes: &[u8]) -> Result<Decoded, CodecError> {
+        let schema_id = schema_id(bytes)?;
+        let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
+            if e.retriable {
+                CodecError::RegistryUnavailable(e.to_string())
+            } else {
+                CodecError::Undecodable {
+                    schema_id,
+                    message: e.to_string(),
+                }
+            }
+        })?;
+        let name = decoded.name.map(|n| n.fullname(None));
+        let kind = name.as_deref().and_then(SchemaKind::from_full_name);
+        let Some(kind) = kind else {
+            return Ok(Decoded::Other {
+                name,
+                json: value_to_json(decoded.value),
+            });
+        };
+        let resolved =
+            decoded
+                .value
+                .resolve(kind.schema())
+                .map_err(|e| CodecError::Incompatible {
+                    name: kind.full_name().to_owned(),
+                    message: e.to_string(),
+                })?;
+        Ok(match kind {
+            SchemaKind::Requested => Decoded::Request(NotificationRequest::from_avro(resolved)?),
+            SchemaKind::Dispatch => Decoded::Dispatch(Dispatch::from_avro(resolved)?),
+            SchemaKind::Status => Decoded::Status(StatusEvent::from_avro(resolved)?),
+        })
+    }
+
+    /// Decodes a record that must be a request.
+    pub async fn decode_request(&self, bytes: &[u8]) -> Result<NotificationRequest, CodecError> {
+        match self.decode(bytes).await? {
+            Decoded::Request(request) => Ok(request),
+            other => Err(CodecError::Incompatible {
+                name: other.schema_name().unwrap_or("an unnamed schema").to_owned(),
+                message: format!("expected {}", SchemaKind::Requested.full_name()),
+            }),
+        }
+    }
+}
+
+/// A generic Avro value as JSON: enums as their symbol, unions unwrapped, timestamps as RFC 3339,
+/// bytes as lower-case hex.
+pub fn value_to_json(value: Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        Value::Null => J::Null,
+        Value::Boolean(b) => J::Bool(b),
+        Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => J::from(i),
+        Value::Long(l) | Value::TimeMicros(l) | Value::LocalTimestampMillis(l) => J::from(l),
+        Value::TimestampMillis(ms) => from_millis(ms)
+            .map(|t| J::String(t.to_rfc3339()))
+            .unwrap_or(J::from(ms)),
+        Value::TimestampMicros(us) => from_millis(us / 1000)
+            .map(|t| J::String(t.to_rfc3339()))
+            .unwrap_or(J::from(us)),
+        Value::Float(f) => J::from(f),
+        Value::Double(d) => J::from(d),
+        Value::Bytes(b) | Value::Fixed(_, b) => J::String(hex(&b)),
+        Value::String(s) | Value::Enum(_, s) => J::String(s),
+        Value::Uuid(u) => J::String(u.to_string()),
+        Value::Union(_, inner) => value_to_json(*inner),
+        Value::Array(items) => J::Array(items.into_iter().map(value_to_json).collect()),
+        Value::Map(map) => J::Object(map.into_iter().map(|(k, v)| (k, value_to_json(v))).collect()),
+        Value::Record(fields) => J::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, value_to_json(v)))
+                .collect(),
+        ),
+        other => J::String(format!("{other:?}")),
+    }
+}
+
+/// Lower-case hex, for bytes that are not text.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_is_checked_before_any_lookup() {
+        assert!(matches!(schema_id(b""), Err(CodecError::Framing { len: 0, first: None })));
+        assert!(matches!(
+            schema_id(b"{\"json\":1}"),
+            Err(CodecError::Framing { first: Some(b'{'), .. })
+        ));
+        assert_eq!(schema_id(&[0, 0, 0, 1, 7, 2]).unwrap(), 263);
+    }
+
+    #[test]
+    fn generic_json_unwraps_unions_and_names_symbols() {
+        let value = Value::Record(vec![
+            ("a".into(), Value::Union(1, Box::new(Value::String("x".into())))),
+            ("b".into(), Value::Enum(2, "HIGH".into())),
+            ("c".into(), Value::Bytes(vec![0xde, 0xad])),
+            ("d".into(), Value::TimestampMillis(0)),
+        ]);
+        assert_eq!(
+            value_to_json(value),
+            serde_json::json!({"a":"x","b":"HIGH","c":"dead","d":"1970-01-01T00:00:00+00:00"})
+        );
+    }
+}

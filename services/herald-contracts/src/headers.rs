@@ -1,0 +1,22 @@
+//! Every Kafka header name Herald reads or writes, declared once.
+
+/// W3C trace context (https://www.w3.org/TR/trace-context/).
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+
+/// Present (any value) on an event re-published by `herald replay`: deduplication lets it
+/// through on purpose.
+pub const REPLAY: &str = "herald-replay";
+
+/// Delivery attempt count, on dispatches travelling through retry tiers and on DLQ records.
+pub const ATTEMPT: &str = "herald-attempt";
+/// When a retried dispatch is due (epoch milliseconds).
+pub const DUE_AT: &str = "herald-due-at";
+
+/// Error headers on every DLQ record.
+pub const ERROR_STAGE: &str = "herald-error-stage";
+pub const ERROR_CLASS: &str = "herald-error-class";
+pub const ERROR_MESSAGE: &str = "herald-error-message";
+pub const ORIGINAL_TOPIC: &str = "herald-original-topic";
+pub const ORIGINAL_PARTITION: &str = "herald-original-partition";
+pub const ORIGINAL_OFFSET: &str = "herald-original-offset";

@@ -1,0 +1,23 @@
+//! Herald's wire contracts: the Avro schemas in `schemas/`, the event types they carry, how
+//! requests are validated, how records are framed (Confluent wire format through a schema
+//! registry), and every topic and header name. Nothing here talks to Kafka or ScyllaDB.
+
+pub mod avro;
+pub mod channel;
+pub mod codec;
+pub mod dispatch;
+pub mod headers;
+pub mod registry;
+pub mod request;
+pub mod schemas;
+pub mod secret;
+pub mod status;
+pub mod time;
+pub mod topics;
+
+pub use channel::{Channel, Priority};
+pub use codec::{Codec, CodecError, Decoded};
+pub use dispatch::{Dispatch, RenderedContent, SmsEncoding};
+pub use request::{NotificationRequest, Recipient, RequestError, TemplateRef};
+pub use status::{Status, StatusEvent};
+pub use topics::{Lane, TopicNames};

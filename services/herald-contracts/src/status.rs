@@ -1,0 +1,187 @@
+//! The status event: what happened to a notification, from every stage.
+
+use apache_avro::types::Value;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::Channel;
+use crate::avro::{self, FieldError, Fields};
+use crate::request::channel_to_avro;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusEvent {
+    pub event_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_id: Option<String>,
+    pub tenant: String,
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default)]
+    pub attempt: i32,
+    pub at: DateTime<Utc>,
+}
+
+/// A notification's state (DESIGN.md §2). `Unknown` is what a reader gets for a symbol added by
+/// a newer writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Accepted,
+    Routed,
+    Scheduled,
+    Suppressed,
+    Sent,
+    Delivered,
+    Failed,
+    DeadLettered,
+    Opened,
+    Clicked,
+    Read,
+    Unknown,
+}
+
+impl Status {
+    const ALL: [Status; 12] = [
+        Status::Accepted,
+        Status::Routed,
+        Status::Scheduled,
+        Status::Suppressed,
+        Status::Sent,
+        Status::Delivered,
+        Status::Failed,
+        Status::DeadLettered,
+        Status::Opened,
+        Status::Clicked,
+        Status::Read,
+        Status::Unknown,
+    ];
+
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Status::Accepted => "ACCEPTED",
+            Status::Routed => "ROUTED",
+            Status::Scheduled => "SCHEDULED",
+            Status::Suppressed => "SUPPRESSED",
+            Status::Sent => "SENT",
+            Status::Delivered => "DELIVERED",
+            Status::Failed => "FAILED",
+            Status::DeadLettered => "DEAD_LETTERED",
+            Status::Opened => "OPENED",
+            Status::Clicked => "CLICKED",
+            Status::Read => "READ",
+            Status::Unknown => "UNKNOWN",
+        }
+    }
+
+    pub fn from_symbol(symbol: &str) -> Option<Self> {
+        Status::ALL.into_iter().find(|s| s.symbol() == symbol)
+    }
+
+    /// Whether this state ends a dispatch's life (guarantee 1 counts these).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Status::Suppressed | Status::Sent | Status::Delivered | Status::DeadLettered
+        )
+    }
+}
+
+impl StatusEvent {
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.tenant, self.user_id)
+    }
+
+    pub fn to_avro(&self) -> Value {
+        let symbols = Status::ALL.map(Status::symbol);
+        avro::record(vec![
+            ("event_id", avro::string(&self.event_id)),
+            ("dispatch_id", avro::optional_string(self.dispatch_id.as_deref())),
+            ("tenant", avro::string(&self.tenant)),
+            ("user_id", avro::string(&self.user_id)),
+            ("channel", avro::optional(self.channel.map(channel_to_avro))),
+            ("status", avro::symbol(&symbols, self.status.symbol())),
+            ("reason", avro::optional_string(self.reason.as_deref())),
+            ("provider", avro::optional_string(self.provider.as_deref())),
+            (
+                "provider_message_id",
+                avro::optional_string(self.provider_message_id.as_deref()),
+            ),
+            ("attempt", Value::Int(self.attempt)),
+            ("at", avro::timestamp(self.at)),
+        ])
+    }
+
+    /// Reads a value already resolved against the compiled-in reader schema.
+    pub fn from_avro(value: Value) -> Result<Self, FieldError> {
+        let mut f = Fields::of("", value)?;
+        Ok(StatusEvent {
+            event_id: f.string("event_id")?,
+            dispatch_id: f.optional_string("dispatch_id")?,
+            tenant: f.string("tenant")?,
+            user_id: f.string("user_id")?,
+            channel: f.optional_symbol("channel", Channel::from_symbol)?,
+            status: f.symbol("status", Status::from_symbol)?,
+            reason: f.optional_string("reason")?,
+            provider: f.optional_string("provider")?,
+            provider_message_id: f.optional_string("provider_message_id")?,
+            attempt: f.int("attempt")?,
+            at: f.timestamp("at")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schemas::SchemaKind;
+    use crate::time::now_millis;
+
+    #[test]
+    fn round_trips_through_avro() {
+        let status = StatusEvent {
+            event_id: "e-1".into(),
+            dispatch_id: Some("e-1:email".into()),
+            tenant: "acme".into(),
+            user_id: "u-1".into(),
+            channel: Some(Channel::Email),
+            status: Status::DeadLettered,
+            reason: Some("http 400".into()),
+            provider: Some("sendgrid".into()),
+            provider_message_id: None,
+            attempt: 3,
+            at: now_millis(),
+        };
+        let schema = SchemaKind::Status.schema();
+        let value = status.to_avro();
+        assert!(value.validate(schema));
+        let resolved = value.resolve(schema).unwrap();
+        assert_eq!(StatusEvent::from_avro(resolved).unwrap(), status);
+    }
+
+    #[test]
+    fn the_symbol_list_matches_the_schema() {
+        let json: serde_json::Value = serde_json::from_str(SchemaKind::Status.source()).unwrap();
+        let field = json["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "status")
+            .unwrap();
+        let symbols: Vec<&str> = field["type"]["symbols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.as_str())
+            .collect();
+        assert_eq!(symbols, Status::ALL.map(Status::symbol));
+    }
+}
