@@ -1,0 +1,12 @@
+//! Kafka plumbing shared by every role: client configuration (with librdkafka properties passed
+//! through), the declared topic plan and its reconciliation against a cluster, and W3C trace
+//! context carried in record headers.
+
+pub mod config;
+pub mod headers;
+pub mod topic_apply;
+pub mod topic_plan;
+
+pub use config::KafkaConfig;
+pub use topic_apply::{ApplyReport, TopicAction, apply_plan};
+pub use topic_plan::{PlanError, TopicPlan, TopicSpec};

@@ -1,0 +1,59 @@
+//! One error type for storage, which says whether waiting can help.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot reach the database at {nodes}: {message}")]
+    Unreachable { nodes: String, message: String },
+    #[error("database request failed: {0}")]
+    Request(String),
+    #[error("unexpected answer from the database: {0}")]
+    Answer(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("migration {version} ({name}) was changed after it was applied (checksum {applied} applied, {now} now); add a new migration instead")]
+    MigrationChanged {
+        version: i32,
+        name: String,
+        applied: String,
+        now: String,
+    },
+    #[error("{0}")]
+    Seed(String),
+}
+
+impl StoreError {
+    /// True when retrying later can succeed (the database is down or slow).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unreachable { .. } | StoreError::Request(_))
+    }
+}
+
+impl From<scylla::errors::ExecutionError> for StoreError {
+    fn from(e: scylla::errors::ExecutionError) -> Self {
+        StoreError::Request(e.to_string())
+    }
+}
+
+impl From<scylla::errors::PrepareError> for StoreError {
+    fn from(e: scylla::errors::PrepareError) -> Self {
+        StoreError::Request(e.to_string())
+    }
+}
+
+impl From<scylla::errors::IntoRowsResultError> for StoreError {
+    fn from(e: scylla::errors::IntoRowsResultError) -> Self {
+        StoreError::Answer(e.to_string())
+    }
+}
+
+impl From<scylla::errors::RowsError> for StoreError {
+    fn from(e: scylla::errors::RowsError) -> Self {
+        StoreError::Answer(e.to_string())
+    }
+}
+
+impl From<scylla::errors::DeserializationError> for StoreError {
+    fn from(e: scylla::errors::DeserializationError) -> Self {
+        StoreError::Answer(e.to_string())
+    }
+}

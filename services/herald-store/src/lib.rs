@@ -1,0 +1,14 @@
+//! ScyllaDB storage (Apache Cassandra 5 in local tests, through the same driver): connecting,
+//! the versioned CQL migrations of keyspace `herald`, and the seed loader for users,
+//! preferences, category defaults and templates.
+
+pub mod config;
+pub mod error;
+pub mod migrate;
+pub mod seed;
+pub mod session;
+
+pub use config::StoreConfig;
+pub use error::StoreError;
+pub use migrate::{MigrationReport, migrate};
+pub use session::{connect, connect_keyspace};

@@ -1,0 +1,180 @@
+//! Versioned CQL migrations, applied once each and recorded in `schema_migrations`. Every
+//! statement in a migration is idempotent, so a run interrupted half-way is finished by the next.
+
+use chrono::Utc;
+use scylla::client::session::Session;
+
+use crate::{StoreConfig, StoreError};
+
+/// One migration file from `services/herald-store/migrations/`.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub cql: &'static str,
+}
+
+/// Every migration, in order. Never edit one that has shipped: add the next.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "core",
+    cql: include_str!("../migrations/0001_core.cql"),
+}];
+
+const MIGRATIONS_TABLE: &str = "schema_migrations";
+
+/// What a run of `migrate` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub keyspace: String,
+    pub applied: Vec<(i32, &'static str)>,
+    pub already_applied: Vec<(i32, &'static str)>,
+}
+
+/// FNV-1a, 64 bits: enough to notice an edited migration, with no dependency.
+pub fn checksum(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// The statements of a migration: split at `;` ending a line, `--` comments removed.
+pub fn statements(cql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in cql.lines() {
+        let code = line.split("--").next().unwrap_or("").trim_end();
+        if code.trim().is_empty() {
+            continue;
+        }
+        current.push_str(code);
+        current.push('\n');
+        if code.ends_with(';') {
+            out.push(current.trim().trim_end_matches(';').to_owned());
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_owned());
+    }
+    out
+}
+
+/// Creates the keyspace if needed and applies every migration not yet recorded.
+pub async fn migrate(session: &Session, config: &StoreConfig) -> Result<MigrationReport, StoreError> {
+    config.validate().map_err(StoreError::Config)?;
+    let ks = &config.keyspace;
+    session
+        .query_unpaged(
+            format!(
+                "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
+                config.replication_cql()
+            ),
+            &[],
+        )
+        .await?;
+    session
+        .query_unpaged(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.{MIGRATIONS_TABLE} (version int PRIMARY KEY, \
+                 name text, checksum text, applied_at timestamp)"
+            ),
+            &[],
+        )
+        .await?;
+    session
+        .use_keyspace(ks, true)
+        .await
+        .map_err(|e| StoreError::Request(e.to_string()))?;
+
+    let applied: Vec<(i32, String, String)> = session
+        .query_unpaged(
+            format!("SELECT version, name, checksum FROM {MIGRATIONS_TABLE}"),
+            &[],
+        )
+        .await?
+        .into_rows_result()?
+        .rows::<(i32, String, String)>()?
+        .collect::<Result<_, _>>()?;
+
+    let mut report = MigrationReport {
+        keyspace: ks.clone(),
+        ..MigrationReport::default()
+    };
+    for migration in MIGRATIONS {
+        let now = checksum(migration.cql);
+        if let Some((_, _, recorded)) = applied.iter().find(|(v, _, _)| *v == migration.version) {
+            if *recorded != now {
+                return Err(StoreError::MigrationChanged {
+                    version: migration.version,
+                    name: migration.name.to_owned(),
+                    applied: recorded.clone(),
+                    now,
+                });
+            }
+            report
+                .already_applied
+                .push((migration.version, migration.name));
+            continue;
+        }
+        for statement in statements(migration.cql) {
+            session.query_unpaged(statement, &[]).await?;
+        }
+        session
+            .await_schema_agreement()
+            .await
+            .map_err(|e| StoreError::Request(e.to_string()))?;
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {MIGRATIONS_TABLE} (version, name, checksum, applied_at) \
+                     VALUES (?, ?, ?, ?)"
+                ),
+                (migration.version, migration.name, now, Utc::now()),
+            )
+            .await?;
+        report.applied.push((migration.version, migration.name));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_and_drop_comments() {
+        let cql = "-- header\nCREATE TABLE a (\n  x int, -- the x\n  PRIMARY KEY (x)\n);\n\nCREATE TABLE b (y int PRIMARY KEY);\n";
+        assert_eq!(
+            statements(cql),
+            vec![
+                "CREATE TABLE a (\n  x int,\n  PRIMARY KEY (x)\n)".to_owned(),
+                "CREATE TABLE b (y int PRIMARY KEY)".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order_and_every_statement_is_idempotent() {
+        for (i, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version, i as i32 + 1);
+            for statement in statements(migration.cql) {
+                assert!(
+                    statement.contains("IF NOT EXISTS"),
+                    "not idempotent: {statement}"
+                );
+                // Cassandra-only features that ScyllaDB does not accept.
+                for forbidden in ["StorageAttachedIndex", "SAI", "vector<"] {
+                    assert!(!statement.contains(forbidden), "{forbidden} in {statement}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn checksum_is_stable() {
+        assert_eq!(checksum(""), "cbf29ce484222325");
+        assert_ne!(checksum("a"), checksum("b"));
+    }
+}
