@@ -14,6 +14,7 @@ use crate::secret::Secret;
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Base URL, e.g. `http://127.0.0.1:8081` (a path prefix is fine).
+    #[serde(default = "default_url")]
     pub url: String,
     /// Basic-auth user, if the registry needs one.
     #[serde(default)]
@@ -26,6 +27,10 @@ pub struct RegistryConfig {
     pub timeout: Duration,
 }
 
+fn default_url() -> String {
+    "http://127.0.0.1:8081".into()
+}
+
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -33,7 +38,7 @@ fn default_timeout() -> Duration {
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
-            url: "http://127.0.0.1:8081".into(),
+            url: default_url(),
             username: None,
             password: None,
             timeout: default_timeout(),

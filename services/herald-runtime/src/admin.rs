@@ -1,0 +1,115 @@
+//! The admin HTTP server every role runs: `/healthz` (the process is alive), `/readyz` (it has
+//! what it needs to do its work: a role flips this once its clients are connected and back off
+//! when they are lost), and Prometheus `/metrics`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metric_names;
+
+/// Whether the role is ready to take work. Starts not ready.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+static RECORDER: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+pub fn metrics_handle(role: &str) -> Result<PrometheusHandle, String> {
+    let handle = RECORDER
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+        })
+        .clone()?;
+    metrics::gauge!(
+        metric_names::BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "role" => role.to_owned()
+    )
+    .set(1.0);
+    Ok(handle)
+}
+
+#[derive(Clone)]
+struct AdminState {
+    readiness: Readiness,
+    metrics: PrometheusHandle,
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    readiness: Readiness,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(render_metrics))
+        .with_state(AdminState { readiness, metrics });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn render_metrics(State(state): State<AdminState>) -> String {
+    state.metrics.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn endpoints_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let readiness = Readiness::default();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            readiness.clone(),
+            metrics_handle("test").unwrap(),
+            shutdown.clone(),
+        ));
+        let client = reqwest::Client::new();
+        let get = |path: &str| client.get(format!("{base}{path}")).send();
+
+        assert_eq!(get("/healthz").await.unwrap().status(), 200);
+        assert_eq!(get("/readyz").await.unwrap().status(), 503);
+        readiness.set(true);
+        assert_eq!(get("/readyz").await.unwrap().status(), 200);
+        let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("herald_build_info{"), "{metrics}");
+
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,219 @@
+//! Typed configuration: compiled-in defaults, then a TOML file, then `HERALD_` environment
+//! variables with `__` between levels (`HERALD_KAFKA__BOOTSTRAP_SERVERS=broker:9092`). Unknown
+//! keys and bad values fail at start with the key named.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use herald_contracts::registry::RegistryConfig;
+use herald_kafka::KafkaConfig;
+use herald_store::StoreConfig;
+
+/// The environment prefix. Only variables with a `__` after it are configuration, so that
+/// `HERALD_CONFIG` (the file path) and the dev scripts' own variables are not mistaken for keys.
+pub const ENV_PREFIX: &str = "HERALD_";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeraldConfig {
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `json` (default) or `text`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,herald_kafka=debug`. `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// OTLP/HTTP endpoint for traces (e.g. `http://otel-collector:4318/v1/traces`); none: no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` on exported spans; the role is appended (`herald-router`).
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+fn default_service_name() -> String {
+    "herald".into()
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Json,
+            log_level: default_log_level(),
+            otlp_endpoint: None,
+            service_name: default_service_name(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(String),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl HeraldConfig {
+    /// Defaults, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed(ENV_PREFIX))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            // Toml::file ignores a missing file; a typo in the path must not fall back to defaults.
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(env.filter(|key| key.as_str().contains("__")).split("__"));
+        let config: HeraldConfig = figment.extract().map_err(describe)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.store.validate().map_err(ConfigError::Invalid)?;
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return Err(ConfigError::Invalid("kafka.bootstrap_servers is empty".into()));
+        }
+        if !(self.registry.url.starts_with("http://") || self.registry.url.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "registry.url `{}` must start with http:// or https://",
+                self.registry.url
+            )));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "telemetry.log_level `{}` is not a filter: {e}",
+                self.telemetry.log_level
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+/// Every problem figment found, each with the key it is about.
+fn describe(error: figment::Error) -> ConfigError {
+    let messages: Vec<String> = error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("key `{key}`: {}{source}", e.kind)
+            }
+        })
+        .collect();
+    ConfigError::Invalid(messages.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in_jail(toml: &str, env: &[(&str, &str)]) -> Result<HeraldConfig, String> {
+        let mut out = Err(String::new());
+        Jail::expect_with(|jail| {
+            jail.create_file("herald.toml", toml)?;
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            out = HeraldConfig::load(Some(Path::new("herald.toml"))).map_err(|e| e.to_string());
+            Ok(())
+        });
+        out
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let config = load_in_jail(
+            "[kafka]\nbootstrap_servers = \"file:9092\"\ntopic_prefix = \"t.\"\n[registry]\ntimeout = \"2s\"\n",
+            &[
+                ("HERALD_KAFKA__BOOTSTRAP_SERVERS", "env:9092"),
+                ("HERALD_CACHE", "/not/a/key"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.kafka.bootstrap_servers, "env:9092");
+        assert_eq!(config.kafka.topic_prefix, "t.");
+        assert_eq!(config.registry.timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = load_in_jail("[kafka]\nbootstrap = \"x\"\n", &[]).unwrap_err();
+        assert!(err.contains("bootstrap"), "{err}");
+        let err = load_in_jail("", &[("HERALD_STORE__KEYSPACE", "no-dashes")]).unwrap_err();
+        assert!(err.contains("store.keyspace"), "{err}");
+        let err = load_in_jail("[registry]\ntimeout = \"soon\"\n", &[]).unwrap_err();
+        assert!(err.contains("registry.timeout"), "{err}");
+        let err = load_in_jail("", &[("HERALD_ADMIN__LISTEN", "not-an-address")]).unwrap_err();
+        assert!(err.contains("admin.listen"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let err = HeraldConfig::load(Some(Path::new("/nonexistent/herald.toml"))).unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+}

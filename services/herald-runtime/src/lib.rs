@@ -1,0 +1,11 @@
+//! What every Herald role shares: typed configuration (file plus `HERALD_` environment
+//! overrides), JSON logs and OpenTelemetry traces, the admin HTTP server (`/healthz`, `/readyz`,
+//! `/metrics`) and shutdown on SIGTERM.
+
+pub mod admin;
+pub mod config;
+pub mod metric_names;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{ConfigError, HeraldConfig};
