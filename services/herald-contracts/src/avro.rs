@@ -194,14 +194,22 @@ impl Fields {
             None => Ok(None),
             Some(Value::Array(items)) => items
                 .into_iter()
-                .map(|v| item(v).ok_or_else(|| field_error(&self.path(name), "an array item of the declared type")))
+                .map(|v| {
+                    item(v).ok_or_else(|| {
+                        field_error(&self.path(name), "an array item of the declared type")
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
             Some(_) => Err(field_error(&self.path(name), "an array")),
         }
     }
 
-    pub fn array<T>(&mut self, name: &str, item: impl Fn(Value) -> Option<T>) -> Result<Vec<T>, FieldError> {
+    pub fn array<T>(
+        &mut self,
+        name: &str,
+        item: impl Fn(Value) -> Option<T>,
+    ) -> Result<Vec<T>, FieldError> {
         Ok(self.optional_array(name, item)?.unwrap_or_default())
     }
 }

@@ -143,7 +143,10 @@ impl Codec {
     }
 
     /// Writes a request with the compiled-in schema under `<requested topic>-value`.
-    pub async fn encode_request(&self, request: &NotificationRequest) -> Result<Vec<u8>, CodecError> {
+    pub async fn encode_request(
+        &self,
+        request: &NotificationRequest,
+    ) -> Result<Vec<u8>, CodecError> {
         let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
             self.topics.requested(),
             false,
@@ -156,11 +159,13 @@ impl Codec {
     }
 
     pub async fn encode_dispatch(&self, dispatch: &Dispatch) -> Result<Vec<u8>, CodecError> {
-        self.encode_record(SchemaKind::Dispatch, dispatch.to_avro()).await
+        self.encode_record(SchemaKind::Dispatch, dispatch.to_avro())
+            .await
     }
 
     pub async fn encode_status(&self, status: &StatusEvent) -> Result<Vec<u8>, CodecError> {
-        self.encode_record(SchemaKind::Status, status.to_avro()).await
+        self.encode_record(SchemaKind::Status, status.to_avro())
+            .await
     }
 
     async fn encode_record(&self, kind: SchemaKind, value: Value) -> Result<Vec<u8>, CodecError> {
@@ -213,7 +218,10 @@ impl Codec {
         match self.decode(bytes).await? {
             Decoded::Request(request) => Ok(request),
             other => Err(CodecError::Incompatible {
-                name: other.schema_name().unwrap_or("an unnamed schema").to_owned(),
+                name: other
+                    .schema_name()
+                    .unwrap_or("an unnamed schema")
+                    .to_owned(),
                 message: format!("expected {}", SchemaKind::Requested.full_name()),
             }),
         }
@@ -242,7 +250,11 @@ pub fn value_to_json(value: Value) -> serde_json::Value {
         Value::Uuid(u) => J::String(u.to_string()),
         Value::Union(_, inner) => value_to_json(*inner),
         Value::Array(items) => J::Array(items.into_iter().map(value_to_json).collect()),
-        Value::Map(map) => J::Object(map.into_iter().map(|(k, v)| (k, value_to_json(v))).collect()),
+        Value::Map(map) => J::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, value_to_json(v)))
+                .collect(),
+        ),
         Value::Record(fields) => J::Object(
             fields
                 .into_iter()
@@ -264,10 +276,19 @@ mod tests {
 
     #[test]
     fn framing_is_checked_before_any_lookup() {
-        assert!(matches!(schema_id(b""), Err(CodecError::Framing { len: 0, first: None })));
+        assert!(matches!(
+            schema_id(b""),
+            Err(CodecError::Framing {
+                len: 0,
+                first: None
+            })
+        ));
         assert!(matches!(
             schema_id(b"{\"json\":1}"),
-            Err(CodecError::Framing { first: Some(b'{'), .. })
+            Err(CodecError::Framing {
+                first: Some(b'{'),
+                ..
+            })
         ));
         assert_eq!(schema_id(&[0, 0, 0, 1, 7, 2]).unwrap(), 263);
     }
@@ -275,7 +296,10 @@ mod tests {
     #[test]
     fn generic_json_unwraps_unions_and_names_symbols() {
         let value = Value::Record(vec![
-            ("a".into(), Value::Union(1, Box::new(Value::String("x".into())))),
+            (
+                "a".into(),
+                Value::Union(1, Box::new(Value::String("x".into()))),
+            ),
             ("b".into(), Value::Enum(2, "HIGH".into())),
             ("c".into(), Value::Bytes(vec![0xde, 0xad])),
             ("d".into(), Value::TimestampMillis(0)),

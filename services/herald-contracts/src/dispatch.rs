@@ -97,11 +97,15 @@ impl Dispatch {
                     ("json", avro::optional_string(c.json.as_deref())),
                     (
                         "sms_encoding",
-                        avro::optional(c.sms_encoding.map(|e| {
-                            avro::symbol(&["GSM7", "UCS2"], e.symbol())
-                        })),
+                        avro::optional(
+                            c.sms_encoding
+                                .map(|e| avro::symbol(&["GSM7", "UCS2"], e.symbol())),
+                        ),
                     ),
-                    ("sms_segments", avro::optional(c.sms_segments.map(Value::Int))),
+                    (
+                        "sms_segments",
+                        avro::optional(c.sms_segments.map(Value::Int)),
+                    ),
                 ]),
             ),
             ("template", template_to_avro(&self.template)),

@@ -128,7 +128,9 @@ impl RegistryAdmin {
             .request(method, url)
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE);
         match &self.config.username {
-            Some(user) => builder.basic_auth(user, self.config.password.as_ref().map(Secret::expose)),
+            Some(user) => {
+                builder.basic_auth(user, self.config.password.as_ref().map(Secret::expose))
+            }
             None => builder,
         }
     }
@@ -175,13 +177,20 @@ impl RegistryAdmin {
 
     /// Registers `schema` under `subject`, or reports that it is already there. An incompatible
     /// schema is refused with the registry's reason.
-    pub async fn register(&self, subject: &str, schema: &str) -> Result<Registration, RegistryError> {
+    pub async fn register(
+        &self,
+        subject: &str,
+        schema: &str,
+    ) -> Result<Registration, RegistryError> {
         let body = serde_json::json!({ "schema": schema, "schemaType": "AVRO" }).to_string();
         let lookup = self
             .send(
                 &format!("lookup in {subject}"),
-                self.request(reqwest::Method::POST, &format!("subjects/{}", encode(subject)))
-                    .body(body.clone()),
+                self.request(
+                    reqwest::Method::POST,
+                    &format!("subjects/{}", encode(subject)),
+                )
+                .body(body.clone()),
             )
             .await;
         match lookup {

@@ -47,6 +47,16 @@ pub struct NotificationRequest {
     pub created_at: Option<DateTime<Utc>>,
 }
 
+/// serde's message without its "at line 1" (callers number lines themselves), keeping the column.
+fn json_problem(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&position) {
+        Some(message) => format!("{message} (column {})", e.column()),
+        None => text,
+    }
+}
+
 fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())
 }
@@ -79,7 +89,10 @@ pub enum RequestError {
     #[error("not a valid request: {0}")]
     Json(String),
     #[error("`{field}` {problem}")]
-    Invalid { field: &'static str, problem: String },
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
     #[error("`data` is {size} bytes encoded; the limit is {MAX_DATA_BYTES}")]
     DataTooLarge { size: usize },
     #[error("{0}")]
@@ -98,7 +111,7 @@ impl NotificationRequest {
     /// absent.
     pub fn from_json(json: &str) -> Result<Self, RequestError> {
         let request: NotificationRequest =
-            serde_json::from_str(json).map_err(|e| RequestError::Json(e.to_string()))?;
+            serde_json::from_str(json).map_err(|e| RequestError::Json(json_problem(&e)))?;
         request.validated()
     }
 
@@ -192,16 +205,21 @@ impl NotificationRequest {
                         "push_tokens",
                         Value::Array(r.push_tokens.iter().map(|t| avro::string(t)).collect()),
                     ),
-                    ("webhook_url", avro::optional_string(r.webhook_url.as_deref())),
+                    (
+                        "webhook_url",
+                        avro::optional_string(r.webhook_url.as_deref()),
+                    ),
                 ]),
             ),
             ("data", Value::String(self.data.to_string())),
             ("priority", priority_to_avro(self.priority)),
             (
                 "channels",
-                avro::optional(self.channels.as_ref().map(|cs| {
-                    Value::Array(cs.iter().map(|c| channel_to_avro(*c)).collect())
-                })),
+                avro::optional(
+                    self.channels
+                        .as_ref()
+                        .map(|cs| Value::Array(cs.iter().map(|c| channel_to_avro(*c)).collect())),
+                ),
             ),
             ("locale", avro::optional_string(self.locale.as_deref())),
             ("send_at", avro::optional_timestamp(self.send_at)),
@@ -322,11 +340,9 @@ fn check_token(
 fn check_email(email: &str) -> Result<(), RequestError> {
     let ok = email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| {
-                !local.is_empty() && domain.contains('.') && !domain.contains('@')
-            });
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.contains('@')
+        });
     if ok {
         Ok(())
     } else {
@@ -354,11 +370,15 @@ fn check_locale(locale: &str) -> Result<(), RequestError> {
     let language_ok = parts
         .next()
         .is_some_and(|l| (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic()));
-    let rest_ok = parts.all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    let rest_ok =
+        parts.all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
     if language_ok && rest_ok {
         Ok(())
     } else {
-        Err(invalid("locale", "must be a BCP 47 tag such as fr or fr-CA"))
+        Err(invalid(
+            "locale",
+            "must be a BCP 47 tag such as fr or fr-CA",
+        ))
     }
 }
 
@@ -412,19 +432,57 @@ mod tests {
     fn bad_requests_name_the_problem() {
         let cases: Vec<(String, &str)> = vec![
             ("{not json".into(), "not a valid request"),
-            (with(|v| { v.as_object_mut().unwrap().remove("tenant"); }), "missing field `tenant`"),
-            (with(|v| v["priority"] = "urgent".into()), "unknown variant `urgent`"),
-            (with(|v| v["channels"] = serde_json::json!(["fax"])), "unknown variant `fax`"),
-            (with(|v| v["colour"] = "red".into()), "unknown field `colour`"),
-            (with(|v| v["tenant"] = "ac:me".into()), "`tenant` contains the character ':'"),
+            (
+                with(|v| {
+                    v.as_object_mut().unwrap().remove("tenant");
+                }),
+                "missing field `tenant`",
+            ),
+            (
+                with(|v| v["priority"] = "urgent".into()),
+                "unknown variant `urgent`",
+            ),
+            (
+                with(|v| v["channels"] = serde_json::json!(["fax"])),
+                "unknown variant `fax`",
+            ),
+            (
+                with(|v| v["colour"] = "red".into()),
+                "unknown field `colour`",
+            ),
+            (
+                with(|v| v["tenant"] = "ac:me".into()),
+                "`tenant` contains the character ':'",
+            ),
             (with(|v| v["category"] = "".into()), "`category` is empty"),
-            (with(|v| v["recipient"]["email"] = "nope".into()), "`recipient.email` is not an email"),
-            (with(|v| v["recipient"]["phone"] = "555-1234".into()), "`recipient.phone` must be an E.164"),
-            (with(|v| v["data"] = serde_json::json!([1])), "`data` must be a JSON object"),
-            (with(|v| v["channels"] = serde_json::json!(["sms", "sms"])), "lists `sms` twice"),
-            (with(|v| v["locale"] = "french!".into()), "`locale` must be a BCP 47"),
-            (with(|v| v["expires_at"] = "2026-11-20T00:00:00Z".into()), "`expires_at` is before created_at"),
-            (with(|v| v["template"]["version"] = 0.into()), "`template.version` must be 1 or more"),
+            (
+                with(|v| v["recipient"]["email"] = "nope".into()),
+                "`recipient.email` is not an email",
+            ),
+            (
+                with(|v| v["recipient"]["phone"] = "555-1234".into()),
+                "`recipient.phone` must be an E.164",
+            ),
+            (
+                with(|v| v["data"] = serde_json::json!([1])),
+                "`data` must be a JSON object",
+            ),
+            (
+                with(|v| v["channels"] = serde_json::json!(["sms", "sms"])),
+                "lists `sms` twice",
+            ),
+            (
+                with(|v| v["locale"] = "french!".into()),
+                "`locale` must be a BCP 47",
+            ),
+            (
+                with(|v| v["expires_at"] = "2026-11-20T00:00:00Z".into()),
+                "`expires_at` is before created_at",
+            ),
+            (
+                with(|v| v["template"]["version"] = 0.into()),
+                "`template.version` must be 1 or more",
+            ),
             (
                 with(|v| v["data"] = serde_json::json!({"blob": "x".repeat(MAX_DATA_BYTES)})),
                 "the limit is 65536",
@@ -432,7 +490,10 @@ mod tests {
         ];
         for (json, expected) in cases {
             let error = parse(&json).expect_err(expected).to_string();
-            assert!(error.contains(expected), "{error:?} should contain {expected:?}");
+            assert!(
+                error.contains(expected),
+                "{error:?} should contain {expected:?}"
+            );
         }
     }
 }

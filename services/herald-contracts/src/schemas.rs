@@ -98,7 +98,8 @@ mod tests {
     #[test]
     fn compiled_in_schemas_parse_and_are_named() {
         for kind in SchemaKind::ALL {
-            let schema = Schema::parse_str(kind.source()).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            let schema =
+                Schema::parse_str(kind.source()).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
             let Schema::Record(record) = schema else {
                 panic!("{kind:?} is not a record");
             };

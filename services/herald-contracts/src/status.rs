@@ -104,7 +104,10 @@ impl StatusEvent {
         let symbols = Status::ALL.map(Status::symbol);
         avro::record(vec![
             ("event_id", avro::string(&self.event_id)),
-            ("dispatch_id", avro::optional_string(self.dispatch_id.as_deref())),
+            (
+                "dispatch_id",
+                avro::optional_string(self.dispatch_id.as_deref()),
+            ),
             ("tenant", avro::string(&self.tenant)),
             ("user_id", avro::string(&self.user_id)),
             ("channel", avro::optional(self.channel.map(channel_to_avro))),

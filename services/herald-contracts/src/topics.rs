@@ -105,6 +105,11 @@ mod tests {
     #[test]
     fn prefix_applies_to_every_topic() {
         let names = TopicNames::new("t1.");
-        assert!(names.all().iter().all(|n| n.starts_with("t1.notifications.")));
+        assert!(
+            names
+                .all()
+                .iter()
+                .all(|n| n.starts_with("t1.notifications."))
+        );
     }
 }

@@ -52,14 +52,15 @@ impl HeaderWriter {
     }
 
     pub fn build(self) -> OwnedHeaders {
-        self.headers
-            .iter()
-            .fold(OwnedHeaders::new_with_capacity(self.headers.len()), |h, (k, v)| {
+        self.headers.iter().fold(
+            OwnedHeaders::new_with_capacity(self.headers.len()),
+            |h, (k, v)| {
                 h.insert(Header {
                     key: k,
                     value: Some(v.as_bytes()),
                 })
-            })
+            },
+        )
     }
 }
 
@@ -106,7 +107,10 @@ mod tests {
         assert_eq!(last_str(&headers, "a"), Some("2"));
         assert_eq!(last_str(&headers, "b"), None);
 
-        let built = HeaderWriter::new().insert("x", "1").insert("x", "2").build();
+        let built = HeaderWriter::new()
+            .insert("x", "1")
+            .insert("x", "2")
+            .build();
         assert_eq!(to_pairs(&built), vec![("x".to_owned(), "2".to_owned())]);
     }
 }

@@ -3,10 +3,12 @@
 //! context carried in record headers.
 
 pub mod config;
+pub mod context;
 pub mod headers;
 pub mod topic_apply;
 pub mod topic_plan;
 
 pub use config::KafkaConfig;
+pub use context::HeraldContext;
 pub use topic_apply::{ApplyReport, TopicAction, apply_plan};
 pub use topic_plan::{PlanError, TopicPlan, TopicSpec};

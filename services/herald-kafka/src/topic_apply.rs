@@ -112,7 +112,10 @@ async fn existing_topics(config: &ClientConfig) -> Result<HashMap<String, (i32, 
             .topics()
             .iter()
             .map(|t| {
-                let replicas = t.partitions().first().map_or(0, |p| p.replicas().len() as i32);
+                let replicas = t
+                    .partitions()
+                    .first()
+                    .map_or(0, |p| p.replicas().len() as i32);
                 (t.name().to_owned(), (t.partitions().len() as i32, replicas))
             })
             .collect())

@@ -6,6 +6,10 @@ use std::path::Path;
 
 const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 
+/// `topics/herald.toml`, compiled in so that the binary alone can apply it.
+pub const DECLARED_TOPICS: &str = include_str!("../../../topics/herald.toml");
+pub const DECLARED_TOPICS_PATH: &str = "topics/herald.toml";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("cannot read {path}: {source}")]
@@ -142,6 +146,11 @@ impl TopicPlan {
         self
     }
 
+    /// The compiled-in `topics/herald.toml`.
+    pub fn declared() -> Result<Self, PlanError> {
+        Self::parse(DECLARED_TOPICS_PATH, DECLARED_TOPICS)
+    }
+
     pub fn names(&self) -> Vec<&str> {
         self.topics.iter().map(|t| t.name.as_str()).collect()
     }
@@ -152,8 +161,7 @@ mod tests {
     use super::*;
 
     fn repo_plan() -> TopicPlan {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../topics/herald.toml");
-        TopicPlan::load(&path).unwrap()
+        TopicPlan::declared().unwrap()
     }
 
     #[test]
@@ -165,7 +173,11 @@ mod tests {
         let mut named: Vec<&str> = names.iter().map(String::as_str).collect();
         named.sort_unstable();
         assert_eq!(declared, named);
-        assert!(plan.topics.iter().all(|t| t.configs.contains_key("retention.ms")));
+        assert!(
+            plan.topics
+                .iter()
+                .all(|t| t.configs.contains_key("retention.ms"))
+        );
     }
 
     #[test]
@@ -201,7 +213,8 @@ mod tests {
         let dup = "[defaults]\npartitions=1\nreplication_factor=1\n[[topic]]\nname=\"a\"\n[[topic]]\nname=\"a\"\n";
         let err = TopicPlan::parse("t.toml", dup).unwrap_err().to_string();
         assert!(err.contains("`a`: is declared twice"), "{err}");
-        let unknown = "[defaults]\npartitions=1\nreplication_factor=1\n[[topic]]\nname=\"a\"\npartitons=3\n";
+        let unknown =
+            "[defaults]\npartitions=1\nreplication_factor=1\n[[topic]]\nname=\"a\"\npartitons=3\n";
         let err = TopicPlan::parse("t.toml", unknown).unwrap_err().to_string();
         assert!(err.contains("partitons"), "{err}");
     }

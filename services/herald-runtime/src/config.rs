@@ -127,9 +127,12 @@ impl HeraldConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.store.validate().map_err(ConfigError::Invalid)?;
         if self.kafka.bootstrap_servers.trim().is_empty() {
-            return Err(ConfigError::Invalid("kafka.bootstrap_servers is empty".into()));
+            return Err(ConfigError::Invalid(
+                "kafka.bootstrap_servers is empty".into(),
+            ));
         }
-        if !(self.registry.url.starts_with("http://") || self.registry.url.starts_with("https://")) {
+        if !(self.registry.url.starts_with("http://") || self.registry.url.starts_with("https://"))
+        {
             return Err(ConfigError::Invalid(format!(
                 "registry.url `{}` must start with http:// or https://",
                 self.registry.url

@@ -73,6 +73,11 @@ impl StoreConfig {
         }
     }
 
+    /// A table name qualified with the keyspace, for statement text.
+    pub fn table(&self, table: &str) -> String {
+        format!("{}.{table}", self.keyspace)
+    }
+
     /// Keyspace and datacenter names end up inside CQL text, so only plain identifiers pass.
     pub fn validate(&self) -> Result<(), String> {
         let plain = |s: &str| {

@@ -10,7 +10,9 @@ pub enum StoreError {
     Answer(String),
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("migration {version} ({name}) was changed after it was applied (checksum {applied} applied, {now} now); add a new migration instead")]
+    #[error(
+        "migration {version} ({name}) was changed after it was applied (checksum {applied} applied, {now} now); add a new migration instead"
+    )]
     MigrationChanged {
         version: i32,
         name: String,
@@ -24,7 +26,10 @@ pub enum StoreError {
 impl StoreError {
     /// True when retrying later can succeed (the database is down or slow).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unreachable { .. } | StoreError::Request(_))
+        matches!(
+            self,
+            StoreError::Unreachable { .. } | StoreError::Request(_)
+        )
     }
 }
 
@@ -40,20 +45,22 @@ impl From<scylla::errors::PrepareError> for StoreError {
     }
 }
 
-impl From<scylla::errors::IntoRowsResultError> for StoreError {
-    fn from(e: scylla::errors::IntoRowsResultError) -> Self {
-        StoreError::Answer(e.to_string())
-    }
+/// Errors in reading an answer's rows: the schema is not what the code expects.
+macro_rules! answer_error {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StoreError {
+            fn from(e: $error) -> Self {
+                StoreError::Answer(e.to_string())
+            }
+        }
+    )*};
 }
 
-impl From<scylla::errors::RowsError> for StoreError {
-    fn from(e: scylla::errors::RowsError) -> Self {
-        StoreError::Answer(e.to_string())
-    }
-}
-
-impl From<scylla::errors::DeserializationError> for StoreError {
-    fn from(e: scylla::errors::DeserializationError) -> Self {
-        StoreError::Answer(e.to_string())
-    }
-}
+answer_error!(
+    scylla::errors::IntoRowsResultError,
+    scylla::errors::RowsError,
+    scylla::errors::DeserializationError,
+    scylla::errors::MaybeFirstRowError,
+    scylla::errors::FirstRowError,
+    scylla::errors::SingleRowError
+);

@@ -62,7 +62,10 @@ pub fn statements(cql: &str) -> Vec<String> {
 }
 
 /// Creates the keyspace if needed and applies every migration not yet recorded.
-pub async fn migrate(session: &Session, config: &StoreConfig) -> Result<MigrationReport, StoreError> {
+pub async fn migrate(
+    session: &Session,
+    config: &StoreConfig,
+) -> Result<MigrationReport, StoreError> {
     config.validate().map_err(StoreError::Config)?;
     let ks = &config.keyspace;
     session
@@ -125,13 +128,18 @@ pub async fn migrate(session: &Session, config: &StoreConfig) -> Result<Migratio
             .await_schema_agreement()
             .await
             .map_err(|e| StoreError::Request(e.to_string()))?;
+        // Unprepared on purpose: prepared statements after `USE` draw a warning from the
+        // server, and these values are ours (an int, a fixed name, a hex checksum).
         session
             .query_unpaged(
                 format!(
                     "INSERT INTO {MIGRATIONS_TABLE} (version, name, checksum, applied_at) \
-                     VALUES (?, ?, ?, ?)"
+                     VALUES ({}, '{}', '{now}', {})",
+                    migration.version,
+                    migration.name,
+                    Utc::now().timestamp_millis()
                 ),
-                (migration.version, migration.name, now, Utc::now()),
+                &[],
             )
             .await?;
         report.applied.push((migration.version, migration.name));

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use herald_contracts::Channel;
 
-use crate::StoreError;
+use crate::{StoreConfig, StoreError};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -166,7 +166,9 @@ impl SeedFile {
         for user in &self.users {
             let who = format!("user {}/{}", user.tenant, user.user_id);
             if user.tenant.is_empty() || user.user_id.is_empty() {
-                return Err(seed_error(format!("{who}: tenant and user_id are required")));
+                return Err(seed_error(format!(
+                    "{who}: tenant and user_id are required"
+                )));
             }
             if let Some(tz) = &user.time_zone {
                 tz.parse::<chrono_tz::Tz>().map_err(|_| {
@@ -194,7 +196,10 @@ impl SeedFile {
                     c.tenant, c.category
                 )));
             }
-            if c.rate_limit.as_ref().is_some_and(|r| r.count < 1 || r.window.as_secs() < 1) {
+            if c.rate_limit
+                .as_ref()
+                .is_some_and(|r| r.count < 1 || r.window.as_secs() < 1)
+            {
                 return Err(seed_error(format!(
                     "category {}/{}: rate_limit needs count >= 1 and a window of a second or more",
                     c.tenant, c.category
@@ -233,7 +238,9 @@ impl SeedFile {
                 if let Some(source) = value {
                     registry
                         .register_template_string("check", source)
-                        .map_err(|e| seed_error(format!("{which}: `{part}` does not compile: {e}")))?;
+                        .map_err(|e| {
+                            seed_error(format!("{which}: `{part}` does not compile: {e}"))
+                        })?;
                 }
             }
         }
@@ -242,34 +249,42 @@ impl SeedFile {
 }
 
 /// Writes a validated seed into the session's keyspace.
-pub async fn load(session: &Session, seed: &SeedFile) -> Result<SeedReport, StoreError> {
+pub async fn load(
+    session: &Session,
+    store: &StoreConfig,
+    seed: &SeedFile,
+) -> Result<SeedReport, StoreError> {
     seed.validate()?;
     let mut report = SeedReport::default();
     let now = Utc::now();
 
     let user_insert = session
-        .prepare(
-            "INSERT INTO users (tenant, user_id, email, phone, push_tokens, locale, time_zone, updated_at) \
+        .prepare(format!(
+            "INSERT INTO {} (tenant, user_id, email, phone, push_tokens, locale, time_zone, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+            store.table("users")
+        ))
         .await?;
     let settings_insert = session
-        .prepare(
-            "INSERT INTO preferences (tenant, user_id, global_opt_out, quiet_start_minute, quiet_end_minute) \
+        .prepare(format!(
+            "INSERT INTO {} (tenant, user_id, global_opt_out, quiet_start_minute, quiet_end_minute) \
              VALUES (?, ?, ?, ?, ?)",
-        )
+            store.table("preferences")
+        ))
         .await?;
     let preference_insert = session
-        .prepare(
-            "INSERT INTO preferences (tenant, user_id, category, channels, opted_out, opted_out_channels, updated_at) \
+        .prepare(format!(
+            "INSERT INTO {} (tenant, user_id, category, channels, opted_out, opted_out_channels, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
+            store.table("preferences")
+        ))
         .await?;
     let webhook_insert = session
-        .prepare(
-            "INSERT INTO webhook_endpoints (tenant, user_id, endpoint_id, url, secret, enabled) \
+        .prepare(format!(
+            "INSERT INTO {} (tenant, user_id, endpoint_id, url, secret, enabled) \
              VALUES (?, ?, ?, ?, ?, ?)",
-        )
+            store.table("webhook_endpoints")
+        ))
         .await?;
     for user in &seed.users {
         let tokens: Vec<&str> = user.push_tokens.iter().map(String::as_str).collect();
@@ -298,7 +313,13 @@ pub async fn load(session: &Session, seed: &SeedFile) -> Result<SeedReport, Stor
         session
             .execute_unpaged(
                 &settings_insert,
-                (&user.tenant, &user.user_id, user.global_opt_out, quiet_start, quiet_end),
+                (
+                    &user.tenant,
+                    &user.user_id,
+                    user.global_opt_out,
+                    quiet_start,
+                    quiet_end,
+                ),
             )
             .await?;
         for p in &user.preferences {
@@ -322,7 +343,14 @@ pub async fn load(session: &Session, seed: &SeedFile) -> Result<SeedReport, Stor
             session
                 .execute_unpaged(
                     &webhook_insert,
-                    (&user.tenant, &user.user_id, &w.id, &w.url, &w.secret, w.enabled),
+                    (
+                        &user.tenant,
+                        &user.user_id,
+                        &w.id,
+                        &w.url,
+                        &w.secret,
+                        w.enabled,
+                    ),
                 )
                 .await?;
             report.webhooks += 1;
@@ -331,10 +359,11 @@ pub async fn load(session: &Session, seed: &SeedFile) -> Result<SeedReport, Stor
     }
 
     let category_insert = session
-        .prepare(
-            "INSERT INTO category_defaults (tenant, category, channels, fallback, mandatory, \
+        .prepare(format!(
+            "INSERT INTO {} (tenant, category, channels, fallback, mandatory, \
              rate_limit_count, rate_limit_window_seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
+            store.table("category_defaults")
+        ))
         .await?;
     for c in &seed.categories {
         let (count, window) = match &c.rate_limit {
@@ -359,10 +388,11 @@ pub async fn load(session: &Session, seed: &SeedFile) -> Result<SeedReport, Stor
     }
 
     let template_insert = session
-        .prepare(
-            "INSERT INTO templates (tenant, template_id, version, channel, locale, subject, \
+        .prepare(format!(
+            "INSERT INTO {} (tenant, template_id, version, channel, locale, subject, \
              text_body, html_body, json_body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+            store.table("templates")
+        ))
         .await?;
     for t in &seed.templates {
         session
@@ -397,23 +427,31 @@ mod tests {
 
     #[test]
     fn the_demo_seed_is_valid() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../dev/demo/seed.json")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../dev/demo/seed.json"
+        ))
+        .unwrap();
         let seed = SeedFile::parse(&text).unwrap();
         assert!(!seed.users.is_empty() && !seed.templates.is_empty());
     }
 
     #[test]
     fn mistakes_are_named() {
-        assert!(err(r#"{"users":[{"tenant":"a","user_id":"u","time_zone":"Mars/Olympus"}]}"#)
-            .contains("time_zone `Mars/Olympus` is not an IANA time zone"));
+        assert!(
+            err(r#"{"users":[{"tenant":"a","user_id":"u","time_zone":"Mars/Olympus"}]}"#)
+                .contains("time_zone `Mars/Olympus` is not an IANA time zone")
+        );
         assert!(err(r#"{"users":[{"tenant":"a","user_id":"u","quiet_hours":{"start":"25:00","end":"07:00"}}]}"#)
             .contains("quiet_hours.start `25:00` is not HH:MM"));
         assert!(err(r#"{"templates":[{"tenant":"a","template_id":"t","version":1,"channel":"sms","locale":"en","text":"{{#if x}}"}]}"#)
             .contains("`text` does not compile"));
         assert!(err(r#"{"templates":[{"tenant":"a","template_id":"t","version":1,"channel":"email","locale":"en","text":"hi"}]}"#)
             .contains("`subject` is required"));
-        assert!(err(r#"{"categories":[{"tenant":"a","category":"c","channels":["fax"]}]}"#)
-            .contains("unknown variant `fax`"));
+        assert!(
+            err(r#"{"categories":[{"tenant":"a","category":"c","channels":["fax"]}]}"#)
+                .contains("unknown variant `fax`")
+        );
         assert!(err(r#"{"userz":[]}"#).contains("unknown field `userz`"));
     }
 }

@@ -19,24 +19,30 @@ pub async fn connect(config: &StoreConfig) -> Result<Session, StoreError> {
             .unwrap_or_default();
         builder = builder.user(user, password);
     }
-    builder
-        .build()
-        .await
-        .map_err(|e| StoreError::Unreachable {
-            nodes: config.nodes.join(","),
-            message: e.to_string(),
-        })
+    builder.build().await.map_err(|e| StoreError::Unreachable {
+        nodes: config.nodes.join(","),
+        message: e.to_string(),
+    })
 }
 
-/// Connects and selects the configured keyspace, which must exist (`herald db migrate`).
+/// Connects and checks that the configured keyspace exists (`herald db migrate` creates it).
+/// Statements name their tables with the keyspace (see [`StoreConfig::table`]) rather than
+/// relying on `USE`, which servers warn about with prepared statements.
 pub async fn connect_keyspace(config: &StoreConfig) -> Result<Session, StoreError> {
     let session = connect(config).await?;
-    session
-        .use_keyspace(&config.keyspace, true)
-        .await
-        .map_err(|e| StoreError::Request(format!(
-            "keyspace `{}` is not usable ({e}); run `herald db migrate` first",
+    let found = session
+        .query_unpaged(
+            "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (&config.keyspace,),
+        )
+        .await?
+        .into_rows_result()?
+        .maybe_first_row::<(String,)>()?;
+    if found.is_none() {
+        return Err(StoreError::Config(format!(
+            "keyspace `{}` does not exist; run `herald db migrate` first",
             config.keyspace
-        )))?;
+        )));
+    }
     Ok(session)
 }

@@ -1,0 +1,88 @@
+//! Reading what landed in Kafka.
+
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use herald_kafka::KafkaConfig;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Partition count of every topic in the cluster whose name starts with `prefix`.
+pub fn topics_with_prefix(kafka: &KafkaConfig, prefix: &str) -> HashMap<String, usize> {
+    let consumer: BaseConsumer = kafka.client_config().create().unwrap();
+    let metadata = consumer.fetch_metadata(None, TIMEOUT).unwrap();
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name().starts_with(prefix))
+        .map(|t| (t.name().to_owned(), t.partitions().len()))
+        .collect()
+}
+
+/// The configs set on a topic itself (not inherited from the broker).
+pub async fn topic_configs(kafka: &KafkaConfig, topic: &str) -> BTreeMap<String, String> {
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().unwrap();
+    let results = admin
+        .describe_configs(
+            [ResourceSpecifier::Topic(topic)].iter(),
+            &AdminOptions::new().request_timeout(Some(TIMEOUT)),
+        )
+        .await
+        .unwrap();
+    let resource = results.into_iter().next().unwrap().unwrap();
+    resource
+        .entries
+        .into_iter()
+        .filter(|e| !e.is_default)
+        .filter_map(|e| e.value.map(|v| (e.name, v)))
+        .collect()
+}
+
+/// Produces one record as-is (any bytes) and waits for the broker to take it.
+pub fn produce_raw(
+    kafka: &KafkaConfig,
+    topic: &str,
+    key: &[u8],
+    value: &[u8],
+    headers: &[(&str, &str)],
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kafka.producer_config().create().unwrap();
+    let headers = headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k,
+            value: Some(*v),
+        })
+    });
+    producer
+        .send(
+            BaseRecord::to(topic)
+                .key(key)
+                .payload(value)
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(TIMEOUT).unwrap();
+}
+
+/// Creates one topic (replication factor 1) for a test that needs no others.
+pub async fn create_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().unwrap();
+    let results = admin
+        .create_topics(
+            [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))].iter(),
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        )
+        .await
+        .unwrap();
+    for result in results {
+        result.unwrap();
+    }
+}

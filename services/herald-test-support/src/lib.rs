@@ -1,0 +1,203 @@
+//! Test helpers shared by every crate's integration tests: where the local stack is, unique
+//! names so tests run in parallel and rerun without cleanup, a handle that runs the `herald`
+//! binary against its own topics and keyspace, and readers for what landed in Kafka.
+//!
+//! The stack is the one `dev/stack up` starts; override its addresses with
+//! `HERALD_TEST_KAFKA`, `HERALD_TEST_CQL` and `HERALD_TEST_REGISTRY`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod kafka;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use herald_contracts::TopicNames;
+use herald_contracts::registry::RegistryConfig;
+use herald_kafka::KafkaConfig;
+use herald_store::StoreConfig;
+
+/// Where the local stack listens.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub kafka: String,
+    pub cql: String,
+    pub registry: String,
+}
+
+impl Stack {
+    pub fn from_env() -> Self {
+        let var =
+            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        Self {
+            kafka: var("HERALD_TEST_KAFKA", "127.0.0.1:9092"),
+            cql: var("HERALD_TEST_CQL", "127.0.0.1:9042"),
+            registry: var("HERALD_TEST_REGISTRY", "http://127.0.0.1:8081"),
+        }
+    }
+}
+
+/// A name no other test run uses: `<name>_<12 hex digits>`, safe for topics and keyspaces.
+pub fn unique(name: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{name}_{}", &id[..12])
+}
+
+/// What a finished `herald` invocation printed.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// One test's private Herald: its own topic prefix, keyspace and config file.
+#[derive(Debug)]
+pub struct HeraldEnv {
+    pub stack: Stack,
+    pub name: String,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    bin: PathBuf,
+}
+
+impl HeraldEnv {
+    /// `bin` is `env!("CARGO_BIN_EXE_herald")` in the calling test.
+    pub fn new(bin: &str, name: &str) -> Self {
+        let stack = Stack::from_env();
+        let name = unique(name);
+        let dir = std::env::temp_dir().join("herald-tests").join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("herald.toml");
+        let config = format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{name}.\"\n\n\
+             [registry]\nurl = \"{}\"\n\n\
+             [store]\nnodes = [\"{}\"]\nkeyspace = \"{name}\"\n\n\
+             [telemetry]\nlog_format = \"text\"\n",
+            stack.kafka, stack.registry, stack.cql
+        );
+        std::fs::write(&config_path, config).unwrap();
+        Self {
+            stack,
+            name,
+            dir,
+            config_path,
+            bin: PathBuf::from(bin),
+        }
+    }
+
+    pub fn topics(&self) -> TopicNames {
+        TopicNames::new(format!("{}.", self.name))
+    }
+
+    pub fn kafka_config(&self) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: self.stack.kafka.clone(),
+            topic_prefix: format!("{}.", self.name),
+            ..KafkaConfig::default()
+        }
+    }
+
+    pub fn registry_config(&self) -> RegistryConfig {
+        RegistryConfig {
+            url: self.stack.registry.clone(),
+            ..RegistryConfig::default()
+        }
+    }
+
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            nodes: vec![self.stack.cql.clone()],
+            keyspace: self.name.clone(),
+            ..StoreConfig::default()
+        }
+    }
+
+    /// `herald --config <this env's file> <args>`, not yet run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env_remove("HERALD_CONFIG")
+            .env_remove("RUST_LOG");
+        command
+    }
+
+    /// Runs `herald <args>` with `stdin` fed in, and waits for it.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        run(self.command(args), stdin)
+    }
+
+    /// Writes a file into this test's directory and returns its path.
+    pub fn write(&self, file: &str, contents: &str) -> PathBuf {
+        let path = self.dir.join(file);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// Topics (replication factor 1), schemas and, with `database`, the keyspace: what most
+    /// tests need before they start.
+    pub fn prepare(&self, database: bool) {
+        self.run(&["topics", "apply", "--replication-factor", "1"], None)
+            .assert_code(0);
+        self.run(&["schemas", "register"], None).assert_code(0);
+        if database {
+            self.run(&["db", "migrate"], None).assert_code(0);
+        }
+    }
+}
+
+/// Runs a command to completion, feeding it `stdin`.
+pub fn run(mut command: Command, stdin: Option<&str>) -> Run {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The repository root (for `schemas/`, `dev/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Python interpreter with the test requirements (`dev/pyenv` prints it; the test command
+/// exports it as `HERALD_TEST_PYTHON`).
+pub fn python() -> PathBuf {
+    match std::env::var("HERALD_TEST_PYTHON") {
+        Ok(path) => PathBuf::from(path),
+        Err(_) => panic!(
+            "HERALD_TEST_PYTHON is not set: run the tests with dev/test, or export \
+             HERALD_TEST_PYTHON=$(dev/pyenv | tail -n1)"
+        ),
+    }
+}

@@ -1,0 +1,136 @@
+//! The command line.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 failure (server unreachable, change refused); \
+2 bad configuration or arguments; 3 some input rejected (the rest was processed).";
+
+/// Herald: a Kafka-native notification pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// Configuration file (TOML). `HERALD_<SECTION>__<KEY>` environment variables override it.
+    #[arg(long, short, global = true, env = "HERALD_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Manage Kafka topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Manage Avro schemas in the schema registry.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+    /// Manage the database schema.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Produce notification requests from JSON lines (a file, or stdin).
+    Produce(ProduceArgs),
+    /// Print a Herald topic's records as JSON lines, headers included.
+    Tail(TailArgs),
+    /// Load users, preferences, category defaults and templates from a JSON file.
+    Seed(SeedArgs),
+}
+
+impl Command {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Command::Topics(_) => "topics",
+            Command::Schemas(_) => "schemas",
+            Command::Db(_) => "db",
+            Command::Produce(_) => "produce",
+            Command::Tail(_) => "tail",
+            Command::Seed(_) => "seed",
+        }
+    }
+
+    /// Long-running roles log at the configured level; operator tools only warn.
+    pub(crate) fn is_role(&self) -> bool {
+        false
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicsCommand {
+    /// Make the cluster match the declared topics: create missing ones, grow partitions, set
+    /// configs. Never deletes or shrinks. A second run changes nothing and says so.
+    Apply(TopicsApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopicsApplyArgs {
+    /// Topic declarations; the compiled-in topics/herald.toml by default.
+    #[arg(long)]
+    pub(crate) file: Option<PathBuf>,
+    /// Print what would change and change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Override every topic's replication factor (and cap min.insync.replicas to it), e.g. 1
+    /// for a single-broker development cluster.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    pub(crate) replication_factor: Option<i32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SchemasCommand {
+    /// Register every Herald schema under its subject with BACKWARD compatibility. An
+    /// incompatible change is refused with the registry's reason.
+    Register(SchemasRegisterArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchemasRegisterArgs {
+    /// Read the .avsc files from this directory instead of the compiled-in schemas/.
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DbCommand {
+    /// Create the keyspace and apply every migration not yet applied, each once.
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Each line is one JSON request (see schemas/notification_requested.avsc; \
+priority and channels in lower case, times in RFC 3339, data as a JSON object). A bad line is \
+reported on stderr with its number and reason and nothing is produced for it; exit code 3 says \
+some line was rejected."
+)]
+pub(crate) struct ProduceArgs {
+    /// JSON-lines file; `-` or nothing reads stdin.
+    pub(crate) file: Option<PathBuf>,
+    /// Topic to produce to; the configured notifications.requested by default.
+    #[arg(long)]
+    pub(crate) topic: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// The full topic name (with any prefix), e.g. notifications.status.
+    pub(crate) topic: String,
+    /// Keep waiting for new records instead of stopping at the end.
+    #[arg(long, short)]
+    pub(crate) follow: bool,
+    /// Stop after this many records.
+    #[arg(long, short = 'n')]
+    pub(crate) limit: Option<u64>,
+    /// Give up reaching the end after this long (without --follow).
+    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+    pub(crate) timeout: std::time::Duration,
+}
+
+fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SeedArgs {
+    /// The seed file (JSON); see dev/demo/seed.json.
+    pub(crate) file: PathBuf,
+}

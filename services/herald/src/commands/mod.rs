@@ -1,0 +1,25 @@
+//! One module per subcommand.
+
+mod db;
+mod produce;
+mod schemas;
+mod seed;
+mod tail;
+mod topics;
+
+use std::process::ExitCode;
+
+use herald_runtime::HeraldConfig;
+
+use crate::cli::{Command, DbCommand, SchemasCommand, TopicsCommand};
+
+pub(crate) async fn run(command: Command, config: HeraldConfig) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Topics(TopicsCommand::Apply(args)) => topics::apply(&config, &args).await,
+        Command::Schemas(SchemasCommand::Register(args)) => schemas::register(&config, &args).await,
+        Command::Db(DbCommand::Migrate) => db::migrate(&config).await,
+        Command::Produce(args) => produce::run(&config, &args).await,
+        Command::Tail(args) => tail::run(&config, &args).await,
+        Command::Seed(args) => seed::run(&config, &args).await,
+    }
+}
