@@ -174,6 +174,8 @@ mod tests {
     use super::*;
     use figment::Jail;
 
+    // figment's Jail fixes the closure's error type to figment::Error.
+    #[allow(clippy::result_large_err)]
     fn load_in_jail(toml: &str, env: &[(&str, &str)]) -> Result<HeraldConfig, String> {
         let mut out = Err(String::new());
         Jail::expect_with(|jail| {

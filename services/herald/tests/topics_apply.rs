@@ -2,8 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use herald_kafka::TopicPlan;
-use herald_test_support::HeraldEnv;
+use std::time::Duration;
+
 use herald_test_support::kafka::{topic_configs, topics_with_prefix};
+use herald_test_support::{HeraldEnv, wait_for};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
@@ -95,7 +97,10 @@ async fn apply_grows_partitions_sets_configs_and_keeps_foreign_configs() {
         "{}",
         grown.stdout
     );
-    assert_eq!(topics_with_prefix(&kafka, &topic)[&topic], 4);
+    // Broker metadata catches up with a partition change asynchronously.
+    wait_for("4 partitions", Duration::from_secs(30), || {
+        (topics_with_prefix(&kafka, &topic)[&topic] == 4).then_some(())
+    });
     let configs = topic_configs(&kafka, &topic).await;
     assert_eq!(
         configs.get("retention.ms").map(String::as_str),
