@@ -65,7 +65,7 @@ fn spans_are_exported_to_the_configured_endpoint() {
     assert!(
         headers
             .iter()
-            .any(|h| h.to_ascii_lowercase() == "content-type: application/x-protobuf"),
+            .any(|h| h.eq_ignore_ascii_case("content-type: application/x-protobuf")),
         "{headers:?}"
     );
     assert!(body_len > 0);
