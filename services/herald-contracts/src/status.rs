@@ -30,6 +30,17 @@ pub struct StatusEvent {
     pub at: DateTime<Utc>,
 }
 
+/// Reasons carried by SUPPRESSED statuses, declared once.
+pub mod reason {
+    pub const DUPLICATE: &str = "duplicate";
+    pub const EXPIRED: &str = "expired";
+    pub const OPTED_OUT: &str = "opted_out";
+    pub const UNKNOWN_RECIPIENT: &str = "unknown_recipient";
+    pub const NO_ADDRESS: &str = "no_address";
+    pub const NO_CHANNEL: &str = "no_channel";
+    pub const RATE_LIMITED: &str = "rate_limited";
+}
+
 /// A notification's state (DESIGN.md §2). `Unknown` is what a reader gets for a symbol added by
 /// a newer writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

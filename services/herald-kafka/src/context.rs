@@ -5,10 +5,23 @@
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::Rebalance;
 use rdkafka::error::KafkaError;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HeraldContext;
+#[derive(Debug, Clone, Default)]
+pub struct HeraldContext {
+    rebalances: Arc<AtomicU64>,
+}
+
+impl HeraldContext {
+    /// How many rebalances this consumer has started. A batch collected across a change of
+    /// this number may hold records of partitions no longer assigned.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::SeqCst)
+    }
+}
 
 impl ClientContext for HeraldContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -35,4 +48,21 @@ impl ClientContext for HeraldContext {
     }
 }
 
-impl ConsumerContext for HeraldContext {}
+impl ConsumerContext for HeraldContext {
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}

@@ -29,6 +29,84 @@ pub struct HeraldConfig {
     pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub router: RouterConfig,
+}
+
+/// `herald router`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Consumer group shared by every router instance.
+    #[serde(default = "default_router_group")]
+    pub group_id: String,
+    /// How long a batch collects records before its transaction commits.
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: std::time::Duration,
+    /// The most records in one transaction.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Profiles and category defaults cached per instance (entries), and for how long.
+    #[serde(default = "default_cache_capacity")]
+    pub cache_capacity: usize,
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: std::time::Duration,
+    /// Compiled templates cached per instance.
+    #[serde(default = "default_template_cache")]
+    pub template_cache_capacity: usize,
+    /// The locale used when neither the request nor the user has one.
+    #[serde(default = "default_locale")]
+    pub default_locale: String,
+    /// Longest wait between retries while ScyllaDB or the registry is unreachable.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: std::time::Duration,
+    /// How long a shutdown may take to finish the open transaction.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub shutdown_grace: std::time::Duration,
+}
+
+fn default_router_group() -> String {
+    "herald-router".into()
+}
+fn default_commit_interval() -> std::time::Duration {
+    std::time::Duration::from_millis(100)
+}
+fn default_max_batch() -> usize {
+    1000
+}
+fn default_cache_capacity() -> usize {
+    100_000
+}
+fn default_cache_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+fn default_template_cache() -> usize {
+    1000
+}
+fn default_locale() -> String {
+    "en".into()
+}
+fn default_max_backoff() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
+}
+fn default_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(20)
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            group_id: default_router_group(),
+            commit_interval: default_commit_interval(),
+            max_batch: default_max_batch(),
+            cache_capacity: default_cache_capacity(),
+            cache_ttl: default_cache_ttl(),
+            template_cache_capacity: default_template_cache(),
+            default_locale: default_locale(),
+            max_backoff: default_max_backoff(),
+            shutdown_grace: default_grace(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +215,11 @@ impl HeraldConfig {
                 "registry.url `{}` must start with http:// or https://",
                 self.registry.url
             )));
+        }
+        if self.router.max_batch == 0 {
+            return Err(ConfigError::Invalid(
+                "router.max_batch must be at least 1".into(),
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).map_err(|e| {
             ConfigError::Invalid(format!(

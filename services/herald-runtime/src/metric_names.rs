@@ -2,3 +2,18 @@
 
 /// Gauge, always 1, labelled with the version and role: lets dashboards see what runs where.
 pub const BUILD_INFO: &str = "herald_build_info";
+
+/// Router: events consumed, by outcome (`routed`, `suppressed`, `dead_lettered`) and reason.
+pub const ROUTER_EVENTS: &str = "herald_router_events_total";
+/// Router: dispatch records emitted, by channel.
+pub const ROUTER_DISPATCHES: &str = "herald_router_dispatches_total";
+/// Router: transactions, by result (`committed`, `aborted`).
+pub const ROUTER_TRANSACTIONS: &str = "herald_router_transactions_total";
+/// Router: seconds from an event's creation to its routing.
+pub const ROUTER_END_TO_END_SECONDS: &str = "herald_router_end_to_end_seconds";
+/// Router: seconds spent routing one event.
+pub const ROUTER_EVENT_SECONDS: &str = "herald_router_event_seconds";
+/// Router: cache lookups, by cache (`profile`, `category`, `template`) and result (`hit`, `miss`).
+pub const ROUTER_CACHE_LOOKUPS: &str = "herald_router_cache_lookups_total";
+/// Router: transient faults (database, registry) that paused processing, by stage.
+pub const ROUTER_TRANSIENT_FAULTS: &str = "herald_router_transient_faults_total";

@@ -3,6 +3,8 @@
 //! preferences, category defaults and templates.
 
 pub mod config;
+pub mod dedupe;
+pub mod directory;
 pub mod error;
 pub mod migrate;
 pub mod seed;

@@ -124,6 +124,32 @@ impl HeraldEnv {
         }
     }
 
+    /// This env's configuration, as a role run in-process would load it. The admin server
+    /// binds an ephemeral port so several roles can run side by side.
+    pub fn config(&self) -> herald_runtime::HeraldConfig {
+        let mut config = herald_runtime::HeraldConfig::load(Some(&self.config_path)).unwrap();
+        config.admin.listen = "127.0.0.1:0".parse().unwrap();
+        config
+    }
+
+    /// Every record of `topic` as `herald tail` prints it, once there are at least `count`.
+    pub fn tail_until(
+        &self,
+        topic: &str,
+        count: usize,
+        timeout: std::time::Duration,
+    ) -> Vec<serde_json::Value> {
+        wait_for(&format!("{count} records in {topic}"), timeout, || {
+            let run = self.run(&["tail", topic, "--timeout", "20s"], None);
+            let records: Vec<serde_json::Value> = run
+                .stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            (run.code == 0 && records.len() >= count).then_some(records)
+        })
+    }
+
     /// `herald --config <this env's file> <args>`, not yet run.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.bin);

@@ -34,6 +34,9 @@ pub(crate) enum Command {
     Tail(TailArgs),
     /// Load users, preferences, category defaults and templates from a JSON file.
     Seed(SeedArgs),
+    /// Run the router: requested events in, one dispatch per channel and statuses out,
+    /// exactly once. Stops on SIGTERM after committing the open batch.
+    Router,
 }
 
 impl Command {
@@ -45,12 +48,13 @@ impl Command {
             Command::Produce(_) => "produce",
             Command::Tail(_) => "tail",
             Command::Seed(_) => "seed",
+            Command::Router => "router",
         }
     }
 
     /// Long-running roles log at the configured level; operator tools only warn.
     pub(crate) fn is_role(&self) -> bool {
-        false
+        matches!(self, Command::Router)
     }
 }
 

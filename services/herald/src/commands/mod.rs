@@ -21,5 +21,9 @@ pub(crate) async fn run(command: Command, config: HeraldConfig) -> anyhow::Resul
         Command::Produce(args) => produce::run(&config, &args).await,
         Command::Tail(args) => tail::run(&config, &args).await,
         Command::Seed(args) => seed::run(&config, &args).await,
+        Command::Router => {
+            herald_router::run(config, herald_runtime::shutdown::on_signal()).await?;
+            Ok(crate::exit::SUCCESS)
+        }
     }
 }

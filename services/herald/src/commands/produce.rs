@@ -30,7 +30,7 @@ pub(crate) async fn run(config: &HeraldConfig, args: &ProduceArgs) -> anyhow::Re
             "message.timeout.ms",
             DELIVERY_TIMEOUT.as_millis().to_string(),
         )
-        .create_with_context(HeraldContext)
+        .create_with_context(HeraldContext::default())
         .context("creating the Kafka producer")?;
 
     let input: Box<dyn BufRead> = match &args.file {

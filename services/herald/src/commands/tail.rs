@@ -30,7 +30,7 @@ pub(crate) async fn run(config: &HeraldConfig, args: &TailArgs) -> anyhow::Resul
         .kafka
         .consumer_config(&group)
         .set("enable.partition.eof", "true")
-        .create_with_context(HeraldContext)
+        .create_with_context(HeraldContext::default())
         .context("creating the Kafka consumer")?;
 
     let partitions = partitions_of(&consumer, &args.topic)?;

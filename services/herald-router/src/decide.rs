@@ -1,0 +1,339 @@
+//! Which channels a notification goes out on, and to which address (DESIGN.md §4): an explicit
+//! override intersected with what the user allows, else the user's channels for the category,
+//! else the category defaults; opt-outs respected unless the category is mandatory; a fallback
+//! chain attached. Pure: everything it needs is passed in.
+
+use herald_contracts::status::reason;
+use herald_contracts::{Channel, NotificationRequest};
+use herald_store::directory::{CategoryDefaults, CategoryPreference, Profile};
+
+/// One channel to dispatch on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub channel: Channel,
+    pub address: String,
+}
+
+/// What happens to a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing is sent; one status for the event.
+    Suppressed { reason: &'static str },
+    /// Dispatch on `targets`; `skipped` channels get a suppressed status each.
+    Route {
+        targets: Vec<Target>,
+        skipped: Vec<(Channel, &'static str)>,
+        fallback: Vec<Channel>,
+    },
+}
+
+/// The address for `channel`: the user's own first, then the request's direct one.
+pub fn address(
+    channel: Channel,
+    request: &NotificationRequest,
+    profile: &Profile,
+) -> Option<String> {
+    let direct = &request.recipient;
+    match channel {
+        Channel::Email => profile.email.clone().or_else(|| direct.email.clone()),
+        Channel::Sms => profile.phone.clone().or_else(|| direct.phone.clone()),
+        Channel::Push => {
+            let tokens = if profile.push_tokens.is_empty() {
+                &direct.push_tokens
+            } else {
+                &profile.push_tokens
+            };
+            (!tokens.is_empty()).then(|| tokens.join(","))
+        }
+        Channel::Webhook => profile
+            .webhooks
+            .first()
+            .cloned()
+            .or_else(|| direct.webhook_url.clone()),
+        // The inbox belongs to a user Herald knows.
+        Channel::Inapp => profile.known.then(|| direct.user_id.clone()),
+    }
+}
+
+pub fn decide(
+    request: &NotificationRequest,
+    profile: &Profile,
+    defaults: Option<&CategoryDefaults>,
+) -> Decision {
+    let has_direct = {
+        let r = &request.recipient;
+        r.email.is_some()
+            || r.phone.is_some()
+            || !r.push_tokens.is_empty()
+            || r.webhook_url.is_some()
+    };
+    if !profile.known && !has_direct {
+        return Decision::Suppressed {
+            reason: reason::UNKNOWN_RECIPIENT,
+        };
+    }
+    let mandatory = defaults.is_some_and(|d| d.mandatory);
+    let no_preference = CategoryPreference::default();
+    let preference = profile
+        .preferences
+        .get(&request.category)
+        .unwrap_or(&no_preference);
+    if !mandatory && (profile.global_opt_out || preference.opted_out) {
+        return Decision::Suppressed {
+            reason: reason::OPTED_OUT,
+        };
+    }
+    let candidates: Vec<Channel> = match (&request.channels, &preference.channels, defaults) {
+        (Some(chosen), _, _) => chosen.clone(),
+        (None, Some(chosen), _) => chosen.clone(),
+        (None, None, Some(d)) => d.channels.clone(),
+        (None, None, None) => Vec::new(),
+    };
+    if candidates.is_empty() {
+        return Decision::Suppressed {
+            reason: reason::NO_CHANNEL,
+        };
+    }
+    let allowed = |c: &Channel| mandatory || !preference.opted_out_channels.contains(c);
+
+    let mut targets = Vec::new();
+    let mut skipped = Vec::new();
+    for channel in candidates {
+        if !allowed(&channel) {
+            skipped.push((channel, reason::OPTED_OUT));
+        } else if let Some(address) = address(channel, request, profile) {
+            targets.push(Target { channel, address });
+        } else {
+            skipped.push((channel, reason::NO_ADDRESS));
+        }
+    }
+    let fallback = defaults
+        .map(|d| d.fallback.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .copied()
+        .filter(|c| {
+            allowed(c)
+                && !targets.iter().any(|t| t.channel == *c)
+                && address(*c, request, profile).is_some()
+        })
+        .collect();
+    Decision::Route {
+        targets,
+        skipped,
+        fallback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_contracts::{Recipient, TemplateRef};
+
+    fn request(channels: Option<Vec<Channel>>) -> NotificationRequest {
+        NotificationRequest {
+            event_id: "e".into(),
+            tenant: "acme".into(),
+            category: "billing".into(),
+            template: TemplateRef {
+                id: "t".into(),
+                version: None,
+            },
+            recipient: Recipient {
+                user_id: "ada".into(),
+                ..Recipient::default()
+            },
+            data: serde_json::json!({}),
+            priority: Default::default(),
+            channels,
+            locale: None,
+            send_at: None,
+            expires_at: None,
+            created_at: None,
+        }
+    }
+
+    fn ada() -> Profile {
+        Profile {
+            known: true,
+            email: Some("ada@example.com".into()),
+            phone: Some("+14155550100".into()),
+            ..Profile::default()
+        }
+    }
+
+    fn defaults(
+        channels: Vec<Channel>,
+        fallback: Vec<Channel>,
+        mandatory: bool,
+    ) -> CategoryDefaults {
+        CategoryDefaults {
+            channels,
+            fallback,
+            mandatory,
+            rate_limit: None,
+        }
+    }
+
+    fn channels_of(decision: &Decision) -> Vec<Channel> {
+        match decision {
+            Decision::Route { targets, .. } => targets.iter().map(|t| t.channel).collect(),
+            Decision::Suppressed { .. } => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn category_defaults_apply_when_the_user_said_nothing() {
+        let d = defaults(vec![Channel::Email], vec![Channel::Sms], false);
+        let decision = decide(&request(None), &ada(), Some(&d));
+        assert_eq!(channels_of(&decision), vec![Channel::Email]);
+        let Decision::Route { fallback, .. } = decision else {
+            panic!()
+        };
+        assert_eq!(fallback, vec![Channel::Sms]);
+    }
+
+    #[test]
+    fn user_choice_beats_defaults_and_override_beats_both() {
+        let mut profile = ada();
+        profile.preferences.insert(
+            "billing".into(),
+            CategoryPreference {
+                channels: Some(vec![Channel::Sms]),
+                ..CategoryPreference::default()
+            },
+        );
+        let d = defaults(vec![Channel::Email], vec![], false);
+        assert_eq!(
+            channels_of(&decide(&request(None), &profile, Some(&d))),
+            vec![Channel::Sms]
+        );
+        let overridden = request(Some(vec![Channel::Email, Channel::Sms]));
+        assert_eq!(
+            channels_of(&decide(&overridden, &profile, Some(&d))),
+            vec![Channel::Email, Channel::Sms]
+        );
+    }
+
+    #[test]
+    fn opt_outs_suppress_unless_mandatory() {
+        let mut profile = ada();
+        profile.preferences.insert(
+            "billing".into(),
+            CategoryPreference {
+                opted_out: true,
+                ..CategoryPreference::default()
+            },
+        );
+        let optional = defaults(vec![Channel::Email], vec![], false);
+        assert_eq!(
+            decide(&request(None), &profile, Some(&optional)),
+            Decision::Suppressed {
+                reason: reason::OPTED_OUT
+            }
+        );
+        let mandatory = defaults(vec![Channel::Email], vec![], true);
+        assert_eq!(
+            channels_of(&decide(&request(None), &profile, Some(&mandatory))),
+            vec![Channel::Email]
+        );
+
+        let mut global = ada();
+        global.global_opt_out = true;
+        assert_eq!(
+            decide(&request(None), &global, Some(&optional)),
+            Decision::Suppressed {
+                reason: reason::OPTED_OUT
+            }
+        );
+    }
+
+    #[test]
+    fn an_opted_out_channel_in_the_override_is_skipped_with_a_reason() {
+        let mut profile = ada();
+        profile.preferences.insert(
+            "billing".into(),
+            CategoryPreference {
+                opted_out_channels: vec![Channel::Sms],
+                ..CategoryPreference::default()
+            },
+        );
+        let decision = decide(
+            &request(Some(vec![Channel::Sms, Channel::Email])),
+            &profile,
+            None,
+        );
+        let Decision::Route {
+            targets, skipped, ..
+        } = decision
+        else {
+            panic!()
+        };
+        assert_eq!(targets.len(), 1);
+        assert_eq!(skipped, vec![(Channel::Sms, reason::OPTED_OUT)]);
+    }
+
+    #[test]
+    fn a_channel_without_an_address_is_skipped_and_left_out_of_the_fallback() {
+        let d = defaults(
+            vec![Channel::Email, Channel::Push],
+            vec![Channel::Webhook, Channel::Sms],
+            false,
+        );
+        let decision = decide(&request(None), &ada(), Some(&d));
+        let Decision::Route {
+            targets,
+            skipped,
+            fallback,
+        } = decision
+        else {
+            panic!()
+        };
+        assert_eq!(
+            targets,
+            vec![Target {
+                channel: Channel::Email,
+                address: "ada@example.com".into()
+            }]
+        );
+        assert_eq!(skipped, vec![(Channel::Push, reason::NO_ADDRESS)]);
+        assert_eq!(fallback, vec![Channel::Sms]);
+    }
+
+    #[test]
+    fn unknown_users_need_direct_addresses() {
+        let stranger = Profile::default();
+        assert_eq!(
+            decide(&request(Some(vec![Channel::Email])), &stranger, None),
+            Decision::Suppressed {
+                reason: reason::UNKNOWN_RECIPIENT
+            }
+        );
+        let mut direct = request(Some(vec![Channel::Email, Channel::Inapp]));
+        direct.recipient.email = Some("guest@example.com".into());
+        let Decision::Route {
+            targets, skipped, ..
+        } = decide(&direct, &stranger, None)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            targets,
+            vec![Target {
+                channel: Channel::Email,
+                address: "guest@example.com".into()
+            }]
+        );
+        assert_eq!(skipped, vec![(Channel::Inapp, reason::NO_ADDRESS)]);
+    }
+
+    #[test]
+    fn no_channel_anywhere_is_a_reason() {
+        assert_eq!(
+            decide(&request(None), &ada(), None),
+            Decision::Suppressed {
+                reason: reason::NO_CHANNEL
+            }
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! `herald router`: consumes `notifications.requested`, deduplicates, expires, enriches with the
+//! recipient's profile and preferences, decides channels, renders templates and emits one
+//! dispatch per channel plus status records, all in one Kafka transaction per batch.
+
+pub mod cache;
+pub mod decide;
+pub mod processor;
+pub mod quiet_hours;
+pub mod render;
+pub mod route;
+pub mod sms;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+use herald_contracts::Codec;
+use herald_kafka::HeraldContext;
+use herald_runtime::HeraldConfig;
+use herald_runtime::admin::{self, Readiness};
+use herald_store::dedupe::DedupeLedger;
+use herald_store::directory::Directory;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("database: {0}")]
+    Store(#[from] herald_store::StoreError),
+    #[error("codec: {0}")]
+    Codec(#[from] herald_contracts::CodecError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("processing: {0}")]
+    Processor(#[from] processor::ProcessorError),
+    #[error("admin server on {addr}: {source}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Metrics(String),
+    #[error("shutdown took longer than router.shutdown_grace ({0:?})")]
+    GraceExceeded(std::time::Duration),
+}
+
+/// Runs the router until `shutdown` is cancelled, then finishes the open batch and leaves the
+/// consumer group within `router.shutdown_grace`.
+pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<(), RouterError> {
+    let metrics = admin::metrics_handle("router").map_err(RouterError::Metrics)?;
+    let readiness = Readiness::default();
+    let listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .map_err(|source| RouterError::Admin {
+            addr: config.admin.listen,
+            source,
+        })?;
+    let admin_addr = listener.local_addr().map_err(|source| RouterError::Admin {
+        addr: config.admin.listen,
+        source,
+    })?;
+    tracing::info!(%admin_addr, "admin server listening");
+    let admin_task = tokio::spawn(admin::serve(
+        listener,
+        readiness.clone(),
+        metrics,
+        shutdown.clone(),
+    ));
+
+    let topics = config.kafka.topics();
+    let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
+    let directory = Directory::prepare(session.clone(), &config.store).await?;
+    let dedupe = DedupeLedger::prepare(session, &config.store).await?;
+    let codec = Codec::new(&config.registry, topics.clone())?;
+    let router = Arc::new(route::Router::new(codec, directory, dedupe, &config.router));
+
+    let consumer: StreamConsumer<HeraldContext> = config
+        .kafka
+        .consumer_config(&config.router.group_id)
+        .create_with_context(HeraldContext::default())?;
+    consumer.subscribe(&[&topics.requested()])?;
+    readiness.set(true);
+
+    let grace = config.router.shutdown_grace;
+    let processing = processor::run(
+        &config.kafka,
+        &config.router,
+        router,
+        consumer,
+        shutdown.clone(),
+    );
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        result = processing => result.map_err(RouterError::from),
+        () = deadline => Err(RouterError::GraceExceeded(grace)),
+    };
+    readiness.set(false);
+    shutdown.cancel();
+    if let Ok(Err(e)) = admin_task.await {
+        tracing::warn!(error = %e, "admin server stopped with an error");
+    }
+    result
+}

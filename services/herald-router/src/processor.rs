@@ -1,0 +1,341 @@
+//! The consume-transform-produce loop (guarantee 2). Records are collected into a batch for up
+//! to `commit_interval`; the batch's dispatch, status and DLQ records and its input offsets are
+//! committed in one Kafka transaction. A transient fault aborts the transaction, pauses the
+//! partitions and rewinds them to the batch's start; a rebalance during collection drops the
+//! batch (its records are re-read by whoever owns them now).
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use herald_kafka::{HeraldContext, KafkaConfig};
+use herald_runtime::config::RouterConfig;
+use herald_runtime::metric_names::{ROUTER_TRANSACTIONS, ROUTER_TRANSIENT_FAULTS};
+
+use crate::route::{Input, OutRecord, Router, Transient};
+
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// Why a batch did not commit.
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error("{0}")]
+    Transient(#[from] Transient),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+type Consumer_ = StreamConsumer<HeraldContext>;
+type Producer_ = FutureProducer<HeraldContext>;
+
+fn transactional_producer(kafka: &KafkaConfig, id: &str) -> Result<Producer_, KafkaError> {
+    kafka
+        .producer_config()
+        .set("transactional.id", id)
+        .set(
+            "transaction.timeout.ms",
+            TRANSACTION_TIMEOUT.as_millis().to_string(),
+        )
+        // Below the transaction timeout, as librdkafka requires.
+        .set(
+            "message.timeout.ms",
+            (TRANSACTION_TIMEOUT.as_millis() / 2).to_string(),
+        )
+        .create_with_context(HeraldContext::default())
+}
+
+/// Runs a blocking transactional call off the async workers.
+async fn blocking<T: Send + 'static>(
+    producer: &Producer_,
+    call: impl FnOnce(&Producer_) -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, KafkaError> {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || call(&producer))
+        .await
+        // The blocking task only fails to join if the call panicked.
+        .map_err(|_| KafkaError::Canceled)?
+}
+
+async fn init_producer(kafka: &KafkaConfig, id: &str) -> Result<Producer_, KafkaError> {
+    let producer = transactional_producer(kafka, id)?;
+    blocking(&producer, |p| p.init_transactions(CLIENT_TIMEOUT)).await?;
+    Ok(producer)
+}
+
+/// One batch: its records and, per partition, the first and last offsets it holds.
+#[derive(Debug, Default)]
+struct Batch {
+    inputs: Vec<Input>,
+    ranges: BTreeMap<(String, i32), (i64, i64)>,
+}
+
+impl Batch {
+    fn push(&mut self, input: Input) {
+        let range = self
+            .ranges
+            .entry((input.topic.clone(), input.partition))
+            .or_insert((input.offset, input.offset));
+        range.1 = input.offset;
+        self.inputs.push(input);
+    }
+
+    /// Offsets to commit: one past the last record of each partition.
+    fn next_offsets(&self) -> Result<TopicPartitionList, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), (_, last)) in &self.ranges {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(last + 1))?;
+        }
+        Ok(tpl)
+    }
+
+    /// Where to rewind to: each partition's first record in the batch.
+    fn start_offsets(&self) -> Result<TopicPartitionList, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), (first, _)) in &self.ranges {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*first))?;
+        }
+        Ok(tpl)
+    }
+}
+
+fn to_input(message: &rdkafka::message::BorrowedMessage<'_>) -> Input {
+    Input {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Runs until `shutdown`; the open batch is finished and committed first.
+pub async fn run(
+    kafka: &KafkaConfig,
+    config: &RouterConfig,
+    router: Arc<Router>,
+    consumer: Consumer_,
+    shutdown: CancellationToken,
+) -> Result<(), ProcessorError> {
+    let transactional_id = format!("{}-{}", config.group_id, uuid_suffix());
+    let mut producer = init_producer(kafka, &transactional_id).await?;
+    let mut backoff = MIN_BACKOFF;
+    tracing::info!(transactional_id, "router processing");
+
+    loop {
+        let Some(batch) = collect(&consumer, config, &shutdown).await? else {
+            break;
+        };
+        if batch.inputs.is_empty() {
+            continue;
+        }
+        match process(&router, &producer, &consumer, &batch).await {
+            Ok(()) => {
+                metrics::counter!(ROUTER_TRANSACTIONS, "result" => "committed").increment(1);
+                backoff = MIN_BACKOFF;
+            }
+            Err(error) => {
+                metrics::counter!(ROUTER_TRANSACTIONS, "result" => "aborted").increment(1);
+                producer = recover(kafka, &transactional_id, producer, &error).await?;
+                if let BatchError::Transient(t) = &error {
+                    metrics::counter!(ROUTER_TRANSIENT_FAULTS, "stage" => t.stage()).increment(1);
+                }
+                tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "batch aborted; rewinding");
+                pause_and_rewind(&consumer, &batch, backoff, &shutdown).await?;
+                backoff = (backoff * 2).min(config.max_backoff);
+            }
+        }
+    }
+    tracing::info!("router stopped fetching; leaving the group");
+    consumer.unsubscribe();
+    Ok(())
+}
+
+fn uuid_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}-{nanos:x}", std::process::id())
+}
+
+/// Collects a batch: waits for a first record, then takes more until the commit interval
+/// passes or the batch is full. `None` on shutdown with nothing collected.
+async fn collect(
+    consumer: &Consumer_,
+    config: &RouterConfig,
+    shutdown: &CancellationToken,
+) -> Result<Option<Batch>, ProcessorError> {
+    let mut batch = Batch::default();
+    let generation = consumer.context().rebalances();
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(None),
+        message = consumer.recv() => message?,
+    };
+    batch.push(to_input(&first));
+    let deadline = Instant::now() + config.commit_interval;
+    while batch.inputs.len() < config.max_batch {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(message) => batch.push(to_input(&message?)),
+            Err(_) => break,
+        }
+    }
+    if consumer.context().rebalances() != generation {
+        // Some of these partitions may belong to another instance now; rewind what is still
+        // ours and let the owners read the rest.
+        tracing::info!(
+            records = batch.inputs.len(),
+            "rebalance during collection; batch dropped"
+        );
+        rewind_owned(consumer, &batch)?;
+        return Ok(Some(Batch::default()));
+    }
+    Ok(Some(batch))
+}
+
+fn rewind_owned(consumer: &Consumer_, batch: &Batch) -> Result<(), KafkaError> {
+    let assignment = consumer.assignment()?;
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), (first, _)) in &batch.ranges {
+        if assignment.find_partition(topic, *partition).is_some() {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*first))?;
+        }
+    }
+    if tpl.count() > 0 {
+        consumer.seek_partitions(tpl, CLIENT_TIMEOUT)?;
+    }
+    Ok(())
+}
+
+/// Routes every record of the batch and commits their output and offsets in one transaction.
+async fn process(
+    router: &Router,
+    producer: &Producer_,
+    consumer: &Consumer_,
+    batch: &Batch,
+) -> Result<(), BatchError> {
+    let mut outputs: Vec<OutRecord> = Vec::new();
+    for input in &batch.inputs {
+        outputs.extend(router.route(input).await?);
+    }
+    blocking(producer, |p| p.begin_transaction()).await?;
+    let mut deliveries = Vec::with_capacity(outputs.len());
+    for record in &outputs {
+        let headers = record.headers.iter().fold(
+            OwnedHeaders::new_with_capacity(record.headers.len()),
+            |h, (k, v)| {
+                h.insert(Header {
+                    key: k,
+                    value: Some(v),
+                })
+            },
+        );
+        let mut future = FutureRecord::to(&record.topic)
+            .payload(&record.payload)
+            .headers(headers);
+        if let Some(key) = &record.key {
+            future = future.key(key);
+        }
+        let delivery = producer.send_result(future).map_err(|(e, _)| e)?;
+        deliveries.push(delivery);
+    }
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(e.into()),
+            Err(_canceled) => {
+                return Err(KafkaError::Canceled.into());
+            }
+        }
+    }
+    let offsets = batch.next_offsets()?;
+    let group = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
+    blocking(producer, move |p| {
+        p.send_offsets_to_transaction(&offsets, &group, CLIENT_TIMEOUT)
+    })
+    .await?;
+    blocking(producer, |p| p.commit_transaction(CLIENT_TIMEOUT)).await?;
+    Ok(())
+}
+
+/// Aborts the open transaction; a producer that cannot go on (fenced, fatal, or an ambiguous
+/// timeout) is replaced by a new one.
+async fn recover(
+    kafka: &KafkaConfig,
+    transactional_id: &str,
+    producer: Producer_,
+    error: &BatchError,
+) -> Result<Producer_, ProcessorError> {
+    let rebuild = match error {
+        BatchError::Kafka(KafkaError::Transaction(e)) => e.is_fatal() || !e.txn_requires_abort(),
+        BatchError::Kafka(e) => matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+        ),
+        BatchError::Transient(_) => false,
+    };
+    if !rebuild {
+        match blocking(&producer, |p| p.abort_transaction(CLIENT_TIMEOUT)).await {
+            Ok(()) => return Ok(producer),
+            // Nothing was begun (the fault came before the first send).
+            Err(KafkaError::Transaction(e)) if e.code() == RDKafkaErrorCode::State => {
+                return Ok(producer);
+            }
+            Err(e) => tracing::warn!(error = %e, "abort failed; rebuilding the producer"),
+        }
+    }
+    drop(producer);
+    Ok(init_producer(kafka, transactional_id).await?)
+}
+
+/// Pauses the batch's partitions for `backoff` (still polling, so the group membership stays
+/// alive), then rewinds them to the batch's start and resumes.
+async fn pause_and_rewind(
+    consumer: &Consumer_,
+    batch: &Batch,
+    backoff: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(), KafkaError> {
+    let partitions = batch.start_offsets()?;
+    consumer.pause(&partitions)?;
+    let until = Instant::now() + backoff;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => break,
+            _ = shutdown.cancelled() => break,
+            // Records of other partitions may still arrive; the rewind below does not cover
+            // them, so put them back by seeking to them.
+            message = consumer.recv() => {
+                let message = message?;
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(message.topic(), message.partition(), Offset::Offset(message.offset()))?;
+                consumer.seek_partitions(tpl, CLIENT_TIMEOUT)?;
+            }
+        }
+    }
+    rewind_owned(consumer, batch)?;
+    consumer.resume(&partitions)?;
+    Ok(())
+}

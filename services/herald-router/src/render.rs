@@ -1,0 +1,1000 @@
+//! Template rendering: turns one stored template (one version, one channel, one locale) and the
+//! notification's data into the content a delivery worker sends.
+//!
+//! Templates are Handlebars in strict mode, so a variable the data lacks is an error rather than
+//! a silently blank line in someone's inbox. Each part is escaped for where it ends up: HTML
+//! entities in the html part, JSON string escapes in the json part (which must then parse), and
+//! nothing in the subject and text. Compiled parts are cached per [`TemplateKey`], up to a fixed
+//! number of keys.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+
+use handlebars::template::TemplateElement;
+use handlebars::{Handlebars, RenderErrorReason, Template};
+use herald_contracts::{Channel, RenderedContent};
+
+use crate::sms::sms_shape;
+
+/// The locale every template has, tried after all more specific ones.
+pub const DEFAULT_LOCALE: &str = "default";
+
+/// A template's parts as stored (one version, one channel, one locale).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateSource {
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub json: Option<String>,
+}
+
+impl TemplateSource {
+    /// The stored body of one part, if the template has it.
+    pub fn part(&self, part: TemplatePart) -> Option<&str> {
+        match part {
+            TemplatePart::Subject => self.subject.as_deref(),
+            TemplatePart::Text => self.text.as_deref(),
+            TemplatePart::Html => self.html.as_deref(),
+            TemplatePart::Json => self.json.as_deref(),
+        }
+    }
+}
+
+/// Identifies a compiled template in the cache.
+///
+/// A published template version never changes, so a key's compiled parts are reused for as
+/// long as the key stays cached, whatever source later calls pass with it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TemplateKey {
+    pub tenant: String,
+    pub template_id: String,
+    pub version: i32,
+    pub channel: Channel,
+    pub locale: String,
+}
+
+impl fmt::Display for TemplateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} v{} ({}, {})",
+            self.tenant, self.template_id, self.version, self.channel, self.locale
+        )
+    }
+}
+
+/// One part of a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TemplatePart {
+    Subject,
+    Text,
+    Html,
+    Json,
+}
+
+impl TemplatePart {
+    pub const ALL: [TemplatePart; 4] = [
+        TemplatePart::Subject,
+        TemplatePart::Text,
+        TemplatePart::Html,
+        TemplatePart::Json,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplatePart::Subject => "subject",
+            TemplatePart::Text => "text",
+            TemplatePart::Html => "html",
+            TemplatePart::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for TemplatePart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a template could not be rendered. `template` is the key as `tenant/id vN (channel,
+/// locale)`.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("template {template} cannot be sent as {channel}: it has no {needs} part")]
+    MissingPart {
+        template: String,
+        channel: Channel,
+        needs: &'static str,
+    },
+    #[error("the {part} part of template {template} does not compile: {reason}")]
+    Compile {
+        template: String,
+        part: TemplatePart,
+        reason: String,
+    },
+    #[error(
+        "the {part} part of template {template} includes a partial (`{{{{> name}}}}`); \
+         templates must be self-contained, so inline the partial's content"
+    )]
+    PartialNotAllowed {
+        template: String,
+        part: TemplatePart,
+    },
+    #[error(
+        "the {part} part of template {template} uses `{variable}`, which the notification \
+         data does not provide; add it to the request's data or remove it from the template"
+    )]
+    MissingVariable {
+        template: String,
+        part: TemplatePart,
+        variable: String,
+    },
+    #[error("the {part} part of template {template} failed to render: {reason}")]
+    Render {
+        template: String,
+        part: TemplatePart,
+        reason: String,
+    },
+    #[error(
+        "the json part of template {template} did not render to valid JSON ({source}); string \
+         values belong inside quotes, e.g. \"name\": \"{{{{name}}}}\""
+    )]
+    InvalidJson {
+        template: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Compiled templates, cached by key (bounded: at most `capacity` keys; evict the least
+/// recently inserted when full).
+#[derive(Debug)]
+pub struct Renderer {
+    capacity: usize,
+    /// Subject and text: sent as they render, no escaping.
+    plain: Handlebars<'static>,
+    /// Html: Handlebars' default HTML escaping.
+    html: Handlebars<'static>,
+    /// Json: values escaped as JSON string contents.
+    json: Handlebars<'static>,
+    /// The parts compiled into the registries for each cached key.
+    compiled: HashMap<TemplateKey, Vec<TemplatePart>>,
+    /// Cached keys, oldest first, for eviction.
+    inserted: VecDeque<TemplateKey>,
+}
+
+impl Renderer {
+    /// A renderer caching at most `capacity` keys; with 0 nothing stays compiled between calls.
+    pub fn new(capacity: usize) -> Self {
+        Renderer {
+            capacity,
+            plain: registry(handlebars::no_escape),
+            html: registry(handlebars::html_escape),
+            json: registry(json_string_escape),
+            compiled: HashMap::new(),
+            inserted: VecDeque::new(),
+        }
+    }
+
+    /// Renders `source` (compiled once per key and part, then reused) with `data` (a JSON
+    /// object).
+    pub fn render(
+        &mut self,
+        key: &TemplateKey,
+        source: &TemplateSource,
+        data: &serde_json::Value,
+    ) -> Result<RenderedContent, RenderError> {
+        check_channel_parts(key, source)?;
+        let rendered = self.render_parts(key, source, data);
+        // After rendering, so a capacity of 0 still renders (and then forgets) the template.
+        self.evict_beyond_capacity();
+        let mut content = rendered?;
+        if key.channel == Channel::Sms
+            && let Some(text) = &content.text
+        {
+            let (encoding, segments) = sms_shape(text);
+            content.sms_encoding = Some(encoding);
+            content.sms_segments = Some(i32::try_from(segments).unwrap_or(i32::MAX));
+        }
+        Ok(content)
+    }
+
+    /// How many keys have compiled parts cached.
+    pub fn cached(&self) -> usize {
+        self.compiled.len()
+    }
+
+    fn render_parts(
+        &mut self,
+        key: &TemplateKey,
+        source: &TemplateSource,
+        data: &serde_json::Value,
+    ) -> Result<RenderedContent, RenderError> {
+        let mut content = RenderedContent::default();
+        for part in TemplatePart::ALL {
+            let Some(body) = source.part(part) else {
+                continue;
+            };
+            let name = self.compile(key, part, body)?;
+            let rendered = self
+                .registry_for(part)
+                .render(&name, data)
+                .map_err(|e| render_error(key, part, e))?;
+            let slot = match part {
+                TemplatePart::Subject => &mut content.subject,
+                TemplatePart::Text => &mut content.text,
+                TemplatePart::Html => &mut content.html,
+                TemplatePart::Json => {
+                    serde_json::from_str::<serde_json::Value>(&rendered).map_err(|source| {
+                        RenderError::InvalidJson {
+                            template: key.to_string(),
+                            source,
+                        }
+                    })?;
+                    &mut content.json
+                }
+            };
+            *slot = Some(rendered);
+        }
+        Ok(content)
+    }
+
+    /// Compiles and registers `part` of `key` unless it already is; returns its registry name.
+    fn compile(
+        &mut self,
+        key: &TemplateKey,
+        part: TemplatePart,
+        body: &str,
+    ) -> Result<String, RenderError> {
+        let name = template_name(key, part);
+        if self
+            .compiled
+            .get(key)
+            .is_some_and(|parts| parts.contains(&part))
+        {
+            return Ok(name);
+        }
+        let template = Template::compile_with_name(body, name.clone()).map_err(|e| {
+            let reason = match e.pos() {
+                Some((line, column)) => format!("line {line}, column {column}: {}", e.reason()),
+                None => e.reason().to_string(),
+            };
+            RenderError::Compile {
+                template: key.to_string(),
+                part,
+                reason,
+            }
+        })?;
+        // The registries are shared by every tenant, so a partial could pull in another
+        // tenant's template by name.
+        if uses_partials(&template) {
+            return Err(RenderError::PartialNotAllowed {
+                template: key.to_string(),
+                part,
+            });
+        }
+        self.registry_for_mut(part)
+            .register_template(&name, template);
+        // A key takes a cache slot once it has a compiled part, so one that never compiles
+        // does not push working templates out.
+        let parts = self.compiled.entry(key.clone()).or_insert_with(|| {
+            self.inserted.push_back(key.clone());
+            Vec::new()
+        });
+        parts.push(part);
+        Ok(name)
+    }
+
+    fn evict_beyond_capacity(&mut self) {
+        while self.compiled.len() > self.capacity {
+            let Some(oldest) = self.inserted.pop_front() else {
+                break;
+            };
+            for part in self.compiled.remove(&oldest).unwrap_or_default() {
+                let name = template_name(&oldest, part);
+                self.registry_for_mut(part).unregister_template(&name);
+            }
+        }
+    }
+
+    fn registry_for(&self, part: TemplatePart) -> &Handlebars<'static> {
+        match part {
+            TemplatePart::Subject | TemplatePart::Text => &self.plain,
+            TemplatePart::Html => &self.html,
+            TemplatePart::Json => &self.json,
+        }
+    }
+
+    fn registry_for_mut(&mut self, part: TemplatePart) -> &mut Handlebars<'static> {
+        match part {
+            TemplatePart::Subject | TemplatePart::Text => &mut self.plain,
+            TemplatePart::Html => &mut self.html,
+            TemplatePart::Json => &mut self.json,
+        }
+    }
+}
+
+/// A strict-mode registry with the given escaping.
+fn registry(escape: fn(&str) -> String) -> Handlebars<'static> {
+    let mut registry = Handlebars::new();
+    registry.set_strict_mode(true);
+    registry.register_escape_fn(escape);
+    registry
+}
+
+/// The registry name of one part of one key. Strings are written `{:?}`-quoted so that no two
+/// keys share a name, whatever characters their fields contain.
+fn template_name(key: &TemplateKey, part: TemplatePart) -> String {
+    format!(
+        "{:?}/{:?}@{}/{}/{:?}/{}",
+        key.tenant, key.template_id, key.version, key.channel, key.locale, part
+    )
+}
+
+/// Checks the template has what its channel sends: text for sms, push and in-app; a subject
+/// and a text or html body for email; a json body for webhooks.
+fn check_channel_parts(key: &TemplateKey, source: &TemplateSource) -> Result<(), RenderError> {
+    let missing = |needs: &'static str| {
+        Err(RenderError::MissingPart {
+            template: key.to_string(),
+            channel: key.channel,
+            needs,
+        })
+    };
+    match key.channel {
+        Channel::Sms | Channel::Push | Channel::Inapp if source.text.is_none() => missing("text"),
+        Channel::Email if source.subject.is_none() => missing("subject"),
+        Channel::Email if source.text.is_none() && source.html.is_none() => missing("text or html"),
+        Channel::Webhook if source.json.is_none() => missing("json"),
+        _ => Ok(()),
+    }
+}
+
+fn render_error(
+    key: &TemplateKey,
+    part: TemplatePart,
+    error: handlebars::RenderError,
+) -> RenderError {
+    let template = key.to_string();
+    match error.reason() {
+        RenderErrorReason::MissingVariable(path) => RenderError::MissingVariable {
+            template,
+            part,
+            variable: path
+                .clone()
+                .unwrap_or_else(|| "an unnamed value".to_owned()),
+        },
+        reason => RenderError::Render {
+            template,
+            part,
+            reason: match (error.line_no, error.column_no) {
+                (Some(line), Some(column)) => format!("line {line}, column {column}: {reason}"),
+                _ => reason.to_string(),
+            },
+        },
+    }
+}
+
+/// Whether a compiled template includes a partial anywhere, including inside blocks.
+fn uses_partials(template: &Template) -> bool {
+    template.elements.iter().any(|element| match element {
+        TemplateElement::PartialExpression(_) | TemplateElement::PartialBlock(_) => true,
+        TemplateElement::HelperBlock(helper)
+        | TemplateElement::Expression(helper)
+        | TemplateElement::HtmlExpression(helper) => helper
+            .template
+            .iter()
+            .chain(helper.inverse.iter())
+            .any(uses_partials),
+        TemplateElement::DecoratorBlock(decorator)
+        | TemplateElement::DecoratorExpression(decorator) => {
+            decorator.template.iter().any(uses_partials)
+        }
+        // Raw text, comments, and any element kind newer than handlebars 6.4 (the enum is
+        // non-exhaustive); in 6.4 only the two partial kinds include other templates.
+        _ => false,
+    })
+}
+
+/// Escapes a value for use inside a JSON string literal: quotes, backslashes and control
+/// characters, which are the characters JSON does not allow there as they are.
+pub fn json_string_escape(raw: &str) -> String {
+    let mut escaped = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        match c {
+            '"' => escaped.push_str("\\\""),
+            '\\' => escaped.push_str("\\\\"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            '\u{08}' => escaped.push_str("\\b"),
+            '\u{0C}' => escaped.push_str("\\f"),
+            c if c < ' ' => escaped.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// The locale fallback chain: "fr-CA" → ["fr-CA", "fr", "default"]; "zh-Hant-TW" →
+/// ["zh-Hant-TW", "zh-Hant", "zh", "default"]; "default" → ["default"]. Matching is
+/// case-insensitive but the returned strings keep the input's case for the full tag.
+///
+/// Tags are truncated one subtag at a time as in RFC 4647 lookup, which also drops a
+/// single-letter extension or private-use marker (the `x` of `en-x-pirate`) left at the end.
+/// `_` separates subtags as well as `-`, for POSIX-style tags such as `pt_BR`.
+pub fn locale_chain(locale: &str) -> Vec<String> {
+    let tag = locale.trim();
+    let mut chain: Vec<String> = Vec::new();
+    let mut push = |candidate: &str| {
+        if !candidate.is_empty() && !chain.iter().any(|c| c.eq_ignore_ascii_case(candidate)) {
+            chain.push(candidate.to_owned());
+        }
+    };
+    push(tag);
+    let separators = tag.match_indices(['-', '_']).map(|(at, _)| at).rev();
+    for end in separators {
+        let prefix = &tag[..end];
+        let last_subtag = prefix.rsplit(['-', '_']).next().unwrap_or(prefix);
+        if last_subtag.len() > 1 {
+            push(prefix);
+        }
+    }
+    push(DEFAULT_LOCALE);
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_contracts::SmsEncoding;
+    use serde_json::json;
+
+    fn key(channel: Channel) -> TemplateKey {
+        TemplateKey {
+            tenant: "acme".into(),
+            template_id: "welcome".into(),
+            version: 3,
+            channel,
+            locale: "fr-CA".into(),
+        }
+    }
+
+    fn source() -> TemplateSource {
+        TemplateSource {
+            subject: None,
+            text: None,
+            html: None,
+            json: None,
+        }
+    }
+
+    fn text(body: &str) -> TemplateSource {
+        TemplateSource {
+            text: Some(body.into()),
+            ..source()
+        }
+    }
+
+    #[test]
+    fn renders_text_with_data() {
+        let mut renderer = Renderer::new(8);
+        let content = renderer
+            .render(
+                &key(Channel::Push),
+                &text("Hi {{name}}!"),
+                &json!({"name": "Ada"}),
+            )
+            .unwrap();
+        assert_eq!(
+            content,
+            RenderedContent {
+                text: Some("Hi Ada!".into()),
+                ..RenderedContent::default()
+            }
+        );
+    }
+
+    #[test]
+    fn strict_mode_names_the_missing_variable_and_part() {
+        let mut renderer = Renderer::new(8);
+        let err = renderer
+            .render(
+                &key(Channel::Sms),
+                &text("Code {{code}}"),
+                &json!({"name": "Ada"}),
+            )
+            .unwrap_err();
+        match &err {
+            RenderError::MissingVariable { part, variable, .. } => {
+                assert_eq!(*part, TemplatePart::Text);
+                assert_eq!(variable, "code");
+            }
+            other => panic!("expected a missing variable, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(message.contains("`code`"), "{message}");
+        assert!(message.contains("text part"), "{message}");
+        assert!(
+            message.contains("acme/welcome v3 (sms, fr-CA)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn strict_mode_names_a_missing_nested_variable_in_the_subject() {
+        let mut renderer = Renderer::new(8);
+        let email = TemplateSource {
+            subject: Some("Invoice {{invoice.number}}".into()),
+            text: Some("Thanks".into()),
+            ..source()
+        };
+        let err = renderer
+            .render(&key(Channel::Email), &email, &json!({"invoice": {}}))
+            .unwrap_err();
+        match err {
+            RenderError::MissingVariable { part, variable, .. } => {
+                assert_eq!(part, TemplatePart::Subject);
+                assert_eq!(variable, "invoice.number");
+            }
+            other => panic!("expected a missing variable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn html_is_escaped_only_in_the_html_part() {
+        let mut renderer = Renderer::new(8);
+        let email = TemplateSource {
+            subject: Some("About {{v}}".into()),
+            text: Some("Text {{v}}".into()),
+            html: Some("<p>{{v}}</p>".into()),
+            json: None,
+        };
+        let content = renderer
+            .render(&key(Channel::Email), &email, &json!({"v": "<b>&\""}))
+            .unwrap();
+        assert_eq!(content.subject.as_deref(), Some("About <b>&\""));
+        assert_eq!(content.text.as_deref(), Some("Text <b>&\""));
+        assert_eq!(content.html.as_deref(), Some("<p>&lt;b&gt;&amp;&quot;</p>"));
+        assert_eq!(content.json, None);
+        assert_eq!(content.sms_encoding, None);
+    }
+
+    #[test]
+    fn json_values_are_escaped_as_string_contents() {
+        let mut renderer = Renderer::new(8);
+        let hook = TemplateSource {
+            json: Some(r#"{"message": "{{message}}", "count": {{count}}}"#.into()),
+            ..source()
+        };
+        let message = "He said \"hi\"\nthen left \\ \u{1}\t";
+        let content = renderer
+            .render(
+                &key(Channel::Webhook),
+                &hook,
+                &json!({"message": message, "count": 2}),
+            )
+            .unwrap();
+        let body = content.json.unwrap();
+        assert!(body.contains(r#"\"hi\""#), "{body}");
+        assert!(body.contains(r"\n"), "{body}");
+        assert!(body.contains(r"\u0001"), "{body}");
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed, json!({"message": message, "count": 2}));
+    }
+
+    #[test]
+    fn json_escape_function() {
+        assert_eq!(json_string_escape("plain é €"), "plain é €");
+        assert_eq!(json_string_escape("a\"b\\c"), "a\\\"b\\\\c");
+        assert_eq!(
+            json_string_escape("\n\r\t\u{8}\u{c}\u{0}\u{1f}"),
+            "\\n\\r\\t\\b\\f\\u0000\\u001f"
+        );
+        assert_eq!(json_string_escape("<tag>&"), "<tag>&");
+    }
+
+    #[test]
+    fn json_that_does_not_parse_is_an_error() {
+        let mut renderer = Renderer::new(8);
+        // The value is not quoted, so a string makes the body invalid.
+        let hook = TemplateSource {
+            json: Some(r#"{"name": {{name}}}"#.into()),
+            ..source()
+        };
+        let err = renderer
+            .render(&key(Channel::Webhook), &hook, &json!({"name": "Ada"}))
+            .unwrap_err();
+        assert!(matches!(err, RenderError::InvalidJson { .. }), "{err:?}");
+        assert!(err.to_string().contains("json part"), "{err}");
+        // A number there is fine.
+        let content = renderer
+            .render(&key(Channel::Webhook), &hook, &json!({"name": 7}))
+            .unwrap();
+        assert_eq!(content.json.as_deref(), Some(r#"{"name": 7}"#));
+    }
+
+    #[test]
+    fn nested_data_and_each() {
+        let mut renderer = Renderer::new(8);
+        let template = text("Invoice {{invoice.number}}:{{#each items}} {{name}}×{{qty}}{{/each}}");
+        let data = json!({
+            "invoice": {"number": "INV-42"},
+            "items": [{"name": "pen", "qty": 2}, {"name": "ink", "qty": 1}],
+        });
+        let content = renderer
+            .render(&key(Channel::Inapp), &template, &data)
+            .unwrap();
+        assert_eq!(content.text.as_deref(), Some("Invoice INV-42: pen×2 ink×1"));
+    }
+
+    #[test]
+    fn each_over_missing_items_is_an_error_in_strict_mode() {
+        let mut renderer = Renderer::new(8);
+        let template = text("{{#each items}}{{name}}{{/each}}");
+        let err = renderer
+            .render(&key(Channel::Inapp), &template, &json!({}))
+            .unwrap_err();
+        match err {
+            RenderError::MissingVariable { variable, .. } => assert_eq!(variable, "items"),
+            other => panic!("expected a missing variable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compiled_parts_are_reused_per_key() {
+        let mut renderer = Renderer::new(8);
+        let k = key(Channel::Push);
+        let first = renderer
+            .render(&k, &text("Hi {{name}}"), &json!({"name": "Ada"}))
+            .unwrap();
+        let second = renderer
+            .render(&k, &text("Hi {{name}}"), &json!({"name": "Grace"}))
+            .unwrap();
+        assert_eq!(first.text.as_deref(), Some("Hi Ada"));
+        assert_eq!(second.text.as_deref(), Some("Hi Grace"));
+        assert_eq!(renderer.cached(), 1);
+        // Reuse means the cached compilation wins over a different body for the same key.
+        let third = renderer
+            .render(&k, &text("Bye {{name}}"), &json!({"name": "Ada"}))
+            .unwrap();
+        assert_eq!(third.text.as_deref(), Some("Hi Ada"));
+        assert_eq!(renderer.plain.get_templates().len(), 1);
+    }
+
+    #[test]
+    fn every_field_of_the_key_distinguishes_cache_entries() {
+        let mut renderer = Renderer::new(8);
+        let base = key(Channel::Push);
+        let variants = [
+            base.clone(),
+            TemplateKey {
+                tenant: "globex".into(),
+                ..base.clone()
+            },
+            TemplateKey {
+                template_id: "goodbye".into(),
+                ..base.clone()
+            },
+            TemplateKey {
+                version: 4,
+                ..base.clone()
+            },
+            TemplateKey {
+                channel: Channel::Inapp,
+                ..base.clone()
+            },
+            TemplateKey {
+                locale: "fr".into(),
+                ..base.clone()
+            },
+        ];
+        for (i, k) in variants.iter().enumerate() {
+            let content = renderer
+                .render(k, &text(&format!("v{i}")), &json!({}))
+                .unwrap();
+            assert_eq!(content.text, Some(format!("v{i}")));
+        }
+        assert_eq!(renderer.cached(), variants.len());
+    }
+
+    #[test]
+    fn names_do_not_collide_when_fields_contain_separators() {
+        let a = TemplateKey {
+            tenant: "a/b".into(),
+            template_id: "c".into(),
+            ..key(Channel::Push)
+        };
+        let b = TemplateKey {
+            tenant: "a".into(),
+            template_id: "b/c".into(),
+            ..key(Channel::Push)
+        };
+        assert_ne!(
+            template_name(&a, TemplatePart::Text),
+            template_name(&b, TemplatePart::Text)
+        );
+        let mut renderer = Renderer::new(8);
+        renderer.render(&a, &text("A"), &json!({})).unwrap();
+        let content = renderer.render(&b, &text("B"), &json!({})).unwrap();
+        assert_eq!(content.text.as_deref(), Some("B"));
+    }
+
+    #[test]
+    fn the_oldest_key_is_evicted_at_capacity() {
+        let mut renderer = Renderer::new(2);
+        let keys: Vec<TemplateKey> = (1..=3)
+            .map(|version| TemplateKey {
+                version,
+                ..key(Channel::Email)
+            })
+            .collect();
+        let email = |n: usize| TemplateSource {
+            subject: Some(format!("S{n}")),
+            text: Some(format!("T{n}")),
+            html: Some(format!("<p>{n}</p>")),
+            json: None,
+        };
+        for (n, k) in keys.iter().enumerate() {
+            renderer.render(k, &email(n), &json!({})).unwrap();
+        }
+        assert_eq!(renderer.cached(), 2);
+        assert!(!renderer.compiled.contains_key(&keys[0]));
+        // Evicted from the registries too: two keys' subject+text, and two keys' html.
+        assert_eq!(renderer.plain.get_templates().len(), 4);
+        assert_eq!(renderer.html.get_templates().len(), 2);
+        assert!(
+            !renderer
+                .plain
+                .has_template(&template_name(&keys[0], TemplatePart::Subject))
+        );
+
+        // Using a cached key does not refresh it: eviction is by insertion order.
+        renderer.render(&keys[1], &email(1), &json!({})).unwrap();
+        renderer.render(&keys[0], &email(9), &json!({})).unwrap();
+        assert_eq!(renderer.cached(), 2);
+        assert!(!renderer.compiled.contains_key(&keys[1]));
+        assert!(renderer.compiled.contains_key(&keys[2]));
+        // The evicted key was compiled afresh from the source it came with.
+        let content = renderer.render(&keys[0], &email(5), &json!({})).unwrap();
+        assert_eq!(content.text.as_deref(), Some("T9"));
+    }
+
+    #[test]
+    fn capacity_zero_renders_without_keeping_anything() {
+        let mut renderer = Renderer::new(0);
+        let content = renderer
+            .render(&key(Channel::Push), &text("Hi"), &json!({}))
+            .unwrap();
+        assert_eq!(content.text.as_deref(), Some("Hi"));
+        assert_eq!(renderer.cached(), 0);
+        assert!(renderer.plain.get_templates().is_empty());
+    }
+
+    #[test]
+    fn sms_fields_are_filled_for_sms_only() {
+        let mut renderer = Renderer::new(8);
+        let content = renderer
+            .render(
+                &key(Channel::Sms),
+                &text("Code {{code}}"),
+                &json!({"code": 123456}),
+            )
+            .unwrap();
+        assert_eq!(content.text.as_deref(), Some("Code 123456"));
+        assert_eq!(content.sms_encoding, Some(SmsEncoding::Gsm7));
+        assert_eq!(content.sms_segments, Some(1));
+
+        let shaped = renderer
+            .render(
+                &TemplateKey {
+                    version: 9,
+                    ..key(Channel::Sms)
+                },
+                &text("{{msg}}"),
+                &json!({"msg": "ж".repeat(71)}),
+            )
+            .unwrap();
+        assert_eq!(shaped.sms_encoding, Some(SmsEncoding::Ucs2));
+        assert_eq!(shaped.sms_segments, Some(2));
+
+        let push = renderer
+            .render(&key(Channel::Push), &text("Hi"), &json!({}))
+            .unwrap();
+        assert_eq!(push.sms_encoding, None);
+        assert_eq!(push.sms_segments, None);
+    }
+
+    #[test]
+    fn channels_require_their_parts() {
+        let mut renderer = Renderer::new(8);
+        let needs = |channel, source: &TemplateSource, renderer: &mut Renderer| match renderer
+            .render(&key(channel), source, &json!({}))
+        {
+            Err(RenderError::MissingPart {
+                needs, channel: c, ..
+            }) => {
+                assert_eq!(c, channel);
+                Some(needs)
+            }
+            Ok(_) => None,
+            Err(other) => panic!("unexpected {other:?}"),
+        };
+        let subject_only = TemplateSource {
+            subject: Some("S".into()),
+            ..source()
+        };
+        let html_only = TemplateSource {
+            html: Some("H".into()),
+            ..source()
+        };
+        for channel in [Channel::Sms, Channel::Push, Channel::Inapp] {
+            assert_eq!(needs(channel, &html_only, &mut renderer), Some("text"));
+            assert_eq!(needs(channel, &text("T"), &mut renderer), None);
+        }
+        assert_eq!(
+            needs(Channel::Email, &text("T"), &mut renderer),
+            Some("subject")
+        );
+        assert_eq!(
+            needs(Channel::Email, &subject_only, &mut renderer),
+            Some("text or html")
+        );
+        let subject_html = TemplateSource {
+            subject: Some("S".into()),
+            html: Some("H".into()),
+            ..source()
+        };
+        assert_eq!(needs(Channel::Email, &subject_html, &mut renderer), None);
+        assert_eq!(
+            needs(Channel::Webhook, &text("T"), &mut renderer),
+            Some("json")
+        );
+
+        let err = renderer
+            .render(&key(Channel::Webhook), &text("T"), &json!({}))
+            .unwrap_err();
+        assert!(err.to_string().contains("no json part"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_part_does_not_take_a_cache_slot() {
+        let mut renderer = Renderer::new(8);
+        assert!(
+            renderer
+                .render(&key(Channel::Webhook), &text("T"), &json!({}))
+                .is_err()
+        );
+        assert_eq!(renderer.cached(), 0);
+    }
+
+    #[test]
+    fn a_template_that_does_not_compile_names_the_part() {
+        let mut renderer = Renderer::new(8);
+        let email = TemplateSource {
+            subject: Some("Fine".into()),
+            text: Some("Also fine".into()),
+            html: Some("<p>{{#if x}}unclosed</p>".into()),
+            json: None,
+        };
+        let err = renderer
+            .render(&key(Channel::Email), &email, &json!({"x": true}))
+            .unwrap_err();
+        match &err {
+            RenderError::Compile { part, .. } => assert_eq!(*part, TemplatePart::Html),
+            other => panic!("expected a compile error, got {other:?}"),
+        }
+        assert!(err.to_string().contains("html part"), "{err}");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(
+            !renderer
+                .html
+                .has_template(&template_name(&key(Channel::Email), TemplatePart::Html))
+        );
+    }
+
+    #[test]
+    fn without_the_check_a_partial_reaches_another_tenants_template() {
+        // Why partials are rejected: in a shared registry a dynamic partial name finds any
+        // registered template.
+        let mut shared = registry(handlebars::no_escape);
+        let victim = template_name(&key(Channel::Push), TemplatePart::Text);
+        shared.register_template_string(&victim, "secret").unwrap();
+        shared
+            .register_template_string("mallory", "{{> (lookup this \"target\")}}")
+            .unwrap();
+        let leaked = shared
+            .render("mallory", &json!({"target": victim}))
+            .unwrap();
+        assert_eq!(leaked, "secret");
+    }
+
+    #[test]
+    fn a_template_that_never_compiles_takes_no_cache_slot() {
+        let mut renderer = Renderer::new(1);
+        let good = key(Channel::Push);
+        renderer.render(&good, &text("ok"), &json!({})).unwrap();
+        let broken = TemplateKey {
+            version: 4,
+            ..key(Channel::Push)
+        };
+        assert!(
+            renderer
+                .render(&broken, &text("{{#if}}"), &json!({}))
+                .is_err()
+        );
+        assert_eq!(renderer.cached(), 1);
+        assert!(renderer.compiled.contains_key(&good));
+        assert_eq!(renderer.inserted.len(), 1);
+    }
+
+    #[test]
+    fn a_renderer_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Renderer>();
+    }
+
+    #[test]
+    fn partials_are_rejected() {
+        let mut renderer = Renderer::new(8);
+        let victim = key(Channel::Push);
+        renderer
+            .render(&victim, &text("secret"), &json!({}))
+            .unwrap();
+        let attacker = TemplateKey {
+            tenant: "mallory".into(),
+            ..key(Channel::Push)
+        };
+        let data = json!({
+            "x": true,
+            "xs": [],
+            "target": template_name(&victim, TemplatePart::Text),
+        });
+        for body in [
+            "{{> (lookup this \"target\")}}",
+            "{{#if x}}{{> other}}{{/if}}",
+            "{{#each xs}}{{else}}{{#> layout}}x{{/layout}}{{/each}}",
+        ] {
+            let err = renderer.render(&attacker, &text(body), &data).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    RenderError::PartialNotAllowed {
+                        part: TemplatePart::Text,
+                        ..
+                    }
+                ),
+                "{body}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn locale_chain_examples() {
+        assert_eq!(locale_chain("fr-CA"), ["fr-CA", "fr", "default"]);
+        assert_eq!(
+            locale_chain("zh-Hant-TW"),
+            ["zh-Hant-TW", "zh-Hant", "zh", "default"]
+        );
+        assert_eq!(locale_chain("default"), ["default"]);
+        assert_eq!(locale_chain("en"), ["en", "default"]);
+    }
+
+    #[test]
+    fn locale_chain_keeps_case_and_matches_case_insensitively() {
+        assert_eq!(locale_chain("FR-ca"), ["FR-ca", "FR", "default"]);
+        assert_eq!(locale_chain("Default"), ["Default"]);
+        assert_eq!(locale_chain("pt_BR"), ["pt_BR", "pt", "default"]);
+    }
+
+    #[test]
+    fn locale_chain_edge_cases() {
+        assert_eq!(locale_chain(""), ["default"]);
+        assert_eq!(locale_chain("  de-AT "), ["de-AT", "de", "default"]);
+        assert_eq!(
+            locale_chain("en-x-pirate"),
+            ["en-x-pirate", "en", "default"]
+        );
+        assert_eq!(locale_chain("fr--CA"), ["fr--CA", "fr", "default"]);
+    }
+}

@@ -1,0 +1,532 @@
+//! Routing one requested event: decode → deduplicate → expire → enrich → decide → render →
+//! the records to emit (dispatches, statuses, or a DLQ record). Kafka transactions are the
+//! processor's business; this module only says what to write, or that a transient fault means
+//! the batch must be retried.
+
+use chrono::Utc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use herald_contracts::status::reason;
+use herald_contracts::{
+    Codec, CodecError, Dispatch, Lane, NotificationRequest, Status, StatusEvent, TopicNames,
+    headers,
+};
+use herald_runtime::config::RouterConfig;
+use herald_runtime::metric_names::{ROUTER_DISPATCHES, ROUTER_EVENTS};
+use herald_store::StoreError;
+use herald_store::dedupe::{DedupeLedger, Seen};
+use herald_store::directory::{CategoryDefaults, Directory, Profile, TemplateRow};
+
+use crate::cache::TtlCache;
+use crate::decide::{Decision, Target, decide};
+use crate::render::{Renderer, TemplateKey, TemplateSource, locale_chain};
+
+/// A consumed record, as the router sees it.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Input {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Identifies this record for the dedupe ledger.
+    fn source(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// A record to produce in the batch's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A fault that waiting can cure: the batch is aborted and retried, nothing is dead-lettered.
+#[derive(Debug, thiserror::Error)]
+pub enum Transient {
+    #[error("database: {0}")]
+    Store(StoreError),
+    #[error("schema registry: {0}")]
+    Registry(CodecError),
+}
+
+impl Transient {
+    pub fn stage(&self) -> &'static str {
+        match self {
+            Transient::Store(_) => "database",
+            Transient::Registry(_) => "registry",
+        }
+    }
+}
+
+/// Why an event goes to the DLQ.
+struct Poison {
+    stage: &'static str,
+    class: &'static str,
+    message: String,
+}
+
+/// Cached by (tenant, key): profiles by user id, defaults by category, templates by id.
+type Cache<V> = Mutex<TtlCache<(String, String), V>>;
+
+/// Rendered content for one target, with the template version that rendered it.
+type Rendered = (
+    herald_contracts::RenderedContent,
+    herald_contracts::TemplateRef,
+);
+
+pub struct Router {
+    codec: Codec,
+    topics: TopicNames,
+    directory: Directory,
+    dedupe: DedupeLedger,
+    profiles: Cache<Profile>,
+    categories: Cache<Option<CategoryDefaults>>,
+    templates: Cache<Arc<Vec<TemplateRow>>>,
+    renderer: Mutex<Renderer>,
+    default_locale: String,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks a cache; a poisoned lock only means another task panicked mid-insert, and a cache
+/// entry is safe to read or overwrite regardless.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Router {
+    pub fn new(
+        codec: Codec,
+        directory: Directory,
+        dedupe: DedupeLedger,
+        config: &RouterConfig,
+    ) -> Self {
+        Self {
+            topics: codec.topics().clone(),
+            codec,
+            directory,
+            dedupe,
+            profiles: Mutex::new(TtlCache::new(
+                "profile",
+                config.cache_capacity,
+                config.cache_ttl,
+            )),
+            categories: Mutex::new(TtlCache::new(
+                "category",
+                config.cache_capacity,
+                config.cache_ttl,
+            )),
+            templates: Mutex::new(TtlCache::new(
+                "template",
+                config.template_cache_capacity,
+                config.cache_ttl,
+            )),
+            renderer: Mutex::new(Renderer::new(config.template_cache_capacity)),
+            default_locale: config.default_locale.clone(),
+        }
+    }
+
+    /// The records that routing `input` produces.
+    pub async fn route(&self, input: &Input) -> Result<Vec<OutRecord>, Transient> {
+        let started = std::time::Instant::now();
+        let result = self.route_inner(input).await;
+        metrics::histogram!(herald_runtime::metric_names::ROUTER_EVENT_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(records)) => Ok(records),
+            Ok(Err(poison)) => {
+                metrics::counter!(ROUTER_EVENTS, "outcome" => "dead_lettered", "reason" => poison.class)
+                    .increment(1);
+                tracing::warn!(
+                    stage = poison.stage,
+                    class = poison.class,
+                    error = %poison.message,
+                    partition = input.partition,
+                    offset = input.offset,
+                    "event dead-lettered"
+                );
+                Ok(vec![self.dead_letter(input, poison)])
+            }
+            Err(transient) => Err(transient),
+        }
+    }
+
+    async fn route_inner(
+        &self,
+        input: &Input,
+    ) -> Result<Result<Vec<OutRecord>, Poison>, Transient> {
+        let Some(payload) = input.payload.as_deref() else {
+            return Ok(Err(Poison {
+                stage: "decode",
+                class: "empty",
+                message: "the record has no value".into(),
+            }));
+        };
+        let request = match self.codec.decode_request(payload).await {
+            Ok(request) => request,
+            Err(e) if e.is_transient() => return Err(Transient::Registry(e)),
+            Err(e) => {
+                return Ok(Err(Poison {
+                    stage: "decode",
+                    class: e.class(),
+                    message: e.to_string(),
+                }));
+            }
+        };
+
+        if input.header(headers::REPLAY).is_none() {
+            let seen = self
+                .dedupe
+                .check_and_record(&request.tenant, &request.event_id, &input.source())
+                .await;
+            match seen {
+                Ok(Seen::Duplicate) => {
+                    return self
+                        .suppressed(input, &request, reason::DUPLICATE)
+                        .await
+                        .map(Ok);
+                }
+                Ok(Seen::First | Seen::SameRecord) => {}
+                // Every storage fault is retried: dead-lettering events because the database
+                // misbehaves would turn an outage into lost notifications.
+                Err(e) => return Err(Transient::Store(e)),
+            }
+        }
+
+        let now = Utc::now();
+        if request.expires_at.is_some_and(|at| at <= now) {
+            return self
+                .suppressed(input, &request, reason::EXPIRED)
+                .await
+                .map(Ok);
+        }
+
+        let profile = self.profile(&request).await?;
+        let defaults = self.category(&request).await?;
+        let (targets, skipped, fallback) = match decide(&request, &profile, defaults.as_ref()) {
+            Decision::Suppressed { reason } => {
+                return self.suppressed(input, &request, reason).await.map(Ok);
+            }
+            Decision::Route {
+                targets,
+                skipped,
+                fallback,
+            } => (targets, skipped, fallback),
+        };
+
+        let locale = request
+            .locale
+            .clone()
+            .or_else(|| profile.locale.clone())
+            .unwrap_or_else(|| self.default_locale.clone());
+        let rendered = match self.render(&request, &locale, &targets).await? {
+            Ok(rendered) => rendered,
+            Err(poison) => return Ok(Err(poison)),
+        };
+
+        let mut out = Vec::with_capacity(targets.len() * 2 + skipped.len());
+        let routed_at = herald_contracts::time::now_millis();
+        for (target, (content, template)) in targets.iter().zip(rendered) {
+            let dispatch = Dispatch {
+                dispatch_id: format!("{}:{}", request.event_id, target.channel),
+                event_id: request.event_id.clone(),
+                tenant: request.tenant.clone(),
+                user_id: request.recipient.user_id.clone(),
+                category: request.category.clone(),
+                channel: target.channel,
+                priority: request.priority,
+                address: target.address.clone(),
+                content,
+                template,
+                locale: locale.clone(),
+                attempt: 0,
+                deadline: request.expires_at,
+                fallback: fallback.clone(),
+                created_at: request.created_at(),
+                routed_at,
+            };
+            let lane = if request.priority.uses_priority_lane() {
+                Lane::Priority
+            } else {
+                Lane::Bulk
+            };
+            let payload = self
+                .codec
+                .encode_dispatch(&dispatch)
+                .await
+                .map_err(Transient::Registry)?;
+            out.push(OutRecord {
+                topic: self.topics.dispatch(target.channel, lane),
+                key: Some(dispatch.key().into_bytes()),
+                payload,
+                headers: trace_headers(input),
+            });
+            metrics::counter!(ROUTER_DISPATCHES, "channel" => target.channel.as_str()).increment(1);
+            out.push(
+                self.status(
+                    input,
+                    &request,
+                    Status::Routed,
+                    None,
+                    Some(target.channel),
+                    Some(&dispatch.dispatch_id),
+                )
+                .await?,
+            );
+        }
+        for (channel, why) in skipped {
+            let dispatch_id = format!("{}:{channel}", request.event_id);
+            out.push(
+                self.status(
+                    input,
+                    &request,
+                    Status::Suppressed,
+                    Some(why),
+                    Some(channel),
+                    Some(&dispatch_id),
+                )
+                .await?,
+            );
+        }
+        let outcome = if targets.is_empty() {
+            "suppressed"
+        } else {
+            "routed"
+        };
+        metrics::counter!(ROUTER_EVENTS, "outcome" => outcome, "reason" => "").increment(1);
+        metrics::histogram!(herald_runtime::metric_names::ROUTER_END_TO_END_SECONDS).record(
+            (Utc::now() - request.created_at())
+                .as_seconds_f64()
+                .max(0.0),
+        );
+        Ok(Ok(out))
+    }
+
+    async fn profile(&self, request: &NotificationRequest) -> Result<Profile, Transient> {
+        let key = (request.tenant.clone(), request.recipient.user_id.clone());
+        if let Some(profile) = lock(&self.profiles).get(&key) {
+            return Ok(profile);
+        }
+        let profile = self
+            .directory
+            .profile(&key.0, &key.1)
+            .await
+            .map_err(Transient::Store)?;
+        lock(&self.profiles).insert(key, profile.clone());
+        Ok(profile)
+    }
+
+    async fn category(
+        &self,
+        request: &NotificationRequest,
+    ) -> Result<Option<CategoryDefaults>, Transient> {
+        let key = (request.tenant.clone(), request.category.clone());
+        if let Some(defaults) = lock(&self.categories).get(&key) {
+            return Ok(defaults);
+        }
+        let defaults = self
+            .directory
+            .category(&key.0, &key.1)
+            .await
+            .map_err(Transient::Store)?;
+        lock(&self.categories).insert(key, defaults.clone());
+        Ok(defaults)
+    }
+
+    async fn template_rows(
+        &self,
+        request: &NotificationRequest,
+    ) -> Result<Arc<Vec<TemplateRow>>, Transient> {
+        let key = (request.tenant.clone(), request.template.id.clone());
+        if let Some(rows) = lock(&self.templates).get(&key) {
+            return Ok(rows);
+        }
+        let rows = Arc::new(
+            self.directory
+                .templates(&key.0, &key.1)
+                .await
+                .map_err(Transient::Store)?,
+        );
+        lock(&self.templates).insert(key, rows.clone());
+        Ok(rows)
+    }
+
+    /// Renders every target or none: a partly rendered event would dispatch some channels and
+    /// dead-letter the rest, and a replay after the fix would then repeat the first ones.
+    async fn render(
+        &self,
+        request: &NotificationRequest,
+        locale: &str,
+        targets: &[Target],
+    ) -> Result<Result<Vec<Rendered>, Poison>, Transient> {
+        let rows = self.template_rows(request).await?;
+        let version = match request.template.version {
+            Some(v) => Some(v),
+            None => rows.iter().map(|r| r.version).max(),
+        };
+        let unknown = |what: String| Poison {
+            stage: "render",
+            class: "unknown_template",
+            message: what,
+        };
+        let Some(version) = version else {
+            return Ok(Err(unknown(format!(
+                "template {}/{} does not exist",
+                request.tenant, request.template.id
+            ))));
+        };
+        let chain = locale_chain(locale);
+        let mut rendered = Vec::with_capacity(targets.len());
+        let mut renderer = lock(&self.renderer);
+        for target in targets {
+            let candidates: HashMap<String, &TemplateRow> = rows
+                .iter()
+                .filter(|r| r.version == version && r.channel == Some(target.channel))
+                .map(|r| (r.locale.to_ascii_lowercase(), r))
+                .collect();
+            let Some((found_locale, row)) = chain.iter().find_map(|l| {
+                candidates
+                    .get(&l.to_ascii_lowercase())
+                    .map(|r| (l.clone(), *r))
+            }) else {
+                return Ok(Err(unknown(format!(
+                    "template {}/{} version {version} has no {} part for locale {locale} or its fallbacks",
+                    request.tenant, request.template.id, target.channel
+                ))));
+            };
+            let key = TemplateKey {
+                tenant: request.tenant.clone(),
+                template_id: request.template.id.clone(),
+                version,
+                channel: target.channel,
+                locale: found_locale,
+            };
+            let source = TemplateSource {
+                subject: row.subject.clone(),
+                text: row.text.clone(),
+                html: row.html.clone(),
+                json: row.json.clone(),
+            };
+            match renderer.render(&key, &source, &request.data) {
+                Ok(content) => rendered.push((
+                    content,
+                    herald_contracts::TemplateRef {
+                        id: request.template.id.clone(),
+                        version: Some(version),
+                    },
+                )),
+                Err(e) => {
+                    return Ok(Err(Poison {
+                        stage: "render",
+                        class: "render_error",
+                        message: e.to_string(),
+                    }));
+                }
+            }
+        }
+        Ok(Ok(rendered))
+    }
+
+    async fn suppressed(
+        &self,
+        input: &Input,
+        request: &NotificationRequest,
+        why: &'static str,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        metrics::counter!(ROUTER_EVENTS, "outcome" => "suppressed", "reason" => why).increment(1);
+        Ok(vec![
+            self.status(input, request, Status::Suppressed, Some(why), None, None)
+                .await?,
+        ])
+    }
+
+    async fn status(
+        &self,
+        input: &Input,
+        request: &NotificationRequest,
+        status: Status,
+        why: Option<&str>,
+        channel: Option<herald_contracts::Channel>,
+        dispatch_id: Option<&str>,
+    ) -> Result<OutRecord, Transient> {
+        let event = StatusEvent {
+            event_id: request.event_id.clone(),
+            dispatch_id: dispatch_id.map(str::to_owned),
+            tenant: request.tenant.clone(),
+            user_id: request.recipient.user_id.clone(),
+            channel,
+            status,
+            reason: why.map(str::to_owned),
+            provider: None,
+            provider_message_id: None,
+            attempt: 0,
+            at: herald_contracts::time::now_millis(),
+        };
+        let payload = self
+            .codec
+            .encode_status(&event)
+            .await
+            .map_err(Transient::Registry)?;
+        Ok(OutRecord {
+            topic: self.topics.status(),
+            key: Some(event.key().into_bytes()),
+            payload,
+            headers: trace_headers(input),
+        })
+    }
+
+    /// The original record, unchanged, with error headers added (guarantee 5).
+    fn dead_letter(&self, input: &Input, poison: Poison) -> OutRecord {
+        let mut record_headers = input.headers.clone();
+        for (name, value) in [
+            (headers::ERROR_STAGE, poison.stage.to_owned()),
+            (headers::ERROR_CLASS, poison.class.to_owned()),
+            (headers::ERROR_MESSAGE, poison.message),
+            (headers::ORIGINAL_TOPIC, input.topic.clone()),
+            (headers::ORIGINAL_PARTITION, input.partition.to_string()),
+            (headers::ORIGINAL_OFFSET, input.offset.to_string()),
+            (headers::ATTEMPT, "1".to_owned()),
+        ] {
+            record_headers.push((name.to_owned(), value.into_bytes()));
+        }
+        OutRecord {
+            topic: self.topics.dlq(),
+            key: input.key.clone(),
+            payload: input.payload.clone().unwrap_or_default(),
+            headers: record_headers,
+        }
+    }
+}
+
+/// Trace context travels on to every record the event produces.
+fn trace_headers(input: &Input) -> Vec<(String, Vec<u8>)> {
+    [headers::TRACEPARENT, headers::TRACESTATE]
+        .into_iter()
+        .filter_map(|name| input.header(name).map(|v| (name.to_owned(), v.to_vec())))
+        .collect()
+}
