@@ -328,52 +328,33 @@ impl Router {
     }
 
     async fn profile(&self, request: &NotificationRequest) -> Result<Profile, Transient> {
-        let key = (request.tenant.clone(), request.recipient.user_id.clone());
-        if let Some(profile) = lock(&self.profiles).get(&key) {
-            return Ok(profile);
-        }
-        let profile = self
-            .directory
-            .profile(&key.0, &key.1)
-            .await
-            .map_err(Transient::Store)?;
-        lock(&self.profiles).insert(key, profile.clone());
-        Ok(profile)
+        let (tenant, user) = (&request.tenant, &request.recipient.user_id);
+        cached(&self.profiles, (tenant, user), || {
+            self.directory.profile(tenant, user)
+        })
+        .await
     }
 
     async fn category(
         &self,
         request: &NotificationRequest,
     ) -> Result<Option<CategoryDefaults>, Transient> {
-        let key = (request.tenant.clone(), request.category.clone());
-        if let Some(defaults) = lock(&self.categories).get(&key) {
-            return Ok(defaults);
-        }
-        let defaults = self
-            .directory
-            .category(&key.0, &key.1)
-            .await
-            .map_err(Transient::Store)?;
-        lock(&self.categories).insert(key, defaults.clone());
-        Ok(defaults)
+        let (tenant, category) = (&request.tenant, &request.category);
+        cached(&self.categories, (tenant, category), || {
+            self.directory.category(tenant, category)
+        })
+        .await
     }
 
     async fn template_rows(
         &self,
         request: &NotificationRequest,
     ) -> Result<Arc<Vec<TemplateRow>>, Transient> {
-        let key = (request.tenant.clone(), request.template.id.clone());
-        if let Some(rows) = lock(&self.templates).get(&key) {
-            return Ok(rows);
-        }
-        let rows = Arc::new(
-            self.directory
-                .templates(&key.0, &key.1)
-                .await
-                .map_err(Transient::Store)?,
-        );
-        lock(&self.templates).insert(key, rows.clone());
-        Ok(rows)
+        let (tenant, id) = (&request.tenant, &request.template.id);
+        cached(&self.templates, (tenant, id), || async {
+            self.directory.templates(tenant, id).await.map(Arc::new)
+        })
+        .await
     }
 
     /// Renders every target or none: a partly rendered event would dispatch some channels and
@@ -521,6 +502,26 @@ impl Router {
             headers: record_headers,
         }
     }
+}
+
+/// The cached value for `key`, loading and caching it on a miss. The lock is not held while
+/// loading; two concurrent misses both load, and the later insert wins, which is harmless.
+async fn cached<V, F>(
+    cache: &Cache<V>,
+    (tenant, key): (&String, &String),
+    load: impl FnOnce() -> F,
+) -> Result<V, Transient>
+where
+    V: Clone,
+    F: std::future::Future<Output = Result<V, StoreError>>,
+{
+    let key = (tenant.clone(), key.clone());
+    if let Some(value) = lock(cache).get(&key) {
+        return Ok(value);
+    }
+    let value = load().await.map_err(Transient::Store)?;
+    lock(cache).insert(key, value.clone());
+    Ok(value)
 }
 
 /// Trace context travels on to every record the event produces.
