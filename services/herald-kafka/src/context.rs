@@ -12,14 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Clone, Default)]
 pub struct HeraldContext {
-    rebalances: Arc<AtomicU64>,
+    revocations: Arc<AtomicU64>,
 }
 
 impl HeraldContext {
-    /// How many rebalances this consumer has started. A batch collected across a change of
-    /// this number may hold records of partitions no longer assigned.
-    pub fn rebalances(&self) -> u64 {
-        self.rebalances.load(Ordering::SeqCst)
+    /// How many times partitions were taken from this consumer (or a rebalance failed). A
+    /// batch collected across a change of this number may hold records of partitions that
+    /// are no longer ours; an assignment alone does not matter.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::SeqCst)
     }
 }
 
@@ -54,15 +55,18 @@ impl ConsumerContext for HeraldContext {
         _consumer: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &Rebalance<'_>,
     ) {
-        self.rebalances.fetch_add(1, Ordering::SeqCst);
         match rebalance {
             Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions assigned")
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
             }
             Rebalance::Revoke(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions revoked")
+                self.revocations.fetch_add(1, Ordering::SeqCst);
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
             }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Error(e) => {
+                self.revocations.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!(error = %e, "rebalance error");
+            }
         }
     }
 }

@@ -72,10 +72,14 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let codec = Codec::new(&config.registry, topics.clone())?;
     let router = Arc::new(route::Router::new(codec, directory, dedupe, &config.router));
 
-    let consumer: StreamConsumer<HeraldContext> = config
-        .kafka
-        .consumer_config(&config.router.group_id)
-        .create_with_context(HeraldContext::default())?;
+    let mut consumer_config = config.kafka.consumer_config(&config.router.group_id);
+    if config.router.instance_id.is_some() {
+        // Static membership: a restarted instance takes its partitions back at once instead
+        // of waiting out the session timeout of its dead predecessor.
+        consumer_config.set("group.instance.id", config.router.transactional_id());
+    }
+    let consumer: StreamConsumer<HeraldContext> =
+        consumer_config.create_with_context(HeraldContext::default())?;
     consumer.subscribe(&[&topics.requested()])?;
     readiness.set(true);
 

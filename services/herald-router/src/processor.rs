@@ -21,7 +21,6 @@ use herald_runtime::metric_names::{ROUTER_TRANSACTIONS, ROUTER_TRANSIENT_FAULTS}
 
 use crate::route::{Input, OutRecord, Router, Transient};
 
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -43,18 +42,28 @@ enum BatchError {
 type Consumer_ = StreamConsumer<HeraldContext>;
 type Producer_ = FutureProducer<HeraldContext>;
 
-fn transactional_producer(kafka: &KafkaConfig, id: &str) -> Result<Producer_, KafkaError> {
+/// Identifies the transactional producer to (re)build.
+#[derive(Debug, Clone)]
+struct TransactionalId {
+    id: String,
+    timeout: Duration,
+}
+
+fn transactional_producer(
+    kafka: &KafkaConfig,
+    txn: &TransactionalId,
+) -> Result<Producer_, KafkaError> {
     kafka
         .producer_config()
-        .set("transactional.id", id)
+        .set("transactional.id", &txn.id)
         .set(
             "transaction.timeout.ms",
-            TRANSACTION_TIMEOUT.as_millis().to_string(),
+            txn.timeout.as_millis().to_string(),
         )
         // Below the transaction timeout, as librdkafka requires.
         .set(
             "message.timeout.ms",
-            (TRANSACTION_TIMEOUT.as_millis() / 2).to_string(),
+            (txn.timeout.as_millis() / 2).to_string(),
         )
         .create_with_context(HeraldContext::default())
 }
@@ -71,8 +80,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| KafkaError::Canceled)?
 }
 
-async fn init_producer(kafka: &KafkaConfig, id: &str) -> Result<Producer_, KafkaError> {
-    let producer = transactional_producer(kafka, id)?;
+async fn init_producer(
+    kafka: &KafkaConfig,
+    txn: &TransactionalId,
+) -> Result<Producer_, KafkaError> {
+    let producer = transactional_producer(kafka, txn)?;
     blocking(&producer, |p| p.init_transactions(CLIENT_TIMEOUT)).await?;
     Ok(producer)
 }
@@ -139,10 +151,13 @@ pub async fn run(
     consumer: Consumer_,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
-    let transactional_id = format!("{}-{}", config.group_id, uuid_suffix());
+    let transactional_id = TransactionalId {
+        id: config.transactional_id(),
+        timeout: config.transaction_timeout,
+    };
     let mut producer = init_producer(kafka, &transactional_id).await?;
     let mut backoff = MIN_BACKOFF;
-    tracing::info!(transactional_id, "router processing");
+    tracing::info!(transactional_id = transactional_id.id, "router processing");
 
     loop {
         let Some(batch) = collect(&consumer, config, &shutdown).await? else {
@@ -173,14 +188,6 @@ pub async fn run(
     Ok(())
 }
 
-fn uuid_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{}-{nanos:x}", std::process::id())
-}
-
 /// Collects a batch: waits for a first record, then takes more until the commit interval
 /// passes or the batch is full. `None` on shutdown with nothing collected.
 async fn collect(
@@ -189,7 +196,7 @@ async fn collect(
     shutdown: &CancellationToken,
 ) -> Result<Option<Batch>, ProcessorError> {
     let mut batch = Batch::default();
-    let generation = consumer.context().rebalances();
+    let generation = consumer.context().revocations();
     let first = tokio::select! {
         _ = shutdown.cancelled() => return Ok(None),
         message = consumer.recv() => message?,
@@ -202,12 +209,12 @@ async fn collect(
             Err(_) => break,
         }
     }
-    if consumer.context().rebalances() != generation {
+    if consumer.context().revocations() != generation {
         // Some of these partitions may belong to another instance now; rewind what is still
         // ours and let the owners read the rest.
         tracing::info!(
             records = batch.inputs.len(),
-            "rebalance during collection; batch dropped"
+            "partitions revoked during collection; batch dropped"
         );
         rewind_owned(consumer, &batch)?;
         return Ok(Some(Batch::default()));
@@ -284,7 +291,7 @@ async fn process(
 /// timeout) is replaced by a new one.
 async fn recover(
     kafka: &KafkaConfig,
-    transactional_id: &str,
+    transactional_id: &TransactionalId,
     producer: Producer_,
     error: &BatchError,
 ) -> Result<Producer_, ProcessorError> {

@@ -40,6 +40,16 @@ pub struct RouterConfig {
     /// Consumer group shared by every router instance.
     #[serde(default = "default_router_group")]
     pub group_id: String,
+    /// This instance's stable name; the transactional id is `<group_id>-<instance_id>`. A
+    /// restarted instance with the same name fences its predecessor and aborts its open
+    /// transaction at once, instead of leaving it to block `read_committed` readers until
+    /// `transaction_timeout`. Default: `<hostname>-<pid>` (stable in a container, where the
+    /// pid is 1).
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// Kafka transaction timeout: how long an abandoned transaction can hold back readers.
+    #[serde(default = "default_transaction_timeout", with = "humantime_serde")]
+    pub transaction_timeout: std::time::Duration,
     /// How long a batch collects records before its transaction commits.
     #[serde(default = "default_commit_interval", with = "humantime_serde")]
     pub commit_interval: std::time::Duration,
@@ -68,6 +78,9 @@ pub struct RouterConfig {
 fn default_router_group() -> String {
     "herald-router".into()
 }
+fn default_transaction_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(15)
+}
 fn default_commit_interval() -> std::time::Duration {
     std::time::Duration::from_millis(100)
 }
@@ -93,10 +106,28 @@ fn default_grace() -> std::time::Duration {
     std::time::Duration::from_secs(20)
 }
 
+impl RouterConfig {
+    /// The Kafka transactional id of this instance.
+    pub fn transactional_id(&self) -> String {
+        let instance = self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "local".into());
+            format!("{host}-{}", std::process::id())
+        });
+        format!("{}-{instance}", self.group_id)
+    }
+}
+
 impl Default for RouterConfig {
     fn default() -> Self {
         Self {
             group_id: default_router_group(),
+            instance_id: None,
+            transaction_timeout: default_transaction_timeout(),
             commit_interval: default_commit_interval(),
             max_batch: default_max_batch(),
             cache_capacity: default_cache_capacity(),
@@ -215,6 +246,11 @@ impl HeraldConfig {
                 "registry.url `{}` must start with http:// or https://",
                 self.registry.url
             )));
+        }
+        if self.router.transaction_timeout < std::time::Duration::from_secs(2) {
+            return Err(ConfigError::Invalid(
+                "router.transaction_timeout must be at least 2s".into(),
+            ));
         }
         if self.router.max_batch == 0 {
             return Err(ConfigError::Invalid(

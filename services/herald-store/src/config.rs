@@ -26,6 +26,13 @@ pub struct StoreConfig {
     pub password: Option<Secret>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long one request may take before it fails (and the caller backs off and retries).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_nodes() -> Vec<String> {
@@ -54,6 +61,7 @@ impl Default for StoreConfig {
             username: None,
             password: None,
             connect_timeout: default_connect_timeout(),
+            request_timeout: default_request_timeout(),
         }
     }
 }

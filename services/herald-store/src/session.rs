@@ -1,5 +1,6 @@
 //! Opening a driver session.
 
+use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 
@@ -8,9 +9,13 @@ use crate::{StoreConfig, StoreError};
 /// Connects to the cluster without selecting a keyspace (migrations create it).
 pub async fn connect(config: &StoreConfig) -> Result<Session, StoreError> {
     config.validate().map_err(StoreError::Config)?;
+    let profile = ExecutionProfile::builder()
+        .request_timeout(Some(config.request_timeout))
+        .build();
     let mut builder = SessionBuilder::new()
         .known_nodes(&config.nodes)
-        .connection_timeout(config.connect_timeout);
+        .connection_timeout(config.connect_timeout)
+        .default_execution_profile_handle(profile.into_handle());
     if let Some(user) = &config.username {
         let password = config
             .password

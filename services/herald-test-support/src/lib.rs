@@ -37,6 +37,49 @@ impl Stack {
     }
 }
 
+/// The local stack's Cassandra process, frozen with SIGSTOP until the guard is dropped: to the
+/// driver it looks like a database that stopped answering (requests time out).
+#[derive(Debug)]
+pub struct FrozenDatabase {
+    pid: u32,
+}
+
+impl Stack {
+    /// Freezes the Cassandra that `dev/stack up` started (its pid file names it).
+    pub fn freeze_database(&self) -> FrozenDatabase {
+        let cache = std::env::var("HERALD_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/herald")
+            });
+        let stack_dir = std::env::var("HERALD_STACK_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| cache.join("stack"));
+        let pid_file = stack_dir.join("run/cassandra.pid");
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+            .trim()
+            .parse()
+            .unwrap();
+        signal(pid, "-STOP");
+        FrozenDatabase { pid }
+    }
+}
+
+impl Drop for FrozenDatabase {
+    fn drop(&mut self) {
+        signal(self.pid, "-CONT");
+    }
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {which} {pid}");
+}
+
 /// A name no other test run uses: `<name>_<12 hex digits>`, safe for topics and keyspaces.
 pub fn unique(name: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -182,6 +225,75 @@ impl HeraldEnv {
         self.run(&["schemas", "register"], None).assert_code(0);
         if database {
             self.run(&["db", "migrate"], None).assert_code(0);
+        }
+    }
+}
+
+/// A long-running `herald` role started as its own process, so a test can kill it.
+#[derive(Debug)]
+pub struct RoleProcess {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl HeraldEnv {
+    /// Starts `herald <args>` in the background with extra environment; output goes to a log
+    /// file in the test's directory (named after `name`, numbered per start).
+    pub fn spawn(&self, name: &str, args: &[&str], envs: &[(&str, &str)]) -> RoleProcess {
+        let mut n = 0;
+        let log = loop {
+            let candidate = self.dir.join(format!("{name}-{n}.log"));
+            if !candidate.exists() {
+                break candidate;
+            }
+            n += 1;
+        };
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = self.command(args);
+        command
+            .env("HERALD_ADMIN__LISTEN", "127.0.0.1:0")
+            .env("HERALD_TELEMETRY__LOG_LEVEL", "warn,herald_router=info")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        let child = command.spawn().unwrap();
+        RoleProcess { child, log }
+    }
+}
+
+impl RoleProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit code.
+    pub fn terminate(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        wait_for("the role to exit", timeout, || {
+            self.child.try_wait().unwrap()
+        })
+        .code()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RoleProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
