@@ -13,7 +13,8 @@ pub struct KafkaConfig {
     /// Comma-separated `host:port` list.
     #[serde(default = "default_bootstrap")]
     pub bootstrap_servers: String,
-    /// Prepended to every Herald topic name, so several environments can share a cluster.
+    /// Prepended to every Herald topic name and consumer group, so several environments can
+    /// share a cluster.
     #[serde(default)]
     pub topic_prefix: String,
     /// Any librdkafka property (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`, ...),
@@ -61,6 +62,11 @@ impl fmt::Debug for KafkaConfig {
 impl KafkaConfig {
     pub fn topics(&self) -> TopicNames {
         TopicNames::new(self.topic_prefix.clone())
+    }
+
+    /// A consumer group name with the prefix applied.
+    pub fn group(&self, base: &str) -> String {
+        format!("{}{base}", self.topic_prefix)
     }
 
     /// A client configuration with the bootstrap servers and the pass-through properties.

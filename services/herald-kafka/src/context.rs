@@ -43,7 +43,8 @@ impl ClientContext for HeraldContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         match error {
-            KafkaError::PartitionEOF(_) => {}
+            KafkaError::PartitionEOF(_)
+            | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {}
             error => tracing::error!(error = %error, "librdkafka: {reason}"),
         }
     }

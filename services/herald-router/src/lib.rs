@@ -72,11 +72,13 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let codec = Codec::new(&config.registry, topics.clone())?;
     let router = Arc::new(route::Router::new(codec, directory, dedupe, &config.router));
 
-    let mut consumer_config = config.kafka.consumer_config(&config.router.group_id);
+    let group = config.kafka.group(&config.router.group_id);
+    let transactional_id = config.router.transactional_id(&group);
+    let mut consumer_config = config.kafka.consumer_config(&group);
     if config.router.instance_id.is_some() {
         // Static membership: a restarted instance takes its partitions back at once instead
         // of waiting out the session timeout of its dead predecessor.
-        consumer_config.set("group.instance.id", config.router.transactional_id());
+        consumer_config.set("group.instance.id", &transactional_id);
     }
     let consumer: StreamConsumer<HeraldContext> =
         consumer_config.create_with_context(HeraldContext::default())?;
@@ -87,6 +89,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let processing = processor::run(
         &config.kafka,
         &config.router,
+        transactional_id,
         router,
         consumer,
         shutdown.clone(),

@@ -147,12 +147,13 @@ fn to_input(message: &rdkafka::message::BorrowedMessage<'_>) -> Input {
 pub async fn run(
     kafka: &KafkaConfig,
     config: &RouterConfig,
+    transactional_id: String,
     router: Arc<Router>,
     consumer: Consumer_,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
     let transactional_id = TransactionalId {
-        id: config.transactional_id(),
+        id: transactional_id,
         timeout: config.transaction_timeout,
     };
     let mut producer = init_producer(kafka, &transactional_id).await?;

@@ -37,7 +37,7 @@ pub struct HeraldConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouterConfig {
-    /// Consumer group shared by every router instance.
+    /// Consumer group shared by every router instance (`kafka.topic_prefix` is prepended).
     #[serde(default = "default_router_group")]
     pub group_id: String,
     /// This instance's stable name; the transactional id is `<group_id>-<instance_id>`. A
@@ -107,8 +107,9 @@ fn default_grace() -> std::time::Duration {
 }
 
 impl RouterConfig {
-    /// The Kafka transactional id of this instance.
-    pub fn transactional_id(&self) -> String {
+    /// The Kafka transactional id of this instance, within consumer group `group` (the
+    /// group id with the topic prefix applied).
+    pub fn transactional_id(&self, group: &str) -> String {
         let instance = self.instance_id.clone().unwrap_or_else(|| {
             let host = std::env::var("HOSTNAME")
                 .ok()
@@ -118,7 +119,7 @@ impl RouterConfig {
                 .unwrap_or_else(|| "local".into());
             format!("{host}-{}", std::process::id())
         });
-        format!("{}-{instance}", self.group_id)
+        format!("{group}-{instance}")
     }
 }
 

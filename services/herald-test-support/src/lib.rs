@@ -252,7 +252,10 @@ impl HeraldEnv {
         let mut command = self.command(args);
         command
             .env("HERALD_ADMIN__LISTEN", "127.0.0.1:0")
-            .env("HERALD_TELEMETRY__LOG_LEVEL", "warn,herald_router=info")
+            .env(
+                "HERALD_TELEMETRY__LOG_LEVEL",
+                "warn,herald_router=info,herald_kafka=info",
+            )
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
