@@ -20,6 +20,7 @@ use herald_runtime::HeraldConfig;
 use herald_runtime::admin::{self, Readiness};
 use herald_store::dedupe::DedupeLedger;
 use herald_store::directory::Directory;
+use herald_store::rate_limit::RateLimiter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -68,9 +69,16 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let topics = config.kafka.topics();
     let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
     let directory = Directory::prepare(session.clone(), &config.store).await?;
-    let dedupe = DedupeLedger::prepare(session, &config.store).await?;
+    let dedupe = DedupeLedger::prepare(session.clone(), &config.store).await?;
+    let rate_limiter = RateLimiter::prepare(session, &config.store).await?;
     let codec = Codec::new(&config.registry, topics.clone())?;
-    let router = Arc::new(route::Router::new(codec, directory, dedupe, &config.router));
+    let router = Arc::new(route::Router::new(
+        codec,
+        directory,
+        dedupe,
+        rate_limiter,
+        &config.router,
+    ));
 
     let group = config.kafka.group(&config.router.group_id);
     let transactional_id = config.router.transactional_id(&group);

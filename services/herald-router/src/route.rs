@@ -17,6 +17,7 @@ use herald_runtime::metric_names::{ROUTER_DISPATCHES, ROUTER_EVENTS};
 use herald_store::StoreError;
 use herald_store::dedupe::{DedupeLedger, Seen};
 use herald_store::directory::{CategoryDefaults, Directory, Profile, TemplateRow};
+use herald_store::rate_limit::{Cap, RateLimiter, Subject};
 
 use crate::cache::TtlCache;
 use crate::decide::{Decision, Target, decide};
@@ -96,6 +97,7 @@ pub struct Router {
     topics: TopicNames,
     directory: Directory,
     dedupe: DedupeLedger,
+    rate_limiter: RateLimiter,
     profiles: Cache<Profile>,
     categories: Cache<Option<CategoryDefaults>>,
     templates: Cache<Arc<Vec<TemplateRow>>>,
@@ -124,6 +126,7 @@ impl Router {
         codec: Codec,
         directory: Directory,
         dedupe: DedupeLedger,
+        rate_limiter: RateLimiter,
         config: &RouterConfig,
     ) -> Self {
         Self {
@@ -131,6 +134,7 @@ impl Router {
             codec,
             directory,
             dedupe,
+            rate_limiter,
             profiles: Mutex::new(TtlCache::new(
                 "profile",
                 config.cache_capacity,
@@ -228,7 +232,7 @@ impl Router {
 
         let profile = self.profile(&request).await?;
         let defaults = self.category(&request).await?;
-        let (targets, skipped, fallback) = match decide(&request, &profile, defaults.as_ref()) {
+        let (targets, mut skipped, fallback) = match decide(&request, &profile, defaults.as_ref()) {
             Decision::Suppressed { reason } => {
                 return self.suppressed(input, &request, reason).await.map(Ok);
             }
@@ -238,6 +242,10 @@ impl Router {
                 fallback,
             } => (targets, skipped, fallback),
         };
+
+        let targets = self
+            .rate_limit(input, &request, defaults.as_ref(), targets, &mut skipped)
+            .await?;
 
         let locale = request
             .locale
@@ -325,6 +333,51 @@ impl Router {
                 .max(0.0),
         );
         Ok(Ok(out))
+    }
+
+    /// Drops the targets over the category's frequency cap (critical priority is exempt),
+    /// adding them to `skipped`.
+    async fn rate_limit(
+        &self,
+        input: &Input,
+        request: &NotificationRequest,
+        defaults: Option<&CategoryDefaults>,
+        targets: Vec<Target>,
+        skipped: &mut Vec<(herald_contracts::Channel, &'static str)>,
+    ) -> Result<Vec<Target>, Transient> {
+        let Some((count, window_seconds)) = defaults.and_then(|d| d.rate_limit) else {
+            return Ok(targets);
+        };
+        if request.priority == herald_contracts::Priority::Critical {
+            return Ok(targets);
+        }
+        let cap = Cap {
+            count,
+            window_seconds,
+        };
+        // The event's own creation time, not the clock: a retried batch must land in the
+        // same window.
+        let at = request.created_at().timestamp();
+        let mut allowed = Vec::with_capacity(targets.len());
+        for target in targets {
+            let subject = Subject {
+                tenant: &request.tenant,
+                user_id: &request.recipient.user_id,
+                category: &request.category,
+                channel: target.channel.as_str(),
+            };
+            let ok = self
+                .rate_limiter
+                .allow(subject, cap, at, input.offset, &request.event_id)
+                .await
+                .map_err(Transient::Store)?;
+            if ok {
+                allowed.push(target);
+            } else {
+                skipped.push((target.channel, reason::RATE_LIMITED));
+            }
+        }
+        Ok(allowed)
     }
 
     async fn profile(&self, request: &NotificationRequest) -> Result<Profile, Transient> {

@@ -7,6 +7,7 @@ pub mod dedupe;
 pub mod directory;
 pub mod error;
 pub mod migrate;
+pub mod rate_limit;
 pub mod seed;
 pub mod session;
 

@@ -15,11 +15,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Never edit one that has shipped: add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "core",
-    cql: include_str!("../migrations/0001_core.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core",
+        cql: include_str!("../migrations/0001_core.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "rate_limits",
+        cql: include_str!("../migrations/0002_rate_limits.cql"),
+    },
+];
 
 const MIGRATIONS_TABLE: &str = "schema_migrations";
 

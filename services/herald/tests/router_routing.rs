@@ -75,6 +75,9 @@ async fn routing_cases_produce_exactly_the_expected_records() {
     missing_var["data"] = serde_json::json!({"name": "Ada"});
     let mut login = request("login-ada", "ada", "security.login", "login_code");
     login["priority"] = "critical".into();
+    // social.mention is capped at 2 per hour per channel; critical is exempt.
+    let mut mention_critical = request("mention-critical", "ada", "social.mention", "mention");
+    mention_critical["priority"] = "critical".into();
     let lines = [
         request("inv-ada", "ada", "billing.invoice_ready", "invoice_ready"),
         request("digest-ada", "ada", "marketing.digest", "invoice_ready"),
@@ -91,6 +94,10 @@ async fn routing_cases_produce_exactly_the_expected_records() {
         request("no-template", "ada", "billing.invoice_ready", "nope"),
         missing_var,
         login,
+        request("mention-1", "ada", "social.mention", "mention"),
+        request("mention-2", "ada", "social.mention", "mention"),
+        request("mention-3", "ada", "social.mention", "mention"),
+        mention_critical,
     ]
     .iter()
     .map(|l| l.to_string())
@@ -133,7 +140,7 @@ async fn routing_cases_produce_exactly_the_expected_records() {
     let shutdown = CancellationToken::new();
     let router = tokio::spawn(herald_router::run(env.config(), shutdown.clone()));
 
-    let status_records = env.tail_until(&topics.status(), 13, WAIT);
+    let status_records = env.tail_until(&topics.status(), 17, WAIT);
     let dlq = env.tail_until(&topics.dlq(), 4, WAIT);
     shutdown.cancel();
     router.await.unwrap().unwrap();
@@ -165,6 +172,10 @@ async fn routing_cases_produce_exactly_the_expected_records() {
             "login-ada",
             vec![s("routed", "push", ""), s("routed", "sms", "")],
         ),
+        ("mention-1", vec![s("routed", "inapp", "")]),
+        ("mention-2", vec![s("routed", "inapp", "")]),
+        ("mention-3", vec![s("suppressed", "inapp", "rate_limited")]),
+        ("mention-critical", vec![s("routed", "inapp", "")]),
     ]
     .into_iter()
     .map(|(k, mut v)| {
@@ -175,7 +186,7 @@ async fn routing_cases_produce_exactly_the_expected_records() {
     assert_eq!(by_event, expected);
     assert_eq!(
         status_records.len(),
-        13,
+        17,
         "no status beyond the expected ones"
     );
 
