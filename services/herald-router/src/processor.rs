@@ -244,9 +244,25 @@ async fn process(
     consumer: &Consumer_,
     batch: &Batch,
 ) -> Result<(), BatchError> {
-    let mut outputs: Vec<OutRecord> = Vec::new();
+    // Partitions are routed concurrently; within one, records stay in order (guarantee 4).
+    let mut by_partition: BTreeMap<(&str, i32), Vec<&Input>> = BTreeMap::new();
     for input in &batch.inputs {
-        outputs.extend(router.route(input).await?);
+        by_partition
+            .entry((input.topic.as_str(), input.partition))
+            .or_default()
+            .push(input);
+    }
+    let routed = futures::future::join_all(by_partition.into_values().map(|inputs| async move {
+        let mut out = Vec::new();
+        for input in inputs {
+            out.extend(router.route(input).await?);
+        }
+        Ok::<_, Transient>(out)
+    }))
+    .await;
+    let mut outputs: Vec<OutRecord> = Vec::new();
+    for partition_output in routed {
+        outputs.extend(partition_output?);
     }
     blocking(producer, |p| p.begin_transaction()).await?;
     let mut deliveries = Vec::with_capacity(outputs.len());

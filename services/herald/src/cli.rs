@@ -37,6 +37,32 @@ pub(crate) enum Command {
     /// Run the router: requested events in, one dispatch per channel and statuses out,
     /// exactly once. Stops on SIGTERM after committing the open batch.
     Router,
+    /// Measure a role's throughput and latency against a baseline in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Seed users, produce events, then time a transactional copy of them (the baseline) and
+    /// the router on the same topics. Creates its own topics and keyspace (`bench<time>`).
+    Router(BenchRouterArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchRouterArgs {
+    /// Users to seed.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) users: usize,
+    /// Events to produce.
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) events: usize,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 12)]
+    pub(crate) partitions: i32,
+    /// Replication factor of the bench topics (1 on a single broker).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) replication_factor: i32,
 }
 
 impl Command {
@@ -49,6 +75,7 @@ impl Command {
             Command::Tail(_) => "tail",
             Command::Seed(_) => "seed",
             Command::Router => "router",
+            Command::Bench(_) => "bench",
         }
     }
 

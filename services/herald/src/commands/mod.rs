@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod bench;
 mod db;
 mod produce;
 mod schemas;
@@ -21,6 +22,7 @@ pub(crate) async fn run(command: Command, config: HeraldConfig) -> anyhow::Resul
         Command::Produce(args) => produce::run(&config, &args).await,
         Command::Tail(args) => tail::run(&config, &args).await,
         Command::Seed(args) => seed::run(&config, &args).await,
+        Command::Bench(bench_command) => bench::run(&config, &bench_command).await,
         Command::Router => {
             herald_router::run(config, herald_runtime::shutdown::on_signal()).await?;
             Ok(crate::exit::SUCCESS)

@@ -1,0 +1,289 @@
+//! `herald bench router`: seeds users, produces requested events across the partitions, then
+//! measures (1) the baseline copying the same bytes transactionally and (2) the router, on the
+//! same topics, and prints events/s, per-event latency quantiles, peak RSS and the ratio.
+
+use anyhow::Context;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use herald_contracts::{Codec, NotificationRequest};
+use herald_kafka::{TopicPlan, TopicSpec, apply_plan};
+use herald_runtime::HeraldConfig;
+use herald_store::seed::{SeedFile, load};
+
+use super::{baseline, lag};
+use crate::cli::BenchRouterArgs;
+use crate::exit;
+
+const DEMO_SEED: &str = include_str!("../../../../../dev/demo/seed.json");
+const IN_FLIGHT: usize = 512;
+const ROUTER_GROUP: &str = "bench-router";
+const BASELINE_GROUP: &str = "bench-baseline";
+
+pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow::Result<ExitCode> {
+    let run_id = format!(
+        "bench{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let mut config = config.clone();
+    config.kafka.topic_prefix = format!("{run_id}.");
+    config.store.keyspace = run_id.clone();
+    let topics = config.kafka.topics();
+    let baseline_topic = format!("{run_id}.bench.baseline");
+    println!(
+        "bench {run_id}: {} users, {} events, {} partitions",
+        args.users, args.events, args.partitions
+    );
+
+    // Topics (the declared ones plus the baseline's output), keyspace, demo categories/templates.
+    let mut plan = TopicPlan::declared()?
+        .with_prefix(&config.kafka.topic_prefix)
+        .with_replication_factor(args.replication_factor);
+    for topic in &mut plan.topics {
+        topic.partitions = args.partitions;
+    }
+    plan.topics.push(TopicSpec {
+        name: baseline_topic.clone(),
+        partitions: args.partitions,
+        replication_factor: args.replication_factor,
+        configs: Default::default(),
+    });
+    apply_plan(&config.kafka.client_config(), &plan, false).await?;
+    let session = Arc::new(herald_store::connect(&config.store).await?);
+    herald_store::migrate(&session, &config.store).await?;
+    load(&session, &config.store, &SeedFile::parse(DEMO_SEED)?).await?;
+
+    let started = Instant::now();
+    seed_users(&session, &config, args.users).await?;
+    println!(
+        "seeded {} users in {:.1}s",
+        args.users,
+        started.elapsed().as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let codec = Codec::new(&config.registry, topics.clone())?;
+    produce_events(&config, &codec, args).await?;
+    println!(
+        "produced {} events in {:.1}s",
+        args.events,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Baseline: consume + transactionally re-produce the same bytes.
+    let stop = CancellationToken::new();
+    let copier = {
+        let (kafka, from, to, stop) = (
+            config.kafka.clone(),
+            topics.requested(),
+            baseline_topic.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move { baseline::copy(&kafka, BASELINE_GROUP, &from, &to, stop).await })
+    };
+    let baseline_time = lag::wait_until_caught_up(
+        &config.kafka,
+        BASELINE_GROUP,
+        &topics.requested(),
+        args.partitions,
+        || {},
+    )
+    .await?;
+    stop.cancel();
+    copier.await??;
+    let baseline_rate = args.events as f64 / baseline_time.as_secs_f64();
+
+    // The router, as its own process so its memory and metrics are its own.
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("router")
+        .env("HERALD_KAFKA__TOPIC_PREFIX", &config.kafka.topic_prefix)
+        .env("HERALD_STORE__KEYSPACE", &config.store.keyspace)
+        .env("HERALD_ROUTER__GROUP_ID", ROUTER_GROUP)
+        .env("HERALD_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
+        .env("HERALD_TELEMETRY__LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the router")?;
+    let pid = child.id().context("router exited at once")?;
+    let mut peak_rss_kib = 0;
+    let router_group = format!("{}{ROUTER_GROUP}", config.kafka.topic_prefix);
+    let router_time = lag::wait_until_caught_up(
+        &config.kafka,
+        &router_group,
+        &topics.requested(),
+        args.partitions,
+        || {
+            peak_rss_kib = peak_rss_kib.max(peak_rss(pid).unwrap_or(0));
+        },
+    )
+    .await?;
+    peak_rss_kib = peak_rss_kib.max(peak_rss(pid).unwrap_or(0));
+    let metrics = fetch_metrics(admin_port).await.unwrap_or_default();
+    let _ = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    let router_rate = args.events as f64 / router_time.as_secs_f64();
+
+    println!();
+    println!(
+        "baseline (consume + transactional re-produce): {:>9.0} events/s  ({:.1}s)",
+        baseline_rate,
+        baseline_time.as_secs_f64()
+    );
+    println!(
+        "router (decode, dedupe, enrich, decide, cap, render, emit): {:>9.0} events/s  ({:.1}s, includes start-up)",
+        router_rate,
+        router_time.as_secs_f64()
+    );
+    println!(
+        "router / baseline: {:.1}%",
+        100.0 * router_rate / baseline_rate
+    );
+    for (q, label) in [("0.5", "p50"), ("0.99", "p99"), ("0.999", "p99.9")] {
+        let value = quantile(
+            &metrics,
+            herald_runtime::metric_names::ROUTER_EVENT_SECONDS,
+            q,
+        );
+        println!(
+            "per-event processing {label}: {}",
+            value.map_or("n/a".into(), |s| format!("{:.2} ms", s * 1000.0))
+        );
+    }
+    println!("router peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
+    Ok(exit::SUCCESS)
+}
+
+async fn seed_users(
+    session: &scylla::client::session::Session,
+    config: &HeraldConfig,
+    users: usize,
+) -> anyhow::Result<()> {
+    let insert = session
+        .prepare(format!(
+            "INSERT INTO {} (tenant, user_id, email, locale, time_zone) VALUES ('acme', ?, ?, 'en-US', 'America/New_York')",
+            config.store.table("users")
+        ))
+        .await?;
+    let mut pending = FuturesUnordered::new();
+    for i in 0..users {
+        let insert = &insert;
+        pending.push(async move {
+            session
+                .execute_unpaged(insert, (format!("u{i}"), format!("u{i}@example.com")))
+                .await
+        });
+        if pending.len() >= IN_FLIGHT
+            && let Some(result) = pending.next().await
+        {
+            result?;
+        }
+    }
+    while let Some(result) = pending.next().await {
+        result?;
+    }
+    Ok(())
+}
+
+async fn produce_events(
+    config: &HeraldConfig,
+    codec: &Codec,
+    args: &BenchRouterArgs,
+) -> anyhow::Result<()> {
+    let producer: FutureProducer = config.kafka.producer_config().create()?;
+    let topic = config.kafka.topics().requested();
+    let mut pending = FuturesUnordered::new();
+    for i in 0..args.events {
+        let request = NotificationRequest::from_json(
+            &serde_json::json!({
+                "event_id": format!("bench-{i}"),
+                "tenant": "acme",
+                "category": "billing.invoice_ready",
+                "template": {"id": "invoice_ready"},
+                "recipient": {"user_id": format!("u{}", i % args.users.max(1))},
+                "channels": ["email"],
+                "data": {"name": "Ada", "invoice": {"number": format!("INV-{i}"), "amount": "42.00"}},
+            })
+            .to_string(),
+        )?;
+        let payload = codec.encode_request(&request).await?;
+        let key = request.key();
+        let producer = &producer;
+        let topic = &topic;
+        pending.push(async move {
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+        });
+        if pending.len() >= IN_FLIGHT * 8
+            && let Some(result) = pending.next().await
+        {
+            result?;
+        }
+    }
+    while let Some(result) = pending.next().await {
+        result?;
+    }
+    Ok(())
+}
+
+/// Peak resident set size of a process, in KiB (Linux `VmHWM`).
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+async fn fetch_metrics(port: u16) -> Option<String> {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next()?)
+                .ok()?;
+        stream
+            .write_all(
+                format!(
+                    "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).ok()?;
+        Some(body)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// A summary quantile from Prometheus text, e.g. `name{quantile="0.99"} 0.0021`.
+fn quantile(metrics: &str, name: &str, q: &str) -> Option<f64> {
+    let prefix = format!("{name}{{quantile=\"{q}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
