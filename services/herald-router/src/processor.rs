@@ -4,6 +4,7 @@
 //! partitions and rewinds them to the batch's start; a rebalance during collection drops the
 //! batch (its records are re-read by whoever owns them now).
 
+use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -167,7 +168,7 @@ pub async fn run(
         if batch.inputs.is_empty() {
             continue;
         }
-        match process(&router, &producer, &consumer, &batch).await {
+        match process(&router, config.max_in_flight, &producer, &consumer, &batch).await {
             Ok(()) => {
                 metrics::counter!(ROUTER_TRANSACTIONS, "result" => "committed").increment(1);
                 backoff = MIN_BACKOFF;
@@ -240,29 +241,44 @@ fn rewind_owned(consumer: &Consumer_, batch: &Batch) -> Result<(), KafkaError> {
 /// Routes every record of the batch and commits their output and offsets in one transaction.
 async fn process(
     router: &Router,
+    max_in_flight: usize,
     producer: &Producer_,
     consumer: &Consumer_,
     batch: &Batch,
 ) -> Result<(), BatchError> {
-    // Partitions are routed concurrently; within one, records stay in order (guarantee 4).
-    let mut by_partition: BTreeMap<(&str, i32), Vec<&Input>> = BTreeMap::new();
-    for input in &batch.inputs {
-        by_partition
-            .entry((input.topic.as_str(), input.partition))
-            .or_default()
-            .push(input);
-    }
-    let routed = futures::future::join_all(by_partition.into_values().map(|inputs| async move {
-        let mut out = Vec::new();
-        for input in inputs {
-            out.extend(router.route(input).await?);
+    // Recipients are routed concurrently; one recipient's records (one key) stay in order
+    // (guarantee 4). Keying by recipient rather than by partition matters: a fetch often
+    // fills a batch from a single partition.
+    // Indices rather than references keep the stream's item type free of lifetimes.
+    let mut by_key: Vec<Vec<usize>> = Vec::new();
+    let mut slots: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    for (i, input) in batch.inputs.iter().enumerate() {
+        match input.key.as_deref() {
+            Some(key) => {
+                let slot = *slots.entry(key).or_insert_with(|| {
+                    by_key.push(Vec::new());
+                    by_key.len() - 1
+                });
+                by_key[slot].push(i);
+            }
+            None => by_key.push(vec![i]),
         }
-        Ok::<_, Transient>(out)
-    }))
-    .await;
+    }
+    let inputs = &batch.inputs;
+    let routed: Vec<Result<Vec<OutRecord>, Transient>> = futures::stream::iter(by_key)
+        .map(|indices| async move {
+            let mut out = Vec::new();
+            for i in indices {
+                out.extend(router.route(&inputs[i]).await?);
+            }
+            Ok(out)
+        })
+        .buffered(max_in_flight)
+        .collect()
+        .await;
     let mut outputs: Vec<OutRecord> = Vec::new();
-    for partition_output in routed {
-        outputs.extend(partition_output?);
+    for recipient_output in routed {
+        outputs.extend(recipient_output?);
     }
     blocking(producer, |p| p.begin_transaction()).await?;
     let mut deliveries = Vec::with_capacity(outputs.len());

@@ -56,6 +56,9 @@ pub struct RouterConfig {
     /// The most records in one transaction.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Recipients routed at once within a batch (each recipient's events stay in order).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     /// Profiles and category defaults cached per instance (entries), and for how long.
     #[serde(default = "default_cache_capacity")]
     pub cache_capacity: usize,
@@ -86,6 +89,9 @@ fn default_commit_interval() -> std::time::Duration {
 }
 fn default_max_batch() -> usize {
     1000
+}
+fn default_max_in_flight() -> usize {
+    64
 }
 fn default_cache_capacity() -> usize {
     100_000
@@ -131,6 +137,7 @@ impl Default for RouterConfig {
             transaction_timeout: default_transaction_timeout(),
             commit_interval: default_commit_interval(),
             max_batch: default_max_batch(),
+            max_in_flight: default_max_in_flight(),
             cache_capacity: default_cache_capacity(),
             cache_ttl: default_cache_ttl(),
             template_cache_capacity: default_template_cache(),
@@ -253,9 +260,9 @@ impl HeraldConfig {
                 "router.transaction_timeout must be at least 2s".into(),
             ));
         }
-        if self.router.max_batch == 0 {
+        if self.router.max_batch == 0 || self.router.max_in_flight == 0 {
             return Err(ConfigError::Invalid(
-                "router.max_batch must be at least 1".into(),
+                "router.max_batch and router.max_in_flight must be at least 1".into(),
             ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).map_err(|e| {
