@@ -49,6 +49,22 @@ impl Input {
     }
 }
 
+/// Times the stages of one event, each from the end of the previous one.
+struct Stages(std::time::Instant);
+
+impl Stages {
+    fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    fn lap(&mut self, stage: &'static str) {
+        let now = std::time::Instant::now();
+        metrics::histogram!(herald_runtime::metric_names::ROUTER_STAGE_SECONDS, "stage" => stage)
+            .record((now - self.0).as_secs_f64());
+        self.0 = now;
+    }
+}
+
 /// A record to produce in the batch's transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutRecord {
@@ -191,6 +207,7 @@ impl Router {
                 message: "the record has no value".into(),
             }));
         };
+        let mut stages = Stages::start();
         let request = match self.codec.decode_request(payload).await {
             Ok(request) => request,
             Err(e) if e.is_transient() => return Err(Transient::Registry(e)),
@@ -203,6 +220,7 @@ impl Router {
             }
         };
 
+        stages.lap("decode");
         if input.header(headers::REPLAY).is_none() {
             let seen = self
                 .dedupe
@@ -222,6 +240,7 @@ impl Router {
             }
         }
 
+        stages.lap("dedupe");
         let now = Utc::now();
         if request.expires_at.is_some_and(|at| at <= now) {
             return self
@@ -232,6 +251,7 @@ impl Router {
 
         let profile = self.profile(&request).await?;
         let defaults = self.category(&request).await?;
+        stages.lap("enrich");
         let (targets, mut skipped, fallback) = match decide(&request, &profile, defaults.as_ref()) {
             Decision::Suppressed { reason } => {
                 return self.suppressed(input, &request, reason).await.map(Ok);
@@ -247,6 +267,7 @@ impl Router {
             .rate_limit(input, &request, defaults.as_ref(), targets, &mut skipped)
             .await?;
 
+        stages.lap("policy");
         let locale = request
             .locale
             .clone()
@@ -257,6 +278,7 @@ impl Router {
             Err(poison) => return Ok(Err(poison)),
         };
 
+        stages.lap("render");
         let mut out = Vec::with_capacity(targets.len() * 2 + skipped.len());
         let routed_at = herald_contracts::time::now_millis();
         for (target, (content, template)) in targets.iter().zip(rendered) {
@@ -321,6 +343,7 @@ impl Router {
                 .await?,
             );
         }
+        stages.lap("emit");
         let outcome = if targets.is_empty() {
             "suppressed"
         } else {

@@ -11,6 +11,9 @@ pub const ROUTER_DISPATCHES: &str = "herald_router_dispatches_total";
 pub const ROUTER_TRANSACTIONS: &str = "herald_router_transactions_total";
 /// Router: seconds from an event's creation to its routing.
 pub const ROUTER_END_TO_END_SECONDS: &str = "herald_router_end_to_end_seconds";
+/// Router: seconds per stage of routing one event, by stage (`decode`, `dedupe`, `enrich`,
+/// `policy`, `render`, `emit`).
+pub const ROUTER_STAGE_SECONDS: &str = "herald_router_stage_seconds";
 /// Router: seconds spent routing one event.
 pub const ROUTER_EVENT_SECONDS: &str = "herald_router_event_seconds";
 /// Router: cache lookups, by cache (`profile`, `category`, `template`) and result (`hit`, `miss`).

@@ -145,6 +145,19 @@ async fn routing_cases_produce_exactly_the_expected_records() {
     shutdown.cancel();
     router.await.unwrap().unwrap();
 
+    // The in-process router recorded into this process's metrics registry.
+    let metrics = herald_runtime::admin::metrics_handle("router")
+        .unwrap()
+        .render();
+    for stage in ["decode", "dedupe", "enrich", "policy", "render", "emit"] {
+        let series = format!("herald_router_stage_seconds{{stage=\"{stage}\",quantile=\"0.5\"}}");
+        assert!(
+            metrics.contains(&series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("herald_router_transactions_total{result=\"committed\"}"));
+
     let by_event = statuses(&status_records);
     let expected: BTreeMap<String, Vec<(String, String, String)>> = [
         (
