@@ -159,25 +159,32 @@ pub async fn run(
     };
     let mut producer = init_producer(kafka, &transactional_id).await?;
     let mut backoff = MIN_BACKOFF;
+    // Shrinks after a transient fault and grows back on success: when the database is merely
+    // overloaded, a smaller batch (and so fewer requests at once) can get through where
+    // retrying the same large batch would time out again and again.
+    let mut batch_limit = config.max_batch;
     tracing::info!(transactional_id = transactional_id.id, "router processing");
 
     loop {
-        let Some(batch) = collect(&consumer, config, &shutdown).await? else {
+        let Some(batch) = collect(&consumer, config, batch_limit, &shutdown).await? else {
             break;
         };
         if batch.inputs.is_empty() {
             continue;
         }
-        match process(&router, config.max_in_flight, &producer, &consumer, &batch).await {
+        let in_flight = config.max_in_flight.min(batch_limit);
+        match process(&router, in_flight, &producer, &consumer, &batch).await {
             Ok(()) => {
                 metrics::counter!(ROUTER_TRANSACTIONS, "result" => "committed").increment(1);
                 backoff = MIN_BACKOFF;
+                batch_limit = (batch_limit * 2).min(config.max_batch);
             }
             Err(error) => {
                 metrics::counter!(ROUTER_TRANSACTIONS, "result" => "aborted").increment(1);
                 producer = recover(kafka, &transactional_id, producer, &error).await?;
                 if let BatchError::Transient(t) = &error {
                     metrics::counter!(ROUTER_TRANSIENT_FAULTS, "stage" => t.stage()).increment(1);
+                    batch_limit = (batch.inputs.len() / 4).max(1);
                 }
                 tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "batch aborted; rewinding");
                 pause_and_rewind(&consumer, &batch, backoff, &shutdown).await?;
@@ -191,10 +198,11 @@ pub async fn run(
 }
 
 /// Collects a batch: waits for a first record, then takes more until the commit interval
-/// passes or the batch is full. `None` on shutdown with nothing collected.
+/// passes or the batch holds `limit` records. `None` on shutdown with nothing collected.
 async fn collect(
     consumer: &Consumer_,
     config: &RouterConfig,
+    limit: usize,
     shutdown: &CancellationToken,
 ) -> Result<Option<Batch>, ProcessorError> {
     let mut batch = Batch::default();
@@ -205,7 +213,7 @@ async fn collect(
     };
     batch.push(to_input(&first));
     let deadline = Instant::now() + config.commit_interval;
-    while batch.inputs.len() < config.max_batch {
+    while batch.inputs.len() < limit {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(message) => batch.push(to_input(&message?)),
             Err(_) => break,

@@ -193,6 +193,13 @@ impl HeraldEnv {
         })
     }
 
+    /// Loads `dev/demo/seed.json` (users, categories, templates) into this env's keyspace.
+    pub fn seed_demo(&self) {
+        let seed = repo_root().join("dev/demo/seed.json");
+        self.run(&["seed", seed.to_str().unwrap()], None)
+            .assert_code(0);
+    }
+
     /// `herald --config <this env's file> <args>`, not yet run.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.bin);
@@ -343,6 +350,27 @@ pub fn wait_for<T>(
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// JSON lines of invoice requests `<id_prefix>-<i>` for `i` in `range`, spread over `users`
+/// recipients with direct email addresses: what the router tests feed in bulk.
+pub fn invoice_requests(id_prefix: &str, range: std::ops::Range<usize>, users: usize) -> String {
+    range
+        .map(|i| {
+            let user = i % users.max(1);
+            serde_json::json!({
+                "event_id": format!("{id_prefix}-{i}"),
+                "tenant": "acme",
+                "category": "billing.invoice_ready",
+                "template": {"id": "invoice_ready"},
+                "recipient": {"user_id": format!("u{user}"), "email": format!("u{user}@example.com")},
+                "channels": ["email"],
+                "data": {"name": "U", "invoice": {"number": format!("INV-{i}"), "amount": "1.00"}},
+            })
+            .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The repository root (for `schemas/`, `dev/`).

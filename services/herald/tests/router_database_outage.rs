@@ -6,36 +6,16 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use herald_test_support::{HeraldEnv, repo_root};
+use herald_test_support::{HeraldEnv, invoice_requests};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const EVENTS: usize = 2_000;
-
-fn events(from: usize, to: usize) -> String {
-    (from..to)
-        .map(|i| {
-            serde_json::json!({
-                "event_id": format!("outage-{i}"),
-                "tenant": "acme",
-                "category": "billing.invoice_ready",
-                "template": {"id": "invoice_ready"},
-                "recipient": {"user_id": format!("u{}", i % 100), "email": "someone@example.com"},
-                "channels": ["email"],
-                "data": {"name": "U", "invoice": {"number": "INV", "amount": "1.00"}},
-            })
-            .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 #[test]
 fn a_database_outage_pauses_routing_without_dead_letters_or_loss() {
     let env = HeraldEnv::new(HERALD, "outage");
     env.prepare(true);
-    let seed = repo_root().join("dev/demo/seed.json");
-    env.run(&["seed", seed.to_str().unwrap()], None)
-        .assert_code(0);
+    env.seed_demo();
     let topics = env.topics();
 
     let mut router = env.spawn(
@@ -43,15 +23,21 @@ fn a_database_outage_pauses_routing_without_dead_letters_or_loss() {
         &["router"],
         &[("HERALD_STORE__REQUEST_TIMEOUT", "2s")],
     );
-    env.run(&["produce"], Some(&events(0, EVENTS / 2)))
-        .assert_code(0);
+    env.run(
+        &["produce"],
+        Some(&invoice_requests("outage", 0..EVENTS / 2, 100)),
+    )
+    .assert_code(0);
     env.tail_until(&topics.status(), 1, Duration::from_secs(60));
 
     {
         let _frozen = env.stack.freeze_database();
         // Events keep arriving while the database is away.
-        env.run(&["produce"], Some(&events(EVENTS / 2, EVENTS)))
-            .assert_code(0);
+        env.run(
+            &["produce"],
+            Some(&invoice_requests("outage", EVENTS / 2..EVENTS, 100)),
+        )
+        .assert_code(0);
         std::thread::sleep(Duration::from_secs(20));
     }
 

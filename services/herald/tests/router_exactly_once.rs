@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use herald_contracts::{Channel, Lane};
-use herald_test_support::{HeraldEnv, repo_root};
+use herald_test_support::{HeraldEnv, invoice_requests};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const EVENTS: usize = 10_000;
@@ -36,26 +36,9 @@ fn count_by(records: &[serde_json::Value], field: &str) -> HashMap<String, usize
 fn killing_the_router_mid_stream_loses_and_duplicates_nothing() {
     let env = HeraldEnv::new(HERALD, "eos");
     env.prepare(true);
-    let seed = repo_root().join("dev/demo/seed.json");
-    env.run(&["seed", seed.to_str().unwrap()], None)
-        .assert_code(0);
+    env.seed_demo();
 
-    let lines: Vec<String> = (0..EVENTS)
-        .map(|i| {
-            let user = i % USERS;
-            serde_json::json!({
-                "event_id": format!("eos-{i}"),
-                "tenant": "acme",
-                "category": "billing.invoice_ready",
-                "template": {"id": "invoice_ready"},
-                "recipient": {"user_id": format!("u{user}"), "email": format!("u{user}@example.com")},
-                "channels": ["email"],
-                "data": {"name": "U", "invoice": {"number": format!("INV-{i}"), "amount": "1.00"}},
-            })
-            .to_string()
-        })
-        .collect();
-    let input = env.write("events.jsonl", &lines.join("\n"));
+    let input = env.write("events.jsonl", &invoice_requests("eos", 0..EVENTS, USERS));
     env.run(&["produce", input.to_str().unwrap()], None)
         .assert_code(0);
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald_contracts::{Codec, NotificationRequest, headers};
+use herald_test_support::HeraldEnv;
 use herald_test_support::kafka::produce_raw;
-use herald_test_support::{HeraldEnv, repo_root};
 use tokio_util::sync::CancellationToken;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -50,9 +50,7 @@ fn s(status: &str, channel: &str, reason: &str) -> (String, String, String) {
 async fn routing_cases_produce_exactly_the_expected_records() {
     let env = HeraldEnv::new(HERALD, "route");
     env.prepare(true);
-    let seed = repo_root().join("dev/demo/seed.json");
-    env.run(&["seed", seed.to_str().unwrap()], None)
-        .assert_code(0);
+    env.seed_demo();
 
     let mut expired = request("expired", "ada", "billing.invoice_ready", "invoice_ready");
     expired["created_at"] = "2020-01-01T00:00:00Z".into();

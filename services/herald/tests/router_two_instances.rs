@@ -5,35 +5,15 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use herald_test_support::{HeraldEnv, repo_root};
+use herald_test_support::{HeraldEnv, invoice_requests};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
-
-fn events(from: usize, to: usize) -> String {
-    (from..to)
-        .map(|i| {
-            serde_json::json!({
-                "event_id": format!("pair-{i}"),
-                "tenant": "acme",
-                "category": "billing.invoice_ready",
-                "template": {"id": "invoice_ready"},
-                "recipient": {"user_id": format!("u{}", i % 300), "email": "someone@example.com"},
-                "channels": ["email"],
-                "data": {"name": "U", "invoice": {"number": "INV", "amount": "1.00"}},
-            })
-            .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 #[test]
 fn two_routers_share_partitions_and_hand_them_over_on_stop() {
     let env = HeraldEnv::new(HERALD, "pair");
     env.prepare(true);
-    let seed = repo_root().join("dev/demo/seed.json");
-    env.run(&["seed", seed.to_str().unwrap()], None)
-        .assert_code(0);
+    env.seed_demo();
     let topics = env.topics();
 
     let mut first = env.spawn(
@@ -46,7 +26,8 @@ fn two_routers_share_partitions_and_hand_them_over_on_stop() {
         &["router"],
         &[("HERALD_ROUTER__INSTANCE_ID", "second")],
     );
-    env.run(&["produce"], Some(&events(0, 3000))).assert_code(0);
+    env.run(&["produce"], Some(&invoice_requests("pair", 0..3000, 300)))
+        .assert_code(0);
     env.tail_until(&topics.status(), 3000, Duration::from_secs(120));
 
     // Both took part: the first to join gave partitions up when the second arrived.
@@ -66,8 +47,11 @@ fn two_routers_share_partitions_and_hand_them_over_on_stop() {
         "{}",
         first.log_text()
     );
-    env.run(&["produce"], Some(&events(3000, 5000)))
-        .assert_code(0);
+    env.run(
+        &["produce"],
+        Some(&invoice_requests("pair", 3000..5000, 300)),
+    )
+    .assert_code(0);
     let statuses = env.tail_until(&topics.status(), 5000, Duration::from_secs(120));
     assert_eq!(
         second.terminate(Duration::from_secs(30)),
