@@ -41,6 +41,28 @@ pub async fn topic_configs(kafka: &KafkaConfig, topic: &str) -> BTreeMap<String,
         .collect()
 }
 
+/// Topic configs once `ready` holds for them: the broker applies an `AlterConfigs` through its
+/// metadata log, so a describe right after the change may still show the old value.
+pub async fn topic_configs_when(
+    kafka: &KafkaConfig,
+    topic: &str,
+    what: &str,
+    ready: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> BTreeMap<String, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let configs = topic_configs(kafka, topic).await;
+        if ready(&configs) {
+            return configs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what} on {topic}; configs now: {configs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Produces one record as-is (any bytes) and waits for the broker to take it.
 pub fn produce_raw(
     kafka: &KafkaConfig,

@@ -4,7 +4,7 @@
 use herald_kafka::TopicPlan;
 use std::time::Duration;
 
-use herald_test_support::kafka::{topic_configs, topics_with_prefix};
+use herald_test_support::kafka::{topic_configs, topic_configs_when, topics_with_prefix};
 use herald_test_support::{HeraldEnv, wait_for};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -101,7 +101,10 @@ async fn apply_grows_partitions_sets_configs_and_keeps_foreign_configs() {
     wait_for("4 partitions", Duration::from_secs(30), || {
         (topics_with_prefix(&kafka, &topic)[&topic] == 4).then_some(())
     });
-    let configs = topic_configs(&kafka, &topic).await;
+    let configs = topic_configs_when(&kafka, &topic, "retention.ms=2000000", |c| {
+        c.get("retention.ms").is_some_and(|v| v == "2000000")
+    })
+    .await;
     assert_eq!(
         configs.get("retention.ms").map(String::as_str),
         Some("2000000")
