@@ -8,6 +8,11 @@ pub const TRACESTATE: &str = "tracestate";
 /// through on purpose.
 pub const REPLAY: &str = "herald-replay";
 
+/// On a requested event released from the schedule (quiet hours, send-at): the epoch
+/// milliseconds it was due. The router deduplicates releases by (event id, this value) and
+/// evaluates policy at this instant instead of the event's creation time.
+pub const SCHEDULED_FOR: &str = "herald-scheduled-for";
+
 /// Delivery attempt count, on dispatches travelling through retry tiers and on DLQ records.
 pub const ATTEMPT: &str = "herald-attempt";
 /// When a retried dispatch is due (epoch milliseconds).

@@ -28,9 +28,12 @@ pub struct StatusEvent {
     #[serde(default)]
     pub attempt: i32,
     pub at: DateTime<Utc>,
+    /// For `Scheduled`: when the deferred notification is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
-/// Reasons carried by SUPPRESSED statuses, declared once.
+/// Reasons carried by SUPPRESSED and SCHEDULED statuses, declared once.
 pub mod reason {
     pub const DUPLICATE: &str = "duplicate";
     pub const EXPIRED: &str = "expired";
@@ -39,6 +42,10 @@ pub mod reason {
     pub const NO_ADDRESS: &str = "no_address";
     pub const NO_CHANNEL: &str = "no_channel";
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// Deferred (status SCHEDULED) until the recipient's quiet hours end.
+    pub const QUIET_HOURS: &str = "quiet_hours";
+    /// Deferred (status SCHEDULED) until the request's `send_at`.
+    pub const SEND_AT: &str = "send_at";
 }
 
 /// A notification's state (DESIGN.md §2). `Unknown` is what a reader gets for a symbol added by
@@ -131,6 +138,10 @@ impl StatusEvent {
             ),
             ("attempt", Value::Int(self.attempt)),
             ("at", avro::timestamp(self.at)),
+            (
+                "scheduled_for",
+                avro::optional_timestamp(self.scheduled_for),
+            ),
         ])
     }
 
@@ -149,6 +160,7 @@ impl StatusEvent {
             provider_message_id: f.optional_string("provider_message_id")?,
             attempt: f.int("attempt")?,
             at: f.timestamp("at")?,
+            scheduled_for: f.optional_timestamp("scheduled_for")?,
         })
     }
 }
@@ -173,6 +185,7 @@ mod tests {
             provider_message_id: None,
             attempt: 3,
             at: now_millis(),
+            scheduled_for: Some(now_millis()),
         };
         let schema = SchemaKind::Status.schema();
         let value = status.to_avro();

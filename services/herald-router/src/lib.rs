@@ -8,6 +8,7 @@ pub mod processor;
 pub mod quiet_hours;
 pub mod render;
 pub mod route;
+pub mod scheduler;
 pub mod sms;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -21,6 +22,7 @@ use herald_runtime::admin::{self, Readiness};
 use herald_store::dedupe::DedupeLedger;
 use herald_store::directory::Directory;
 use herald_store::rate_limit::RateLimiter;
+use herald_store::schedule::Schedule;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -70,18 +72,34 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
     let directory = Directory::prepare(session.clone(), &config.store).await?;
     let dedupe = DedupeLedger::prepare(session.clone(), &config.store).await?;
-    let rate_limiter = RateLimiter::prepare(session, &config.store).await?;
+    let rate_limiter = RateLimiter::prepare(session.clone(), &config.store).await?;
+    let schedule = Schedule::prepare(session, &config.store).await?;
+    // Before anything is deferred: the sweep starts from the cursor.
+    schedule.init_cursor(chrono::Utc::now()).await?;
     let codec = Codec::new(&config.registry, topics.clone())?;
     let router = Arc::new(route::Router::new(
         codec,
         directory,
         dedupe,
         rate_limiter,
+        schedule.clone(),
         &config.router,
     ));
 
     let group = config.kafka.group(&config.router.group_id);
     let transactional_id = config.router.transactional_id(&group);
+    let scheduler = scheduler::Scheduler::new(
+        schedule,
+        config
+            .kafka
+            .producer_config()
+            .create_with_context(HeraldContext::default())?,
+        topics.requested(),
+        transactional_id.clone(),
+        config.router.scheduler_interval,
+        config.router.schedule_claim_lease,
+    );
+    let scheduler_task = tokio::spawn(scheduler.run(shutdown.clone()));
     let mut consumer_config = config.kafka.consumer_config(&group);
     if config.router.instance_id.is_some() {
         // Static membership: a restarted instance takes its partitions back at once instead
@@ -112,6 +130,9 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     };
     readiness.set(false);
     shutdown.cancel();
+    if let Err(e) = scheduler_task.await {
+        tracing::warn!(error = %e, "scheduler task failed");
+    }
     if let Ok(Err(e)) = admin_task.await {
         tracing::warn!(error = %e, "admin server stopped with an error");
     }

@@ -3,7 +3,7 @@
 //! processor's business; this module only says what to write, or that a transient fault means
 //! the batch must be retried.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -18,9 +18,11 @@ use herald_store::StoreError;
 use herald_store::dedupe::{DedupeLedger, Seen};
 use herald_store::directory::{CategoryDefaults, Directory, Profile, TemplateRow};
 use herald_store::rate_limit::{Cap, RateLimiter, Subject};
+use herald_store::schedule::{Deferred, Schedule};
 
 use crate::cache::TtlCache;
 use crate::decide::{Decision, Target, decide};
+use crate::quiet_hours::{QuietHours, quiet_until};
 use crate::render::{Renderer, TemplateKey, TemplateSource, locale_chain};
 
 /// A consumed record, as the router sees it.
@@ -41,6 +43,15 @@ impl Input {
             .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_slice())
+    }
+
+    /// When this record was due, if the scheduler released it.
+    fn scheduled_for(&self) -> Option<DateTime<Utc>> {
+        let millis = std::str::from_utf8(self.header(headers::SCHEDULED_FOR)?)
+            .ok()?
+            .parse()
+            .ok()?;
+        DateTime::from_timestamp_millis(millis)
     }
 
     /// Identifies this record for the dedupe ledger.
@@ -114,6 +125,7 @@ pub struct Router {
     directory: Directory,
     dedupe: DedupeLedger,
     rate_limiter: RateLimiter,
+    schedule: Schedule,
     profiles: Cache<Profile>,
     categories: Cache<Option<CategoryDefaults>>,
     templates: Cache<Arc<Vec<TemplateRow>>>,
@@ -143,6 +155,7 @@ impl Router {
         directory: Directory,
         dedupe: DedupeLedger,
         rate_limiter: RateLimiter,
+        schedule: Schedule,
         config: &RouterConfig,
     ) -> Self {
         Self {
@@ -151,6 +164,7 @@ impl Router {
             directory,
             dedupe,
             rate_limiter,
+            schedule,
             profiles: Mutex::new(TtlCache::new(
                 "profile",
                 config.cache_capacity,
@@ -221,12 +235,24 @@ impl Router {
         };
 
         stages.lap("decode");
+        // A release from the schedule is the same event a second time, on purpose: it is
+        // deduplicated under its own key, so a release published twice routes once.
+        let released = input.scheduled_for();
         if input.header(headers::REPLAY).is_none() {
+            let dedupe_id = match released {
+                Some(due) => format!("{}#scheduled@{}", request.event_id, due.timestamp_millis()),
+                None => request.event_id.clone(),
+            };
             let seen = self
                 .dedupe
-                .check_and_record(&request.tenant, &request.event_id, &input.source())
+                .check_and_record(&request.tenant, &dedupe_id, &input.source())
                 .await;
             match seen {
+                Ok(Seen::Duplicate) if released.is_some() => {
+                    metrics::counter!(ROUTER_EVENTS, "outcome" => "dropped", "reason" => "duplicate_release")
+                        .increment(1);
+                    return Ok(Ok(Vec::new()));
+                }
                 Ok(Seen::Duplicate) => {
                     return self
                         .suppressed(input, &request, reason::DUPLICATE)
@@ -249,6 +275,17 @@ impl Router {
                 .map(Ok);
         }
 
+        // Deferral decisions are taken at the event's own time (its creation, or the time a
+        // release was due), not the clock: a batch retried after an abort must decide the same
+        // way, because the schedule row it wrote survives the abort.
+        let policy_time = released.unwrap_or_else(|| request.created_at());
+        if let Some(send_at) = request.send_at.filter(|at| *at > policy_time) {
+            return self
+                .defer(input, &request, send_at, reason::SEND_AT)
+                .await
+                .map(Ok);
+        }
+
         let profile = self.profile(&request).await?;
         let defaults = self.category(&request).await?;
         stages.lap("enrich");
@@ -262,6 +299,14 @@ impl Router {
                 fallback,
             } => (targets, skipped, fallback),
         };
+        if request.priority != herald_contracts::Priority::Critical
+            && let Some(until) = quiet_hours_end(&profile, policy_time)
+        {
+            return self
+                .defer(input, &request, until, reason::QUIET_HOURS)
+                .await
+                .map(Ok);
+        }
 
         let targets = self
             .rate_limit(input, &request, defaults.as_ref(), targets, &mut skipped)
@@ -509,6 +554,36 @@ impl Router {
         Ok(Ok(rendered))
     }
 
+    /// Writes the event to the schedule, due at `until`, and says so with a `scheduled`
+    /// status. The scheduler publishes it again when it is due.
+    async fn defer(
+        &self,
+        input: &Input,
+        request: &NotificationRequest,
+        until: DateTime<Utc>,
+        why: &'static str,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        let deferred = Deferred {
+            due_at: until,
+            event_id: request.event_id.clone(),
+            tenant: request.tenant.clone(),
+            user_id: request.recipient.user_id.clone(),
+            payload: input.payload.clone().unwrap_or_default(),
+            headers: trace_headers(input)
+                .into_iter()
+                .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
+                .collect(),
+        };
+        self.schedule
+            .defer(&deferred, Utc::now())
+            .await
+            .map_err(Transient::Store)?;
+        metrics::counter!(ROUTER_EVENTS, "outcome" => "scheduled", "reason" => why).increment(1);
+        let mut status = self.status_event(request, Status::Scheduled, Some(why), None, None);
+        status.scheduled_for = Some(until);
+        Ok(vec![self.status_record(input, &status).await?])
+    }
+
     async fn suppressed(
         &self,
         input: &Input,
@@ -531,7 +606,19 @@ impl Router {
         channel: Option<herald_contracts::Channel>,
         dispatch_id: Option<&str>,
     ) -> Result<OutRecord, Transient> {
-        let event = StatusEvent {
+        let event = self.status_event(request, status, why, channel, dispatch_id);
+        self.status_record(input, &event).await
+    }
+
+    fn status_event(
+        &self,
+        request: &NotificationRequest,
+        status: Status,
+        why: Option<&str>,
+        channel: Option<herald_contracts::Channel>,
+        dispatch_id: Option<&str>,
+    ) -> StatusEvent {
+        StatusEvent {
             event_id: request.event_id.clone(),
             dispatch_id: dispatch_id.map(str::to_owned),
             tenant: request.tenant.clone(),
@@ -543,10 +630,18 @@ impl Router {
             provider_message_id: None,
             attempt: 0,
             at: herald_contracts::time::now_millis(),
-        };
+            scheduled_for: None,
+        }
+    }
+
+    async fn status_record(
+        &self,
+        input: &Input,
+        event: &StatusEvent,
+    ) -> Result<OutRecord, Transient> {
         let payload = self
             .codec
-            .encode_status(&event)
+            .encode_status(event)
             .await
             .map_err(Transient::Registry)?;
         Ok(OutRecord {
@@ -598,6 +693,22 @@ where
     let value = load().await.map_err(Transient::Store)?;
     lock(cache).insert(key, value.clone());
     Ok(value)
+}
+
+/// If the recipient's quiet hours hold at `at`, when they end. Quiet hours are kept in the
+/// user's time zone; a user without a (valid) zone keeps them in UTC.
+fn quiet_hours_end(profile: &Profile, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let (start, end) = profile.quiet_hours?;
+    let window = QuietHours::new(u16::try_from(start).ok()?, u16::try_from(end).ok()?).ok()?;
+    let zone = match profile
+        .time_zone
+        .as_deref()
+        .map(str::parse::<chrono_tz::Tz>)
+    {
+        Some(Ok(zone)) => zone,
+        Some(Err(_)) | None => chrono_tz::UTC,
+    };
+    quiet_until(window, zone, at)
 }
 
 /// Trace context travels on to every record the event produces.

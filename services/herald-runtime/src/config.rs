@@ -76,6 +76,13 @@ pub struct RouterConfig {
     /// How long a shutdown may take to finish the open transaction.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: std::time::Duration,
+    /// How often the scheduler looks for deferred notifications that are due.
+    #[serde(default = "default_scheduler_interval", with = "humantime_serde")]
+    pub scheduler_interval: std::time::Duration,
+    /// How long a scheduler's claim on a due item holds before another may take it over
+    /// (the claimant is presumed dead). Longer than a publish can take.
+    #[serde(default = "default_schedule_claim_lease", with = "humantime_serde")]
+    pub schedule_claim_lease: std::time::Duration,
 }
 
 fn default_router_group() -> String {
@@ -111,6 +118,12 @@ fn default_max_backoff() -> std::time::Duration {
 fn default_grace() -> std::time::Duration {
     std::time::Duration::from_secs(20)
 }
+fn default_scheduler_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
+}
+fn default_schedule_claim_lease() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
 
 impl RouterConfig {
     /// The Kafka transactional id of this instance, within consumer group `group` (the
@@ -144,6 +157,8 @@ impl Default for RouterConfig {
             default_locale: default_locale(),
             max_backoff: default_max_backoff(),
             shutdown_grace: default_grace(),
+            scheduler_interval: default_scheduler_interval(),
+            schedule_claim_lease: default_schedule_claim_lease(),
         }
     }
 }

@@ -20,3 +20,9 @@ pub const ROUTER_EVENT_SECONDS: &str = "herald_router_event_seconds";
 pub const ROUTER_CACHE_LOOKUPS: &str = "herald_router_cache_lookups_total";
 /// Router: transient faults (database, registry) that paused processing, by stage.
 pub const ROUTER_TRANSIENT_FAULTS: &str = "herald_router_transient_faults_total";
+/// Scheduler: deferred notifications published again because they were due.
+pub const SCHEDULER_RELEASED: &str = "herald_scheduler_released_total";
+/// Scheduler: seconds between a deferred notification's due time and its release.
+pub const SCHEDULER_RELEASE_DELAY_SECONDS: &str = "herald_scheduler_release_delay_seconds";
+/// Scheduler: sweeps that stopped on an error (database or Kafka), retried on the next tick.
+pub const SCHEDULER_SWEEP_ERRORS: &str = "herald_scheduler_sweep_errors_total";

@@ -8,6 +8,7 @@ pub mod directory;
 pub mod error;
 pub mod migrate;
 pub mod rate_limit;
+pub mod schedule;
 pub mod seed;
 pub mod session;
 

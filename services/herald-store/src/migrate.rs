@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rate_limits",
         cql: include_str!("../migrations/0002_rate_limits.cql"),
     },
+    Migration {
+        version: 3,
+        name: "schedule_cursor",
+        cql: include_str!("../migrations/0003_schedule_cursor.cql"),
+    },
 ];
 
 const MIGRATIONS_TABLE: &str = "schema_migrations";

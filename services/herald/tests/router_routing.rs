@@ -12,9 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const WAIT: Duration = Duration::from_secs(90);
+/// Status records the routing cases produce, all told.
+const EXPECTED_STATUSES: usize = 31;
 
+/// Requests are created at noon in Ada's time zone (America/Montreal), outside her quiet
+/// hours (22:00–07:00), unless a case says otherwise: policy is evaluated at creation time.
 fn request(event_id: &str, user: &str, category: &str, template: &str) -> serde_json::Value {
     serde_json::json!({
+        "created_at": "2026-06-15T16:00:00Z",
         "event_id": event_id,
         "tenant": "acme",
         "category": category,
@@ -76,6 +81,33 @@ async fn routing_cases_produce_exactly_the_expected_records() {
     // social.mention is capped at 2 per hour per channel; critical is exempt.
     let mut mention_critical = request("mention-critical", "ada", "social.mention", "mention");
     mention_critical["priority"] = "critical".into();
+    // Quiet hours 22:00–07:00 in America/Montreal (EDT, UTC-4, in June).
+    let at = |id: &str, created_at: &str| {
+        let mut r = request(id, "ada", "billing.invoice_ready", "invoice_ready");
+        r["created_at"] = created_at.into();
+        r
+    };
+    let quiet_evening = at("quiet-evening", "2026-06-16T02:30:00Z"); // 22:30 local
+    let quiet_morning = at("quiet-morning", "2026-06-16T08:00:00Z"); // 04:00 local
+    // 23:00 EST on 7 March 2026; the clocks spring forward at 02:00 that night, so the window
+    // ends at 07:00 EDT, 11:00 UTC, not 12:00.
+    let quiet_dst = at("quiet-dst", "2026-03-08T04:00:00Z");
+    let mut quiet_critical = at("quiet-critical", "2026-06-16T02:30:00Z");
+    quiet_critical["priority"] = "critical".into();
+    // A send-at a few seconds ahead, for a recipient without quiet hours.
+    let send_at = chrono::Utc::now() + chrono::TimeDelta::seconds(8);
+    let mut send_later = request(
+        "send-later",
+        "guest-18",
+        "billing.invoice_ready",
+        "invoice_ready",
+    );
+    send_later["recipient"]["email"] = "later@example.com".into();
+    send_later["channels"] = serde_json::json!(["email"]);
+    send_later["created_at"] = serde_json::Value::Null;
+    send_later["send_at"] = send_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        .into();
     let lines = [
         request("inv-ada", "ada", "billing.invoice_ready", "invoice_ready"),
         request("digest-ada", "ada", "marketing.digest", "invoice_ready"),
@@ -96,6 +128,11 @@ async fn routing_cases_produce_exactly_the_expected_records() {
         request("mention-2", "ada", "social.mention", "mention"),
         request("mention-3", "ada", "social.mention", "mention"),
         mention_critical,
+        quiet_evening,
+        quiet_morning,
+        quiet_dst,
+        quiet_critical,
+        send_later,
     ]
     .iter()
     .map(|l| l.to_string())
@@ -135,10 +172,32 @@ async fn routing_cases_produce_exactly_the_expected_records() {
         &[(headers::REPLAY, "1")],
     );
 
+    // A release from the schedule published twice (a scheduler died between publishing and
+    // deleting it): routed once.
+    let mut released = request(
+        "released-twice",
+        "guest-19",
+        "billing.invoice_ready",
+        "invoice_ready",
+    );
+    released["recipient"]["email"] = "twice@example.com".into();
+    released["channels"] = serde_json::json!(["email"]);
+    let released = NotificationRequest::from_json(&released.to_string()).unwrap();
+    let bytes = codec.encode_request(&released).await.unwrap();
+    for _ in 0..2 {
+        produce_raw(
+            &kafka,
+            &topics.requested(),
+            b"acme:guest-19",
+            &bytes,
+            &[(headers::SCHEDULED_FOR, "1781539200000")],
+        );
+    }
+
     let shutdown = CancellationToken::new();
     let router = tokio::spawn(herald_router::run(env.config(), shutdown.clone()));
 
-    let status_records = env.tail_until(&topics.status(), 17, WAIT);
+    let status_records = env.tail_until(&topics.status(), EXPECTED_STATUSES, WAIT);
     let dlq = env.tail_until(&topics.dlq(), 4, WAIT);
     shutdown.cancel();
     router.await.unwrap().unwrap();
@@ -187,6 +246,39 @@ async fn routing_cases_produce_exactly_the_expected_records() {
         ("mention-2", vec![s("routed", "inapp", "")]),
         ("mention-3", vec![s("suppressed", "inapp", "rate_limited")]),
         ("mention-critical", vec![s("routed", "inapp", "")]),
+        (
+            "quiet-evening",
+            vec![
+                s("scheduled", "", "quiet_hours"),
+                s("routed", "email", ""),
+                s("routed", "inapp", ""),
+            ],
+        ),
+        (
+            "quiet-morning",
+            vec![
+                s("scheduled", "", "quiet_hours"),
+                s("routed", "email", ""),
+                s("routed", "inapp", ""),
+            ],
+        ),
+        (
+            "quiet-dst",
+            vec![
+                s("scheduled", "", "quiet_hours"),
+                s("routed", "email", ""),
+                s("routed", "inapp", ""),
+            ],
+        ),
+        (
+            "quiet-critical",
+            vec![s("routed", "email", ""), s("routed", "inapp", "")],
+        ),
+        (
+            "send-later",
+            vec![s("scheduled", "", "send_at"), s("routed", "email", "")],
+        ),
+        ("released-twice", vec![s("routed", "email", "")]),
     ]
     .into_iter()
     .map(|(k, mut v)| {
@@ -197,9 +289,49 @@ async fn routing_cases_produce_exactly_the_expected_records() {
     assert_eq!(by_event, expected);
     assert_eq!(
         status_records.len(),
-        17,
+        EXPECTED_STATUSES,
         "no status beyond the expected ones"
     );
+
+    // Deferred events are due when their quiet hours end (DST included) or at their send-at,
+    // and are routed no earlier.
+    let status_of = |event: &str, status: &str| {
+        status_records
+            .iter()
+            .find(|r| r["value"]["event_id"] == event && r["value"]["status"] == status)
+            .unwrap_or_else(|| panic!("no {status} status for {event}"))["value"]
+            .clone()
+    };
+    let send_at_millis = send_at.timestamp_millis();
+    for (event, due) in [
+        ("quiet-evening", "2026-06-16T11:00:00Z".to_owned()),
+        ("quiet-morning", "2026-06-16T11:00:00Z".to_owned()),
+        ("quiet-dst", "2026-03-08T11:00:00Z".to_owned()),
+        (
+            "send-later",
+            chrono::DateTime::from_timestamp_millis(send_at_millis)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+    ] {
+        let scheduled = status_of(event, "scheduled");
+        let due_at: chrono::DateTime<chrono::Utc> = due.parse().unwrap();
+        let scheduled_for: chrono::DateTime<chrono::Utc> = scheduled["scheduled_for"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(scheduled_for, due_at, "{event}");
+        let routed_at: chrono::DateTime<chrono::Utc> = status_of(event, "routed")["at"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            routed_at >= due_at,
+            "{event} routed at {routed_at}, due {due_at}"
+        );
+    }
 
     // DLQ: the original bytes with error headers.
     let mut classes: Vec<(String, String)> = dlq
