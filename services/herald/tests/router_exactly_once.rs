@@ -12,6 +12,8 @@ const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const EVENTS: usize = 10_000;
 const USERS: usize = 500;
 const KILLS: usize = 3;
+const DEFER_EVERY: usize = 10;
+const DEFERRED: usize = EVENTS / DEFER_EVERY;
 
 /// A pause between 0.5 and 2.5 s that differs from run to run (no rand dependency needed).
 fn random_pause(round: usize) -> Duration {
@@ -38,7 +40,25 @@ fn killing_the_router_mid_stream_loses_and_duplicates_nothing() {
     env.prepare(true);
     env.seed_demo();
 
-    let input = env.write("events.jsonl", &invoice_requests("eos", 0..EVENTS, USERS));
+    // Every tenth event is deferred to a send-at spread over the seconds the kills happen in,
+    // so the router also dies while deferring and while its scheduler releases.
+    let start = chrono::Utc::now();
+    let lines: Vec<String> = invoice_requests("eos", 0..EVENTS, USERS)
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            if i % DEFER_EVERY != 0 {
+                return line.to_owned();
+            }
+            let mut request: serde_json::Value = serde_json::from_str(line).unwrap();
+            let delay = chrono::TimeDelta::milliseconds(3_000 + (i as i64 * 7) % 10_000);
+            request["send_at"] = (start + delay).to_rfc3339().into();
+            // Created before its send-at however long producing takes.
+            request["created_at"] = start.to_rfc3339().into();
+            request.to_string()
+        })
+        .collect();
+    let input = env.write("events.jsonl", &lines.join("\n"));
     env.run(&["produce", input.to_str().unwrap()], None)
         .assert_code(0);
 
@@ -51,7 +71,11 @@ fn killing_the_router_mid_stream_loses_and_duplicates_nothing() {
     }
 
     let topics = env.topics();
-    let statuses = env.tail_until(&topics.status(), EVENTS, Duration::from_secs(300));
+    let statuses = env.tail_until(
+        &topics.status(),
+        EVENTS + DEFERRED,
+        Duration::from_secs(300),
+    );
     let dispatches = env.tail_until(
         &topics.dispatch(Channel::Email, Lane::Bulk),
         EVENTS,
@@ -64,11 +88,29 @@ fn killing_the_router_mid_stream_loses_and_duplicates_nothing() {
         router.log_text()
     );
 
-    assert_eq!(statuses.len(), EVENTS, "no duplicate statuses");
-    let per_event = count_by(&statuses, "event_id");
-    assert_eq!(per_event.len(), EVENTS, "every event has a status");
-    assert!(per_event.values().all(|n| *n == 1));
-    assert!(statuses.iter().all(|s| s["value"]["status"] == "routed"));
+    assert_eq!(statuses.len(), EVENTS + DEFERRED, "no duplicate statuses");
+    let of = |status: &str| -> Vec<serde_json::Value> {
+        statuses
+            .iter()
+            .filter(|s| s["value"]["status"] == status)
+            .cloned()
+            .collect()
+    };
+    let routed = count_by(&of("routed"), "event_id");
+    assert_eq!(routed.len(), EVENTS, "every event is routed");
+    assert!(routed.values().all(|n| *n == 1), "each event routed once");
+    let scheduled = count_by(&of("scheduled"), "event_id");
+    assert_eq!(
+        scheduled.len(),
+        DEFERRED,
+        "every deferred event is scheduled"
+    );
+    assert!(scheduled.values().all(|n| *n == 1), "each scheduled once");
+    assert!(
+        scheduled.keys().all(
+            |id| id.strip_prefix("eos-").unwrap().parse::<usize>().unwrap() % DEFER_EVERY == 0
+        )
+    );
 
     assert_eq!(dispatches.len(), EVENTS, "no duplicate dispatches");
     let per_dispatch = count_by(&dispatches, "dispatch_id");
