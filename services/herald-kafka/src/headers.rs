@@ -89,6 +89,35 @@ impl Extractor for HeaderReader<'_> {
     }
 }
 
+/// Trace context read from headers already copied out of a record as (name, bytes) pairs.
+#[derive(Debug)]
+pub struct PairsReader<'a>(pub &'a [(String, Vec<u8>)]);
+
+impl Extractor for PairsReader<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+/// Trace context written as (name, bytes) pairs, for records built before they are produced.
+#[derive(Debug, Default)]
+pub struct PairsWriter(pub Vec<(String, Vec<u8>)>);
+
+impl Injector for PairsWriter {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.retain(|(k, _)| k != key);
+        self.0.push((key.to_owned(), value.into_bytes()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +141,17 @@ mod tests {
             .insert("x", "2")
             .build();
         assert_eq!(to_pairs(&built), vec![("x".to_owned(), "2".to_owned())]);
+    }
+
+    #[test]
+    fn pairs_carry_trace_context_both_ways() {
+        let pairs = vec![
+            ("traceparent".to_owned(), b"old".to_vec()),
+            ("traceparent".to_owned(), b"new".to_vec()),
+        ];
+        assert_eq!(PairsReader(&pairs).get("traceparent"), Some("new"));
+        let mut writer = PairsWriter(pairs);
+        Injector::set(&mut writer, "traceparent", "ours".into());
+        assert_eq!(writer.0, vec![("traceparent".to_owned(), b"ours".to_vec())]);
     }
 }

@@ -20,6 +20,11 @@ use herald_store::directory::{CategoryDefaults, Directory, Profile, TemplateRow}
 use herald_store::rate_limit::{Cap, RateLimiter, Subject};
 use herald_store::schedule::{Deferred, Schedule};
 
+use herald_kafka::headers::{PairsReader, PairsWriter};
+use opentelemetry::trace::TraceContextExt as _;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
 use crate::cache::TtlCache;
 use crate::decide::{Decision, Target, decide};
 use crate::quiet_hours::{QuietHours, quiet_until};
@@ -188,7 +193,7 @@ impl Router {
     /// The records that routing `input` produces.
     pub async fn route(&self, input: &Input) -> Result<Vec<OutRecord>, Transient> {
         let started = std::time::Instant::now();
-        let result = self.route_inner(input).await;
+        let result = self.route_inner(input).instrument(event_span(input)).await;
         metrics::histogram!(herald_runtime::metric_names::ROUTER_EVENT_SECONDS)
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -235,6 +240,7 @@ impl Router {
         };
 
         stages.lap("decode");
+        tracing::Span::current().record("event_id", request.event_id.as_str());
         // A release from the schedule is the same event a second time, on purpose: it is
         // deduplicated under its own key, so a release published twice routes once.
         let released = input.scheduled_for();
@@ -711,8 +717,39 @@ fn quiet_hours_end(profile: &Profile, at: DateTime<Utc>) -> Option<DateTime<Utc>
     quiet_until(window, zone, at)
 }
 
-/// Trace context travels on to every record the event produces.
+/// One span per event, a child of the trace the upstream producer started (messaging
+/// semantic conventions).
+fn event_span(input: &Input) -> tracing::Span {
+    let span = tracing::info_span!(
+        "route",
+        otel.name = %format_args!("process {}", input.topic),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = %input.topic,
+        messaging.destination.partition.id = input.partition,
+        messaging.kafka.offset = input.offset,
+        event_id = tracing::field::Empty,
+    );
+    let upstream = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&PairsReader(&input.headers))
+    });
+    // Fails only when no OpenTelemetry layer is installed, and then there is nothing to link.
+    let _ = span.set_parent(upstream);
+    span
+}
+
+/// Trace context for every record the event produces: this event's span when traces are
+/// exported, so the next hop is its child; otherwise the upstream context, passed on as is.
 fn trace_headers(input: &Input) -> Vec<(String, Vec<u8>)> {
+    let context = tracing::Span::current().context();
+    if context.span().span_context().is_valid() {
+        let mut writer = PairsWriter::default();
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut writer);
+        });
+        return writer.0;
+    }
     [headers::TRACEPARENT, headers::TRACESTATE]
         .into_iter()
         .filter_map(|name| input.header(name).map(|v| (name.to_owned(), v.to_vec())))

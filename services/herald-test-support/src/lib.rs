@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod kafka;
+pub mod otlp;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -371,6 +372,14 @@ pub fn invoice_requests(id_prefix: &str, range: std::ops::Range<usize>, users: u
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The bytes of a hex string (trace and span ids, `tail`'s `value_hex`).
+pub fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// The repository root (for `schemas/`, `dev/`).

@@ -12,7 +12,7 @@ use herald_contracts::headers;
 use herald_kafka::HeraldContext;
 use herald_router::scheduler::Scheduler;
 use herald_store::schedule::{Deferred, SHARDS, Schedule, minute_of};
-use herald_test_support::HeraldEnv;
+use herald_test_support::{HeraldEnv, unhex};
 use tokio_util::sync::CancellationToken;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -26,14 +26,6 @@ fn item(i: usize, due_at: chrono::DateTime<Utc>) -> Deferred {
         payload: format!("payload-{i}").into_bytes(),
         headers: HashMap::from([("traceparent".to_owned(), format!("00-{i:032x}-{i:016x}-01"))]),
     }
-}
-
-fn unhex(text: &str) -> String {
-    let bytes: Vec<u8> = (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect();
-    String::from_utf8(bytes).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +116,7 @@ async fn several_schedulers_release_each_due_item_exactly_once() {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for record in &released {
         // These payloads are not Avro: `tail` shows them in hex.
-        let payload = unhex(record["value_hex"].as_str().unwrap());
+        let payload = String::from_utf8(unhex(record["value_hex"].as_str().unwrap())).unwrap();
         let i: usize = payload.strip_prefix("payload-").unwrap().parse().unwrap();
         let deferred = &expected[&format!("deferred-{i}")];
         *seen.entry(deferred.event_id.clone()).or_default() += 1;
