@@ -7,6 +7,7 @@ pub mod channel;
 pub mod codec;
 pub mod dispatch;
 pub mod headers;
+pub mod metric_names;
 pub mod registry;
 pub mod request;
 pub mod schemas;

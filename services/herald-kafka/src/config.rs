@@ -104,7 +104,9 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky");
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // Feeds the consumer-lag gauge (HeraldContext::stats).
+            .set("statistics.interval.ms", "5000");
         for (key, value) in &self.properties {
             config.set(key, value);
         }

@@ -7,12 +7,19 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::consumer::Rebalance;
 use rdkafka::error::KafkaError;
-use std::sync::Arc;
+use rdkafka::statistics::Statistics;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use herald_contracts::metric_names::CONSUMER_LAG;
 
 #[derive(Debug, Clone, Default)]
 pub struct HeraldContext {
     revocations: Arc<AtomicU64>,
+    /// The partitions whose lag was last reported, so a partition that moved to another
+    /// consumer stops showing its old lag here.
+    lag_reported: Arc<Mutex<HashSet<(String, i32)>>>,
 }
 
 impl HeraldContext {
@@ -39,6 +46,47 @@ impl ClientContext for HeraldContext {
             }
             RDKafkaLogLevel::Debug => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
         }
+    }
+
+    /// Consumer lag per fetched partition, every `statistics.interval.ms`.
+    fn stats(&self, statistics: Statistics) {
+        let mut reported = HashSet::new();
+        for (topic, stats) in &statistics.topics {
+            for (&partition, p) in &stats.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" one; producers' partitions
+                // are never "active".
+                if partition < 0 || p.fetch_state != "active" {
+                    continue;
+                }
+                // read_committed consumers stop at the last stable offset.
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                // Nothing consumed or committed yet: reading starts at the log start
+                // (`auto.offset.reset=earliest`).
+                let position = [p.app_offset, p.committed_offset, p.lo_offset]
+                    .into_iter()
+                    .find(|offset| *offset >= 0)
+                    .unwrap_or(-1);
+                if end < 0 || position < 0 {
+                    continue;
+                }
+                metrics::gauge!(CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                    .set((end - position).max(0) as f64);
+                reported.insert((topic.clone(), partition));
+            }
+        }
+        let mut last = self
+            .lag_reported
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (topic, partition) in last.difference(&reported) {
+            metrics::gauge!(CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                .set(0.0);
+        }
+        *last = reported;
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

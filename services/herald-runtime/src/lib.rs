@@ -4,7 +4,7 @@
 
 pub mod admin;
 pub mod config;
-pub mod metric_names;
+pub use herald_contracts::metric_names;
 pub mod shutdown;
 pub mod telemetry;
 

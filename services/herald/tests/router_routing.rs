@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald_contracts::{Codec, NotificationRequest, headers};
-use herald_test_support::HeraldEnv;
 use herald_test_support::kafka::produce_raw;
+use herald_test_support::{HeraldEnv, wait_for};
 use tokio_util::sync::CancellationToken;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -199,6 +199,22 @@ async fn routing_cases_produce_exactly_the_expected_records() {
 
     let status_records = env.tail_until(&topics.status(), EXPECTED_STATUSES, WAIT);
     let dlq = env.tail_until(&topics.dlq(), 4, WAIT);
+    // Consumer lag comes from librdkafka statistics (every 5 s): every partition of the
+    // requested topic shows up, and with everything routed, at zero.
+    let requested = topics.requested();
+    wait_for("consumer lag at zero", WAIT, || {
+        let text = herald_runtime::admin::metrics_handle("router")
+            .unwrap()
+            .render();
+        let lags: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("herald_consumer_lag_records{")
+                    && l.contains(&format!("topic=\"{requested}\""))
+            })
+            .collect();
+        (lags.len() == 12 && lags.iter().all(|l| l.ends_with(" 0"))).then_some(())
+    });
     shutdown.cancel();
     router.await.unwrap().unwrap();
 

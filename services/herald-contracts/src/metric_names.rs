@@ -26,3 +26,7 @@ pub const SCHEDULER_RELEASED: &str = "herald_scheduler_released_total";
 pub const SCHEDULER_RELEASE_DELAY_SECONDS: &str = "herald_scheduler_release_delay_seconds";
 /// Scheduler: sweeps that stopped on an error (database or Kafka), retried on the next tick.
 pub const SCHEDULER_SWEEP_ERRORS: &str = "herald_scheduler_sweep_errors_total";
+
+/// Every consumer: records not yet consumed per partition (last stable offset minus the
+/// consumer's position), by topic and partition; from librdkafka statistics.
+pub const CONSUMER_LAG: &str = "herald_consumer_lag_records";
