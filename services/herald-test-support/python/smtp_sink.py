@@ -36,14 +36,16 @@ class Store:
                     "content_type": part.get_content_type(),
                     "charset": part.get_content_charset(),
                     "transfer_encoding": part.get("Content-Transfer-Encoding"),
-                    "content": part.get_content(),
+                    # SMTP lines end in CRLF; the text as written has \n
+                    "content": part.get_content().replace("\r\n", "\n"),
                 }
             )
         record = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "login": session.auth_data.decode() if isinstance(session.auth_data, bytes) else None,
-            "tls": session.ssl is not None,
+            "tls": session.ssl is not None
+            or server.transport.get_extra_info("ssl_object") is not None,
             "content_type": message.get_content_type(),
             "headers": {k: str(v) for k, v in message.items()},
             "raw_headers": {k: v for k, v in message.raw_items()},
