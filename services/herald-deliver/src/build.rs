@@ -83,3 +83,76 @@ pub async fn build_provider(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn error(channel: Channel, toml_text: &str) -> String {
+        let config: ProvidersConfig = toml::from_str(toml_text).unwrap();
+        match build_provider(channel, &config, None).await {
+            Ok(provider) => panic!("built {provider:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn configuration_mistakes_fail_at_build_naming_the_key() {
+        let smtp = "[smtp]\nhost = \"h\"\nfrom = \"a@b.example\"\n";
+        let sendgrid = "[sendgrid]\napi_key = \"k\"\nfrom = \"a@b.example\"\n";
+        assert!(
+            error(Channel::Email, &format!("{smtp}{sendgrid}"))
+                .await
+                .contains("keep one")
+        );
+        assert_eq!(
+            error(Channel::Email, "").await,
+            "no provider is configured for the email channel: set smtp or sendgrid"
+        );
+        let bad_template = format!("{smtp}list_unsubscribe = \"<{{user}}>\"\n");
+        let message = error(Channel::Email, &bad_template).await;
+        assert!(
+            message.starts_with("smtp.list_unsubscribe: unknown placeholder `{user}`"),
+            "{message}"
+        );
+        let both = "[twilio]\naccount_sid = \"AC1\"\nauth_token = \"t\"\nfrom = \"+1\"\nmessaging_service_sid = \"MG1\"\n";
+        assert!(
+            error(Channel::Sms, both)
+                .await
+                .starts_with("twilio.from: set exactly one")
+        );
+        assert!(
+            error(Channel::Push, "[apns]\nteam_id = \"T\"\nkey_id = \"K\"\nkey_file = \"/nonexistent.p8\"\ntopic = \"t\"\n")
+                .await
+                .starts_with("apns.key_file: cannot use /nonexistent.p8")
+        );
+        assert!(
+            error(
+                Channel::Webhook,
+                "[webhook]\ndefault_secret = \"whsec_!!\"\n"
+            )
+            .await
+            .starts_with("webhook.default_secret:")
+        );
+        assert!(
+            error(Channel::Webhook, "[webhook]\nallow = [\"http://x\"]\n")
+                .await
+                .starts_with("webhook.allow:")
+        );
+        assert!(error(Channel::Inapp, "").await.contains("inapp"));
+    }
+
+    #[tokio::test]
+    async fn a_configured_channel_builds_its_provider() {
+        let config: ProvidersConfig = toml::from_str(
+            "[smtp]\nhost = \"localhost\"\nfrom = \"Acme <a@b.example>\"\nsecurity = \"none\"\n",
+        )
+        .unwrap();
+        let provider = build_provider(Channel::Email, &config, None).await.unwrap();
+        assert_eq!(provider.name(), "smtp");
+        let webhook = build_provider(Channel::Webhook, &ProvidersConfig::default(), None)
+            .await
+            .unwrap();
+        assert_eq!(webhook.name(), "webhook");
+    }
+}

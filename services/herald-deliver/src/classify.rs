@@ -143,12 +143,17 @@ fn root_cause(err: &reqwest::Error) -> String {
     truncate_reason(&cause.to_string())
 }
 
-/// Sends `request` and reads the whole answer; a request that got no answer is classified.
+/// The most of an answer's body that is read: provider errors are short, and a webhook
+/// target is not trusted to be.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Sends `request` and reads the answer (at most [`MAX_ANSWER_BYTES`] of its body); a request
+/// that got no answer is classified.
 pub(crate) async fn execute(request: RequestBuilder) -> Result<Answer, Outcome> {
     let response = request.send().await.map_err(|e| classify_error(&e))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = match response.text().await {
+    let body = match read_body(response).await {
         Ok(body) => body,
         // The status line arrived: for a 2xx the provider took the message, and resending
         // would duplicate it, so the body (which only carries the id) is given up.
@@ -163,6 +168,18 @@ pub(crate) async fn execute(request: RequestBuilder) -> Result<Answer, Outcome> 
         headers,
         body,
     })
+}
+
+async fn read_body(mut response: reqwest::Response) -> Result<String, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_ANSWER_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 #[cfg(test)]

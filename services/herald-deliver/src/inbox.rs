@@ -1,7 +1,8 @@
 //! The in-app channel: the notification becomes a row of the user's `inbox`.
 //!
 //! The row's key is (tenant, user, created_at, dispatch id) with `created_at` the event's
-//! creation time, and the write carries `USING TIMESTAMP` of that same instant: writing a
+//! creation time, and the write carries `USING TIMESTAMP` of that same instant (or of the
+//! routing time, if that is earlier): writing a
 //! dispatch again (a redelivery) rewrites the same cells with the same values and the same
 //! write time, so the row stays identical, and a row the user has since deleted stays deleted.
 //! `read_at` and `archived` are not written here, so a redelivery cannot reset them.
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use herald_contracts::Dispatch;
 use herald_store::{StoreConfig, StoreError};
 
+use crate::outcome::logged;
 use crate::{Outcome, Provider, SendReport};
 
 #[derive(Debug, Clone)]
@@ -39,7 +41,12 @@ impl InboxProvider {
         if c.subject.is_none() && c.text.is_none() {
             return Outcome::permanent("the dispatch has neither a subject nor a text body");
         }
-        let write_time = dispatch.created_at.timestamp_micros();
+        // The router's clock bounds the upstream one: a producer's created_at in the future
+        // would otherwise give cells a write time no later delete could shadow.
+        let write_time = dispatch
+            .created_at
+            .min(dispatch.routed_at)
+            .timestamp_micros();
         let values = (
             &dispatch.tenant,
             &dispatch.user_id,
@@ -68,6 +75,6 @@ impl Provider for InboxProvider {
     }
 
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {
-        Box::pin(async move { self.deliver(dispatch).await.into() })
+        Box::pin(async move { logged(self.name(), dispatch, self.deliver(dispatch).await.into()) })
     }
 }

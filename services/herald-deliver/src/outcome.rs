@@ -79,6 +79,24 @@ impl SendReport {
     }
 }
 
+/// Logs a finished send at debug level: provider, ids and class, never the reason (provider
+/// text can quote the address).
+pub(crate) fn logged(
+    provider: &'static str,
+    dispatch: &Dispatch,
+    report: SendReport,
+) -> SendReport {
+    tracing::debug!(
+        provider,
+        dispatch_id = %dispatch.dispatch_id,
+        event_id = %dispatch.event_id,
+        outcome = report.outcome.class(),
+        stale = report.stale_addresses.len(),
+        "provider call finished"
+    );
+    report
+}
+
 impl From<Outcome> for SendReport {
     fn from(outcome: Outcome) -> Self {
         SendReport::new(outcome)

@@ -10,6 +10,7 @@ use herald_contracts::secret::Secret;
 use crate::classify::execute;
 use crate::config::TwilioConfig;
 use crate::http::{base_url, client_builder};
+use crate::outcome::logged;
 use crate::template::Template;
 use crate::{BuildError, Outcome, Provider, SendReport};
 
@@ -106,7 +107,11 @@ impl TwilioProvider {
                     .ok()
                     .and_then(|v| v["sid"].as_str().map(str::to_owned));
                 if sid.is_none() {
-                    tracing::warn!(provider = "twilio", "accepted without a message sid");
+                    tracing::warn!(
+                        provider = "twilio",
+                        dispatch_id = %dispatch.dispatch_id,
+                        "accepted without a message sid"
+                    );
                 }
                 Outcome::sent(sid.unwrap_or_default())
             }
@@ -121,6 +126,6 @@ impl Provider for TwilioProvider {
     }
 
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {
-        Box::pin(async move { self.deliver(dispatch).await.into() })
+        Box::pin(async move { logged(self.name(), dispatch, self.deliver(dispatch).await.into()) })
     }
 }

@@ -13,6 +13,7 @@ use super::{LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ONE_CLICK};
 use crate::classify::execute;
 use crate::config::SendGridConfig;
 use crate::http::{base_url, client_builder};
+use crate::outcome::logged;
 use crate::template::Template;
 use crate::{BuildError, Outcome, Provider, SendReport};
 
@@ -129,6 +130,6 @@ impl Provider for SendGridProvider {
     }
 
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {
-        Box::pin(async move { self.deliver(dispatch).await.into() })
+        Box::pin(async move { logged(self.name(), dispatch, self.deliver(dispatch).await.into()) })
     }
 }

@@ -15,6 +15,7 @@ use herald_contracts::Dispatch;
 use super::{LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ONE_CLICK, domain_of, message_id};
 use crate::classify::truncate_reason;
 use crate::config::{SmtpConfig, SmtpSecurity};
+use crate::outcome::logged;
 use crate::template::Template;
 use crate::{BuildError, Outcome, Provider, SendReport};
 
@@ -154,7 +155,7 @@ impl Provider for SmtpProvider {
     }
 
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {
-        Box::pin(async move { self.deliver(dispatch).await.into() })
+        Box::pin(async move { logged(self.name(), dispatch, self.deliver(dispatch).await.into()) })
     }
 }
 

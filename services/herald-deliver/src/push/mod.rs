@@ -20,6 +20,7 @@ use futures::future::{BoxFuture, join_all};
 use herald_contracts::Dispatch;
 
 use crate::config::{ApnsConfig, FcmConfig};
+use crate::outcome::logged;
 use crate::{BuildError, Outcome, Provider, SendReport};
 use apns::Apns;
 use fcm::Fcm;
@@ -188,7 +189,7 @@ impl Provider for PushProvider {
             let sends = tokens(&dispatch.address)
                 .into_iter()
                 .map(|token| self.send_token(token, dispatch));
-            combine(join_all(sends).await)
+            logged(self.name(), dispatch, combine(join_all(sends).await))
         })
     }
 }

@@ -29,6 +29,7 @@ use herald_contracts::Dispatch;
 use crate::classify::execute;
 use crate::config::WebhookConfig;
 use crate::http::client_builder;
+use crate::outcome::logged;
 use crate::{BuildError, Outcome, Provider, SendReport};
 use secrets::SecretLookup;
 use signature::SigningKey;
@@ -136,7 +137,7 @@ impl Provider for WebhookProvider {
     }
 
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {
-        Box::pin(async move { self.deliver(dispatch).await.into() })
+        Box::pin(async move { logged(self.name(), dispatch, self.deliver(dispatch).await.into()) })
     }
 }
 

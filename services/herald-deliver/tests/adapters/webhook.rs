@@ -254,3 +254,29 @@ async fn without_any_secret_the_delivery_is_permanent() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn a_target_that_never_answers_times_out_as_transient() {
+    // the kernel completes the connection; nobody ever reads the request or answers
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let provider = WebhookProvider::new(
+        &WebhookConfig {
+            timeout: std::time::Duration::from_millis(300),
+            ..config(&["127.0.0.1"])
+        },
+        Arc::new(NoEndpointSecrets),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let outcome = provider
+        .send(&sample_dispatch(Channel::Webhook, &url))
+        .await
+        .outcome;
+    assert!(
+        matches!(&outcome, Outcome::Transient { reason, retry_after: None } if reason.starts_with("timed out")),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    drop(silent);
+}
