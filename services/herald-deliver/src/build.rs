@@ -150,6 +150,16 @@ mod tests {
         .unwrap();
         let provider = build_provider(Channel::Email, &config, None).await.unwrap();
         assert_eq!(provider.name(), "smtp");
+        let config: ProvidersConfig = toml::from_str(
+            "[twilio]\naccount_sid = \"AC1\"\nauth_token = \"twilio-secret\"\nfrom = \"+1\"\n\n\
+             [sendgrid]\napi_key = \"sendgrid-secret\"\nfrom = \"a@b.example\"\n",
+        )
+        .unwrap();
+        for channel in [Channel::Sms, Channel::Email] {
+            let provider = build_provider(channel, &config, None).await.unwrap();
+            let debug = format!("{provider:?}");
+            assert!(!debug.contains("-secret"), "{debug}");
+        }
         let webhook = build_provider(Channel::Webhook, &ProvidersConfig::default(), None)
             .await
             .unwrap();

@@ -13,6 +13,36 @@
 //! | webhook | [`WebhookProvider`] | any HTTPS endpoint, Standard Webhooks signatures |
 //! | inapp | [`InboxProvider`] | the `inbox` table |
 //!
+//! A worker builds its channel's provider once with [`build_provider`] from a
+//! [`ProvidersConfig`], for example:
+//!
+//! ```toml
+//! [smtp]
+//! host = "smtp.acme.example"        # security = "starttls" (587) | "tls" (465) | "none" (25)
+//! username = "herald"
+//! password = "..."                  # a Secret: never printed
+//! from = "Acme <no-reply@acme.example>"
+//! list_unsubscribe = "<https://acme.example/unsubscribe?u={user_id}&c={category}>"
+//!
+//! [twilio]
+//! account_sid = "AC..."
+//! auth_token = "..."
+//! messaging_service_sid = "MG..."
+//!
+//! [fcm]
+//! service_account_file = "/var/run/secrets/fcm.json"
+//!
+//! [apns]
+//! team_id = "TEAM123456"
+//! key_id = "KEY1234567"
+//! key_file = "/var/run/secrets/apns.p8"
+//! topic = "com.acme.app"
+//!
+//! [webhook]
+//! default_secret = "whsec_..."
+//! allow = ["10.20.0.0/16"]          # private targets that may receive webhooks
+//! ```
+//!
 //! Logs name the provider, the dispatch id and the outcome class, never an address, a token
 //! or a body.
 
