@@ -6,8 +6,11 @@
 //! `HERALD_TEST_KAFKA`, `HERALD_TEST_CQL` and `HERALD_TEST_REGISTRY`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dispatch;
 pub mod kafka;
 pub mod otlp;
+pub mod smtp;
+pub mod standin;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
