@@ -4,12 +4,24 @@
 //! at a time, so a read-then-write needs no lightweight transaction. The `source` column makes
 //! the ledger safe under Kafka transactions: a batch that is aborted and re-read finds its own
 //! rows and goes on, while a second record carrying the same event id is a duplicate.
+//!
+//! Concurrent checks are answered together: one `IN` read per tenant and one unlogged batch of
+//! inserts for every check waiting, in the order they arrived, so two checks of the same id in
+//! one group still see each other.
 
 use scylla::client::session::Session;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::batcher::Batcher;
 use crate::{StoreConfig, StoreError};
+
+/// Checks answered by one load: bounds the `IN` list and the insert batch.
+const MAX_CHECKS: usize = 64;
+/// Rows per unlogged insert batch: small enough to stay under Cassandra's batch-size warning.
+const INSERTS_PER_BATCH: usize = 32;
 
 /// What the ledger says about an event id seen in a given record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +34,16 @@ pub enum Seen {
     Duplicate,
 }
 
+/// (tenant, event id, source record).
+type Check = (String, String, String);
+
 #[derive(Debug, Clone)]
 pub struct DedupeLedger {
+    checks: Batcher<Check, Seen>,
+}
+
+#[derive(Debug)]
+struct Statements {
     session: Arc<Session>,
     select: PreparedStatement,
     insert: PreparedStatement,
@@ -34,7 +54,7 @@ impl DedupeLedger {
         let table = config.table("dedupe");
         let select = session
             .prepare(format!(
-                "SELECT source FROM {table} WHERE tenant = ? AND event_id = ?"
+                "SELECT event_id, source FROM {table} WHERE tenant = ? AND event_id IN ?"
             ))
             .await?;
         let insert = session
@@ -42,11 +62,16 @@ impl DedupeLedger {
                 "INSERT INTO {table} (tenant, event_id, first_seen, source) VALUES (?, ?, ?, ?)"
             ))
             .await?;
-        Ok(Self {
+        let statements = Arc::new(Statements {
             session,
             select,
             insert,
-        })
+        });
+        let checks = Batcher::spawn(MAX_CHECKS, move |checks| {
+            let statements = statements.clone();
+            async move { statements.check_all(checks).await }
+        });
+        Ok(Self { checks })
     }
 
     /// Records `event_id` as seen in record `source` (e.g. `requested/3/1207`) unless it was
@@ -57,21 +82,53 @@ impl DedupeLedger {
         event_id: &str,
         source: &str,
     ) -> Result<Seen, StoreError> {
-        let existing = self
-            .session
-            .execute_unpaged(&self.select, (tenant, event_id))
-            .await?
-            .into_rows_result()?
-            .maybe_first_row::<(Option<String>,)>()?;
-        match existing {
-            Some((Some(first),)) if first == source => Ok(Seen::SameRecord),
-            Some(_) => Ok(Seen::Duplicate),
-            None => {
-                self.session
-                    .execute_unpaged(&self.insert, (tenant, event_id, chrono::Utc::now(), source))
-                    .await?;
-                Ok(Seen::First)
+        self.checks
+            .get((tenant.to_owned(), event_id.to_owned(), source.to_owned()))
+            .await
+    }
+}
+
+impl Statements {
+    async fn check_all(&self, checks: Vec<Check>) -> Result<Vec<Seen>, StoreError> {
+        let mut ids_by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (tenant, event_id, _) in &checks {
+            ids_by_tenant.entry(tenant).or_default().push(event_id);
+        }
+        let mut first_source: HashMap<(String, String), String> = HashMap::new();
+        for (tenant, ids) in ids_by_tenant {
+            let rows = self
+                .session
+                .execute_unpaged(&self.select, (tenant, &ids))
+                .await?
+                .into_rows_result()?;
+            for row in rows.rows::<(String, Option<String>)>()? {
+                let (event_id, source) = row?;
+                first_source.insert((tenant.to_owned(), event_id), source.unwrap_or_default());
             }
         }
+
+        let now = chrono::Utc::now();
+        let mut seen = Vec::with_capacity(checks.len());
+        let mut inserts = Vec::new();
+        for (tenant, event_id, source) in checks {
+            let key = (tenant, event_id);
+            seen.push(match first_source.get(&key) {
+                Some(first) if *first == source => Seen::SameRecord,
+                Some(_) => Seen::Duplicate,
+                None => {
+                    inserts.push((key.0.clone(), key.1.clone(), now, source.clone()));
+                    first_source.insert(key, source);
+                    Seen::First
+                }
+            });
+        }
+        for chunk in inserts.chunks(INSERTS_PER_BATCH) {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            for _ in chunk {
+                batch.append_statement(self.insert.clone());
+            }
+            self.session.batch(&batch, chunk).await?;
+        }
+        Ok(seen)
     }
 }

@@ -1,6 +1,7 @@
 //! What the router reads about recipients: a user's profile (addresses, locale, time zone),
 //! their preferences and quiet hours, their webhook endpoints, and category defaults. One
-//! struct of prepared statements, so each read is a single round trip per table.
+//! struct of prepared statements; profiles asked for at the same time are read together,
+//! one `IN` read per table.
 
 use futures::try_join;
 use scylla::client::session::Session;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use herald_contracts::Channel;
 
+use crate::batcher::Batcher;
 use crate::{StoreConfig, StoreError};
 
 /// A recipient as Herald knows them. `known` is false when the user has no row: only the
@@ -71,6 +73,7 @@ fn channels(names: Option<Vec<String>>) -> Vec<Channel> {
 }
 
 type UserRow = (
+    String,
     Option<String>,
     Option<String>,
     Option<Vec<String>>,
@@ -79,6 +82,7 @@ type UserRow = (
 );
 /// `category` is null on a partition that holds only the static (per-user) columns.
 type PreferenceRow = (
+    String,
     Option<String>,
     Option<Vec<String>>,
     Option<bool>,
@@ -107,31 +111,43 @@ type TemplateRowCql = (
 #[derive(Debug, Clone)]
 pub struct Directory {
     session: Arc<Session>,
+    profiles: Batcher<(String, String), Profile>,
+    category: PreparedStatement,
+    templates: PreparedStatement,
+}
+
+/// Profiles loaded by one group of reads (one `IN` read per table and tenant).
+const MAX_PROFILES: usize = 64;
+
+/// The three per-user reads, each for many users at once.
+#[derive(Debug)]
+struct ProfileStatements {
+    session: Arc<Session>,
     user: PreparedStatement,
     preferences: PreparedStatement,
     webhooks: PreparedStatement,
-    category: PreparedStatement,
-    templates: PreparedStatement,
 }
 
 impl Directory {
     pub async fn prepare(session: Arc<Session>, config: &StoreConfig) -> Result<Self, StoreError> {
         let user = session
             .prepare(format!(
-                "SELECT email, phone, push_tokens, locale, time_zone FROM {} WHERE tenant = ? AND user_id = ?",
+                "SELECT user_id, email, phone, push_tokens, locale, time_zone FROM {} \
+                 WHERE tenant = ? AND user_id IN ?",
                 config.table("users")
             ))
             .await?;
         let preferences = session
             .prepare(format!(
-                "SELECT category, channels, opted_out, opted_out_channels, global_opt_out, \
-                 quiet_start_minute, quiet_end_minute FROM {} WHERE tenant = ? AND user_id = ?",
+                "SELECT user_id, category, channels, opted_out, opted_out_channels, \
+                 global_opt_out, quiet_start_minute, quiet_end_minute FROM {} \
+                 WHERE tenant = ? AND user_id IN ?",
                 config.table("preferences")
             ))
             .await?;
         let webhooks = session
             .prepare(format!(
-                "SELECT url, enabled FROM {} WHERE tenant = ? AND user_id = ?",
+                "SELECT user_id, url, enabled FROM {} WHERE tenant = ? AND user_id IN ?",
                 config.table("webhook_endpoints")
             ))
             .await?;
@@ -149,66 +165,30 @@ impl Directory {
                 config.table("templates")
             ))
             .await?;
-        Ok(Self {
-            session,
+        let statements = Arc::new(ProfileStatements {
+            session: session.clone(),
             user,
             preferences,
             webhooks,
+        });
+        let profiles = Batcher::spawn(MAX_PROFILES, move |keys| {
+            let statements = statements.clone();
+            async move { statements.load(keys).await }
+        });
+        Ok(Self {
+            session,
+            profiles,
             category,
             templates,
         })
     }
 
-    /// The recipient's profile, preferences and webhook endpoints (three reads, concurrently).
+    /// The recipient's profile, preferences and webhook endpoints; an unknown user has an
+    /// empty profile (`known: false`).
     pub async fn profile(&self, tenant: &str, user_id: &str) -> Result<Profile, StoreError> {
-        let key = (tenant, user_id);
-        let (user, preferences, webhooks) = try_join!(
-            self.session.execute_unpaged(&self.user, key),
-            self.session.execute_unpaged(&self.preferences, key),
-            self.session.execute_unpaged(&self.webhooks, key),
-        )?;
-        let mut profile = Profile::default();
-        if let Some((email, phone, tokens, locale, time_zone)) =
-            user.into_rows_result()?.maybe_first_row::<UserRow>()?
-        {
-            profile = Profile {
-                known: true,
-                email,
-                phone,
-                push_tokens: tokens.unwrap_or_default(),
-                locale,
-                time_zone,
-                ..Profile::default()
-            };
-        }
-        for row in preferences.into_rows_result()?.rows::<PreferenceRow>()? {
-            let (category, chosen, opted_out, opted_out_channels, global, quiet_start, quiet_end) =
-                row?;
-            profile.global_opt_out = global.unwrap_or(false);
-            profile.quiet_hours = quiet_start.zip(quiet_end);
-            let Some(category) = category else {
-                continue;
-            };
-            profile.preferences.insert(
-                category,
-                CategoryPreference {
-                    channels: chosen.map(|c| channels(Some(c))),
-                    opted_out: opted_out.unwrap_or(false),
-                    opted_out_channels: channels(opted_out_channels),
-                },
-            );
-        }
-        for row in webhooks
-            .into_rows_result()?
-            .rows::<(Option<String>, Option<bool>)>()?
-        {
-            if let (Some(url), enabled) = row?
-                && enabled.unwrap_or(true)
-            {
-                profile.webhooks.push(url);
-            }
-        }
-        Ok(profile)
+        self.profiles
+            .get((tenant.to_owned(), user_id.to_owned()))
+            .await
     }
 
     pub async fn category(
@@ -257,5 +237,84 @@ impl Directory {
             });
         }
         Ok(rows)
+    }
+}
+
+impl ProfileStatements {
+    /// The profiles of `keys`, in order: three reads per tenant, concurrently.
+    async fn load(&self, keys: Vec<(String, String)>) -> Result<Vec<Profile>, StoreError> {
+        let mut users_by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (tenant, user_id) in &keys {
+            let users = users_by_tenant.entry(tenant).or_default();
+            if !users.contains(&user_id.as_str()) {
+                users.push(user_id);
+            }
+        }
+        let mut profiles: HashMap<(String, String), Profile> = HashMap::new();
+        for (tenant, users) in users_by_tenant {
+            let key = (tenant, &users);
+            let (user_rows, preference_rows, webhook_rows) = try_join!(
+                self.session.execute_unpaged(&self.user, key),
+                self.session.execute_unpaged(&self.preferences, key),
+                self.session.execute_unpaged(&self.webhooks, key),
+            )?;
+            for row in user_rows.into_rows_result()?.rows::<UserRow>()? {
+                let (user_id, email, phone, tokens, locale, time_zone) = row?;
+                let profile = profiles.entry((tenant.to_owned(), user_id)).or_default();
+                profile.known = true;
+                profile.email = email;
+                profile.phone = phone;
+                profile.push_tokens = tokens.unwrap_or_default();
+                profile.locale = locale;
+                profile.time_zone = time_zone;
+            }
+            for row in preference_rows
+                .into_rows_result()?
+                .rows::<PreferenceRow>()?
+            {
+                let (
+                    user_id,
+                    category,
+                    chosen,
+                    opted_out,
+                    opted_out_channels,
+                    global,
+                    quiet_start,
+                    quiet_end,
+                ) = row?;
+                let profile = profiles.entry((tenant.to_owned(), user_id)).or_default();
+                profile.global_opt_out = global.unwrap_or(false);
+                profile.quiet_hours = quiet_start.zip(quiet_end);
+                let Some(category) = category else {
+                    continue;
+                };
+                profile.preferences.insert(
+                    category,
+                    CategoryPreference {
+                        channels: chosen.map(|c| channels(Some(c))),
+                        opted_out: opted_out.unwrap_or(false),
+                        opted_out_channels: channels(opted_out_channels),
+                    },
+                );
+            }
+            for row in webhook_rows
+                .into_rows_result()?
+                .rows::<(String, Option<String>, Option<bool>)>()?
+            {
+                if let (user_id, Some(url), enabled) = row?
+                    && enabled.unwrap_or(true)
+                {
+                    profiles
+                        .entry((tenant.to_owned(), user_id))
+                        .or_default()
+                        .webhooks
+                        .push(url);
+                }
+            }
+        }
+        Ok(keys
+            .into_iter()
+            .map(|key| profiles.get(&key).cloned().unwrap_or_default())
+            .collect())
     }
 }

@@ -1,6 +1,6 @@
 //! One error type for storage, which says whether waiting can help.
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot reach the database at {nodes}: {message}")]
     Unreachable { nodes: String, message: String },
