@@ -41,36 +41,44 @@ impl Stack {
     }
 }
 
-/// The local stack's Cassandra process, frozen with SIGSTOP until the guard is dropped: to the
-/// driver it looks like a database that stopped answering (requests time out).
+/// A local stack server frozen with SIGSTOP until the guard is dropped: to its clients it
+/// looks like a server that stopped answering (requests time out, connections stay open).
 #[derive(Debug)]
-pub struct FrozenDatabase {
+pub struct Frozen {
     pid: u32,
 }
 
 impl Stack {
     /// Freezes the Cassandra that `dev/stack up` started (its pid file names it).
-    pub fn freeze_database(&self) -> FrozenDatabase {
-        let cache = std::env::var("HERALD_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/herald")
-            });
-        let stack_dir = std::env::var("HERALD_STACK_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| cache.join("stack"));
-        let pid_file = stack_dir.join("run/cassandra.pid");
-        let pid: u32 = std::fs::read_to_string(&pid_file)
-            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
-            .trim()
-            .parse()
-            .unwrap();
-        signal(pid, "-STOP");
-        FrozenDatabase { pid }
+    pub fn freeze_database(&self) -> Frozen {
+        freeze("cassandra")
+    }
+
+    /// Freezes the Kafka broker that `dev/stack up` started.
+    pub fn freeze_broker(&self) -> Frozen {
+        freeze("kafka")
     }
 }
 
-impl Drop for FrozenDatabase {
+/// Freezes the stack server `name` (`cassandra`, `kafka`, `registry`) by its pid file.
+fn freeze(name: &str) -> Frozen {
+    let cache = std::env::var("HERALD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/herald"));
+    let stack_dir = std::env::var("HERALD_STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| cache.join("stack"));
+    let pid_file = stack_dir.join(format!("run/{name}.pid"));
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+        .trim()
+        .parse()
+        .unwrap();
+    signal(pid, "-STOP");
+    Frozen { pid }
+}
+
+impl Drop for Frozen {
     fn drop(&mut self) {
         signal(self.pid, "-CONT");
     }
