@@ -30,3 +30,22 @@ pub const SCHEDULER_SWEEP_ERRORS: &str = "herald_scheduler_sweep_errors_total";
 /// Every consumer: records not yet consumed per partition (last stable offset minus the
 /// consumer's position), by topic and partition; from librdkafka statistics.
 pub const CONSUMER_LAG: &str = "herald_consumer_lag_records";
+
+/// Delivery: provider calls, by provider and outcome class (`sent`, `transient`, `permanent`).
+pub const DELIVER_OUTCOMES: &str = "herald_deliver_outcomes_total";
+/// Delivery: seconds one provider call took, by provider.
+pub const DELIVER_PROVIDER_SECONDS: &str = "herald_deliver_provider_seconds";
+/// Delivery: provider calls in flight now.
+pub const DELIVER_IN_FLIGHT: &str = "herald_deliver_in_flight";
+/// Delivery: send-ledger claims that did not simply succeed, by result (`already_sent`: a
+/// redelivered dispatch was not sent again; `busy`: another worker held it; `taken_over`: a
+/// stale claim was replaced; `claim_lost`: the mark after a send found the claim taken over).
+pub const DELIVER_LEDGER_HITS: &str = "herald_deliver_ledger_hits_total";
+/// Delivery: dispatches moved to a retry tier, by tier.
+pub const DELIVER_RETRIES: &str = "herald_deliver_retries_total";
+/// Delivery: records dead-lettered, by error class.
+pub const DELIVER_DEAD_LETTERED: &str = "herald_deliver_dead_lettered_total";
+/// Delivery: batch transactions, by result (`committed`, `aborted`).
+pub const DELIVER_TRANSACTIONS: &str = "herald_deliver_transactions_total";
+/// Delivery: retry-tier partitions paused until their next record is due.
+pub const DELIVER_HELD_PARTITIONS: &str = "herald_deliver_held_partitions";

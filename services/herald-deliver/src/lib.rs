@@ -59,6 +59,7 @@ pub mod push;
 pub mod sms;
 pub mod template;
 pub mod webhook;
+pub mod worker;
 
 pub use build::{StoreHandle, build_provider};
 pub use classify::{classify_error, classify_status, parse_retry_after};

@@ -31,6 +31,8 @@ pub struct HeraldConfig {
     pub admin: AdminConfig,
     #[serde(default)]
     pub router: RouterConfig,
+    #[serde(default)]
+    pub deliver: DeliverConfig,
 }
 
 /// `herald router`.
@@ -129,15 +131,7 @@ impl RouterConfig {
     /// The Kafka transactional id of this instance, within consumer group `group` (the
     /// group id with the topic prefix applied).
     pub fn transactional_id(&self, group: &str) -> String {
-        let instance = self.instance_id.clone().unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME")
-                .ok()
-                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "local".into());
-            format!("{host}-{}", std::process::id())
-        });
+        let instance = self.instance_id.clone().unwrap_or_else(default_instance);
         format!("{group}-{instance}")
     }
 }
@@ -161,6 +155,129 @@ impl Default for RouterConfig {
             schedule_claim_lease: default_schedule_claim_lease(),
         }
     }
+}
+
+/// `herald deliver --channel <channel>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverConfig {
+    /// Consumer group base name; the worker's group is `<prefix><group_id>-<channel>`, one
+    /// group per channel so each channel is consumed (and scaled) on its own.
+    #[serde(default = "default_deliver_group")]
+    pub group_id: String,
+    /// This instance's stable name; the transactional id is `<group>-<instance_id>`.
+    /// Default: `<hostname>-<pid>`.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// The most provider calls in flight at once (one recipient's dispatches stay in order).
+    #[serde(default = "default_deliver_in_flight")]
+    pub max_in_flight: usize,
+    /// The most records in one batch (one Kafka transaction).
+    #[serde(default = "default_deliver_batch")]
+    pub max_batch: usize,
+    /// How long a batch collects records before it is sent and committed.
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: std::time::Duration,
+    /// Kafka transaction timeout; longer than the slowest batch of provider calls.
+    #[serde(
+        default = "default_deliver_transaction_timeout",
+        with = "humantime_serde"
+    )]
+    pub transaction_timeout: std::time::Duration,
+    /// The delay of each retry tier, one per tier (`notifications.retry.<channel>.<n>`): the
+    /// cap of the full-jitter backoff before attempt n + 1. At most 3 tiers.
+    #[serde(default = "default_retry_delays", deserialize_with = "durations")]
+    pub retry_delays: Vec<std::time::Duration>,
+    /// How long a send-ledger claim holds before another worker may take the dispatch over
+    /// (the claimant is presumed dead). Longer than the slowest provider call.
+    #[serde(default = "default_ledger_lease", with = "humantime_serde")]
+    pub ledger_lease: std::time::Duration,
+    /// Longest wait between retries while ScyllaDB, the registry or Kafka is unreachable.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: std::time::Duration,
+    /// How long a shutdown may take to finish the sends in flight and commit.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub shutdown_grace: std::time::Duration,
+    /// The provider adapters (`[deliver.providers.smtp]`, `[deliver.providers.webhook]`, ...);
+    /// a worker builds only the one its channel needs.
+    #[serde(default)]
+    pub providers: crate::providers::ProvidersConfig,
+}
+
+fn default_deliver_group() -> String {
+    "herald-deliver".into()
+}
+fn default_deliver_in_flight() -> usize {
+    64
+}
+fn default_deliver_batch() -> usize {
+    500
+}
+fn default_deliver_transaction_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+fn default_retry_delays() -> Vec<std::time::Duration> {
+    [10, 60, 600].map(std::time::Duration::from_secs).to_vec()
+}
+/// A list of human-readable durations (`["10s", "1m", "10m"]`).
+fn durations<'de, D>(deserializer: D) -> Result<Vec<std::time::Duration>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let list: Vec<humantime_serde::Serde<std::time::Duration>> =
+        Deserialize::deserialize(deserializer)?;
+    Ok(list
+        .into_iter()
+        .map(humantime_serde::Serde::into_inner)
+        .collect())
+}
+
+fn default_ledger_lease() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+impl DeliverConfig {
+    /// The consumer group of `channel`'s workers, before the topic prefix.
+    pub fn group(&self, channel: herald_contracts::Channel) -> String {
+        format!("{}-{channel}", self.group_id)
+    }
+
+    /// The Kafka transactional id of this instance within `group` (prefix applied).
+    pub fn transactional_id(&self, group: &str) -> String {
+        format!(
+            "{group}-{}",
+            self.instance_id.clone().unwrap_or_else(default_instance)
+        )
+    }
+}
+
+impl Default for DeliverConfig {
+    fn default() -> Self {
+        Self {
+            group_id: default_deliver_group(),
+            instance_id: None,
+            max_in_flight: default_deliver_in_flight(),
+            max_batch: default_deliver_batch(),
+            commit_interval: default_commit_interval(),
+            transaction_timeout: default_deliver_transaction_timeout(),
+            retry_delays: default_retry_delays(),
+            ledger_lease: default_ledger_lease(),
+            max_backoff: default_max_backoff(),
+            shutdown_grace: default_grace(),
+            providers: crate::providers::ProvidersConfig::default(),
+        }
+    }
+}
+
+/// `<hostname>-<pid>`: stable in a container, where the pid is 1.
+fn default_instance() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".into());
+    format!("{host}-{}", std::process::id())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -280,6 +397,24 @@ impl HeraldConfig {
                 "router.max_batch and router.max_in_flight must be at least 1".into(),
             ));
         }
+        let deliver = &self.deliver;
+        if deliver.max_batch == 0 || deliver.max_in_flight == 0 {
+            return Err(ConfigError::Invalid(
+                "deliver.max_batch and deliver.max_in_flight must be at least 1".into(),
+            ));
+        }
+        if deliver.retry_delays.len() > usize::from(herald_contracts::topics::RETRY_TIERS) {
+            return Err(ConfigError::Invalid(format!(
+                "deliver.retry_delays has {} delays; there are {} retry tiers",
+                deliver.retry_delays.len(),
+                herald_contracts::topics::RETRY_TIERS
+            )));
+        }
+        if deliver.transaction_timeout < std::time::Duration::from_secs(2) {
+            return Err(ConfigError::Invalid(
+                "deliver.transaction_timeout must be at least 2s".into(),
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).map_err(|e| {
             ConfigError::Invalid(format!(
                 "telemetry.log_level `{}` is not a filter: {e}",
@@ -356,6 +491,39 @@ mod tests {
         assert!(err.contains("registry.timeout"), "{err}");
         let err = load_in_jail("", &[("HERALD_ADMIN__LISTEN", "not-an-address")]).unwrap_err();
         assert!(err.contains("admin.listen"), "{err}");
+    }
+
+    #[test]
+    fn deliver_section_with_providers() {
+        let config = load_in_jail(
+            "[deliver]\nretry_delays = [\"1s\", \"2m\"]\nmax_in_flight = 8\n\
+             [deliver.providers.webhook]\nallow = [\"127.0.0.1/32\"]\n",
+            &[("HERALD_DELIVER__LEDGER_LEASE", "5s")],
+        )
+        .unwrap();
+        assert_eq!(
+            config.deliver.retry_delays,
+            [1, 120].map(std::time::Duration::from_secs)
+        );
+        assert_eq!(config.deliver.max_in_flight, 8);
+        assert_eq!(
+            config.deliver.ledger_lease,
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(config.deliver.providers.webhook.allow, ["127.0.0.1/32"]);
+        let defaults = load_in_jail("", &[]).unwrap().deliver;
+        assert_eq!(
+            defaults.retry_delays,
+            [10, 60, 600].map(std::time::Duration::from_secs)
+        );
+        let err = load_in_jail(
+            "[deliver]\nretry_delays = [\"1s\", \"2s\", \"3s\", \"4s\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.contains("deliver.retry_delays"), "{err}");
+        let err = load_in_jail("[deliver.providers.webhook]\nallw = []\n", &[]).unwrap_err();
+        assert!(err.contains("deliver.providers.webhook"), "{err}");
     }
 
     #[test]

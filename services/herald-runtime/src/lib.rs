@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod providers;
 pub use herald_contracts::metric_names;
 pub mod shutdown;
 pub mod telemetry;

@@ -8,9 +8,11 @@ pub mod dedupe;
 pub mod directory;
 pub mod error;
 pub mod migrate;
+pub mod push_tokens;
 pub mod rate_limit;
 pub mod schedule;
 pub mod seed;
+pub mod send_ledger;
 pub mod session;
 
 pub use config::StoreConfig;

@@ -93,6 +93,33 @@ pub fn produce_raw(
     producer.flush(TIMEOUT).unwrap();
 }
 
+/// Produces many records (key, value) to one topic with one producer, and waits for the
+/// broker to take them all.
+pub fn produce_raw_many(kafka: &KafkaConfig, topic: &str, records: &[(Vec<u8>, Vec<u8>)]) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kafka.producer_config().create().unwrap();
+    for (key, value) in records {
+        let mut record = BaseRecord::to(topic).key(key).payload(value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("producing to {topic}: {e}"),
+            }
+        }
+    }
+    producer.flush(TIMEOUT).unwrap();
+}
+
 /// Creates one topic (replication factor 1) for a test that needs no others.
 pub async fn create_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) {
     use rdkafka::admin::{NewTopic, TopicReplication};

@@ -37,6 +37,10 @@ pub(crate) enum Command {
     /// Run the router: requested events in, one dispatch per channel and statuses out,
     /// exactly once. Stops on SIGTERM after committing the open batch.
     Router,
+    /// Run one channel's delivery worker: dispatches in, provider calls (each at most once
+    /// per the send ledger), statuses, retry tiers and DLQ records out. Stops on SIGTERM after
+    /// finishing the sends in flight and committing.
+    Deliver(DeliverArgs),
     /// Measure a role's throughput and latency against a baseline in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -75,14 +79,22 @@ impl Command {
             Command::Tail(_) => "tail",
             Command::Seed(_) => "seed",
             Command::Router => "router",
+            Command::Deliver(_) => "deliver",
             Command::Bench(_) => "bench",
         }
     }
 
     /// Long-running roles log at the configured level; operator tools only warn.
     pub(crate) fn is_role(&self) -> bool {
-        matches!(self, Command::Router)
+        matches!(self, Command::Router | Command::Deliver(_))
     }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeliverArgs {
+    /// The channel this process delivers: email, sms, push, webhook or inapp.
+    #[arg(long)]
+    pub(crate) channel: herald_contracts::Channel,
 }
 
 #[derive(Debug, Subcommand)]

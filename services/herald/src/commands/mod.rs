@@ -27,5 +27,17 @@ pub(crate) async fn run(command: Command, config: HeraldConfig) -> anyhow::Resul
             herald_router::run(config, herald_runtime::shutdown::on_signal()).await?;
             Ok(crate::exit::SUCCESS)
         }
+        Command::Deliver(args) => {
+            let shutdown = herald_runtime::shutdown::on_signal();
+            match herald_deliver::worker::run(config, args.channel, shutdown).await {
+                Ok(()) => Ok(crate::exit::SUCCESS),
+                // A provider configuration mistake, named by its key.
+                Err(e @ herald_deliver::worker::WorkerError::Provider(_)) => {
+                    eprintln!("herald: {e}");
+                    Ok(crate::exit::config())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
     }
 }

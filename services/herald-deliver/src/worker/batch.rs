@@ -1,0 +1,480 @@
+//! The worker's loop: records are collected into a batch for up to `commit_interval`, delivered
+//! (recipients concurrently, one recipient in order), and the statuses, retry-tier and DLQ
+//! records they produce are committed with the batch's input offsets in one Kafka transaction.
+//! A transient fault aborts the transaction and rewinds the batch; the send ledger keeps the
+//! provider calls already made from being made again.
+//!
+//! Retry tiers: a tier record that is not yet due stops its partition: the partition is rewound
+//! to it and paused until it is due, so other partitions (and the main topics) keep flowing.
+//!
+//! Priority: while a batch holds priority-lane records, the bulk lane is paused for the next
+//! one, so a backlog on the priority lane drains first.
+
+use futures::StreamExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use herald_contracts::metric_names::{DELIVER_HELD_PARTITIONS, DELIVER_TRANSACTIONS};
+use herald_kafka::{HeraldContext, KafkaConfig};
+use herald_runtime::config::DeliverConfig;
+
+use super::deliver::{Deliverer, Input, OutRecord, Transient};
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+type Consumer_ = StreamConsumer<HeraldContext>;
+type Producer_ = FutureProducer<HeraldContext>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error("{0}")]
+    Transient(#[from] Transient),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// Which of the worker's topics a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Bulk,
+    Priority,
+    Tier,
+}
+
+/// The worker's topics and what each is.
+#[derive(Debug, Clone)]
+pub(crate) struct Topics(pub(crate) HashMap<String, Source>);
+
+impl Topics {
+    fn source(&self, topic: &str) -> Source {
+        self.0.get(topic).copied().unwrap_or(Source::Bulk)
+    }
+
+    fn bulk(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .filter(|(_, s)| **s == Source::Bulk)
+            .map(|(t, _)| t.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Transactional {
+    pub(crate) id: String,
+    pub(crate) timeout: Duration,
+}
+
+fn transactional_producer(
+    kafka: &KafkaConfig,
+    txn: &Transactional,
+) -> Result<Producer_, KafkaError> {
+    kafka
+        .producer_config()
+        .set("transactional.id", &txn.id)
+        .set(
+            "transaction.timeout.ms",
+            txn.timeout.as_millis().to_string(),
+        )
+        // Below the transaction timeout, as librdkafka requires.
+        .set(
+            "message.timeout.ms",
+            (txn.timeout.as_millis() / 2).to_string(),
+        )
+        .create_with_context(HeraldContext::default())
+}
+
+/// Runs a blocking transactional call off the async workers.
+async fn blocking<T: Send + 'static>(
+    producer: &Producer_,
+    call: impl FnOnce(&Producer_) -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, KafkaError> {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || call(&producer))
+        .await
+        // The blocking task only fails to join if the call panicked.
+        .map_err(|_| KafkaError::Canceled)?
+}
+
+async fn init_producer(kafka: &KafkaConfig, txn: &Transactional) -> Result<Producer_, KafkaError> {
+    let producer = transactional_producer(kafka, txn)?;
+    blocking(&producer, |p| p.init_transactions(CLIENT_TIMEOUT)).await?;
+    Ok(producer)
+}
+
+/// One batch: its records and, per partition, the first and last offsets it holds.
+#[derive(Debug, Default)]
+struct Batch {
+    inputs: Vec<Input>,
+    ranges: BTreeMap<(String, i32), (i64, i64)>,
+    priority: bool,
+}
+
+impl Batch {
+    fn push(&mut self, input: Input, source: Source) {
+        let range = self
+            .ranges
+            .entry((input.topic.clone(), input.partition))
+            .or_insert((input.offset, input.offset));
+        range.1 = input.offset;
+        self.priority |= source == Source::Priority;
+        self.inputs.push(input);
+    }
+
+    fn next_offsets(&self) -> Result<TopicPartitionList, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), (_, last)) in &self.ranges {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(last + 1))?;
+        }
+        Ok(tpl)
+    }
+}
+
+/// Retry-tier partitions paused until their next record is due.
+#[derive(Debug, Default)]
+struct Held(HashMap<(String, i32), (i64, tokio::time::Instant)>);
+
+impl Held {
+    fn holds(&self, topic: &str, partition: i32) -> bool {
+        self.0.contains_key(&(topic.to_owned(), partition))
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.0.values().map(|(_, due)| *due).min()
+    }
+
+    /// Rewinds the partition to the record at `offset` and pauses it until `due`.
+    fn hold(
+        &mut self,
+        consumer: &Consumer_,
+        input: &Input,
+        due: Instant,
+    ) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&input.topic, input.partition, Offset::Offset(input.offset))?;
+        consumer.seek_partitions(tpl.clone(), CLIENT_TIMEOUT)?;
+        consumer.pause(&tpl)?;
+        self.0
+            .insert((input.topic.clone(), input.partition), (input.offset, due));
+        metrics::gauge!(DELIVER_HELD_PARTITIONS).set(self.0.len() as f64);
+        Ok(())
+    }
+
+    /// Resumes the partitions that are due. A partition no longer assigned is forgotten.
+    fn release_due(&mut self, consumer: &Consumer_) {
+        let now = Instant::now();
+        let due: Vec<(String, i32)> = self
+            .0
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (topic, partition) in due {
+            self.0.remove(&(topic.clone(), partition));
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            if let Err(e) = consumer.resume(&tpl) {
+                tracing::debug!(topic, partition, error = %e, "resuming a held partition");
+            }
+        }
+        metrics::gauge!(DELIVER_HELD_PARTITIONS).set(self.0.len() as f64);
+    }
+}
+
+fn to_input(message: &rdkafka::message::BorrowedMessage<'_>) -> Input {
+    Input {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// What the loop works with.
+pub(crate) struct Worker<'a> {
+    pub(crate) kafka: &'a KafkaConfig,
+    pub(crate) config: &'a DeliverConfig,
+    pub(crate) transactional: Transactional,
+    pub(crate) deliverer: Arc<Deliverer>,
+    pub(crate) consumer: Consumer_,
+    pub(crate) topics: Topics,
+}
+
+impl Worker<'_> {
+    /// Runs until `shutdown`; the open batch is delivered and committed first.
+    pub(crate) async fn run(self, shutdown: CancellationToken) -> Result<(), LoopError> {
+        let mut producer = init_producer(self.kafka, &self.transactional).await?;
+        let mut backoff = MIN_BACKOFF;
+        let mut held = Held::default();
+        let mut bulk_paused = false;
+        tracing::info!(
+            transactional_id = self.transactional.id,
+            "delivery worker processing"
+        );
+        loop {
+            let Some(batch) = self.collect(&mut held, bulk_paused, &shutdown).await? else {
+                break;
+            };
+            // Keep the bulk lane paused while the priority lane yields records.
+            if batch.priority != bulk_paused {
+                bulk_paused = batch.priority;
+                self.pause_bulk(bulk_paused);
+            }
+            if batch.inputs.is_empty() {
+                continue;
+            }
+            match self.process(&producer, &batch).await {
+                Ok(()) => {
+                    metrics::counter!(DELIVER_TRANSACTIONS, "result" => "committed").increment(1);
+                    backoff = MIN_BACKOFF;
+                }
+                Err(error) => {
+                    metrics::counter!(DELIVER_TRANSACTIONS, "result" => "aborted").increment(1);
+                    producer = recover(self.kafka, &self.transactional, producer, &error).await?;
+                    tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "batch aborted; rewinding");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                    self.rewind_owned(&batch)?;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+        tracing::info!("delivery worker stopped fetching; leaving the group");
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    fn pause_bulk(&self, pause: bool) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for bulk in self.topics.bulk() {
+            for element in assignment.elements_for_topic(bulk) {
+                tpl.add_partition(bulk, element.partition());
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        let result = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, pause, "pausing or resuming the bulk lane");
+        }
+    }
+
+    /// Collects a batch: waits for a first record (or, with the bulk lane paused, at most one
+    /// commit interval), then takes more until the commit interval passes or the batch is
+    /// full. Tier records not yet due hold their partition. `None` on shutdown.
+    async fn collect(
+        &self,
+        held: &mut Held,
+        bulk_paused: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Batch>, LoopError> {
+        let mut batch = Batch::default();
+        let generation = self.consumer.context().revocations();
+        let mut deadline: Option<Instant> =
+            bulk_paused.then(|| Instant::now() + self.config.commit_interval);
+        loop {
+            if batch.inputs.len() >= self.config.max_batch {
+                break;
+            }
+            held.release_due(&self.consumer);
+            let wake = match (deadline, held.next_due()) {
+                (Some(d), Some(h)) => Some(d.min(h)),
+                (d, h) => d.or(h),
+            };
+            let message = tokio::select! {
+                () = shutdown.cancelled(), if batch.inputs.is_empty() => return Ok(None),
+                () = sleep_until(wake) => {
+                    if deadline.is_some_and(|d| d <= Instant::now()) {
+                        break;
+                    }
+                    continue;
+                }
+                message = self.consumer.recv() => message?,
+            };
+            let input = to_input(&message);
+            drop(message);
+            if held.holds(&input.topic, input.partition) {
+                // Fetched before the partition was paused.
+                continue;
+            }
+            let source = self.topics.source(&input.topic);
+            if source == Source::Tier
+                && let Some(due) = input.due_at()
+            {
+                let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+                if !wait.is_zero() {
+                    held.hold(&self.consumer, &input, Instant::now() + wait)?;
+                    continue;
+                }
+            }
+            batch.push(input, source);
+            deadline.get_or_insert_with(|| Instant::now() + self.config.commit_interval);
+        }
+        if self.consumer.context().revocations() != generation {
+            tracing::info!(
+                records = batch.inputs.len(),
+                "partitions revoked during collection; batch dropped"
+            );
+            self.rewind_owned(&batch)?;
+            return Ok(Some(Batch::default()));
+        }
+        Ok(Some(batch))
+    }
+
+    fn rewind_owned(&self, batch: &Batch) -> Result<(), KafkaError> {
+        let assignment = self.consumer.assignment()?;
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), (first, _)) in &batch.ranges {
+            if assignment.find_partition(topic, *partition).is_some() {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*first))?;
+            }
+        }
+        if tpl.count() > 0 {
+            self.consumer.seek_partitions(tpl, CLIENT_TIMEOUT)?;
+        }
+        Ok(())
+    }
+
+    /// Delivers every record of the batch and commits their output and offsets in one
+    /// transaction.
+    async fn process(&self, producer: &Producer_, batch: &Batch) -> Result<(), BatchError> {
+        // One recipient's (one key's) dispatches in order, recipients concurrently (guarantee
+        // 4), at most max_in_flight provider calls at once.
+        let mut by_key: Vec<Vec<usize>> = Vec::new();
+        let mut slots: HashMap<&[u8], usize> = HashMap::new();
+        for (i, input) in batch.inputs.iter().enumerate() {
+            match input.key.as_deref() {
+                Some(key) => {
+                    let slot = *slots.entry(key).or_insert_with(|| {
+                        by_key.push(Vec::new());
+                        by_key.len() - 1
+                    });
+                    by_key[slot].push(i);
+                }
+                None => by_key.push(vec![i]),
+            }
+        }
+        let inputs = &batch.inputs;
+        let deliverer = &self.deliverer;
+        let delivered: Vec<Result<Vec<OutRecord>, Transient>> = futures::stream::iter(by_key)
+            .map(|indices| async move {
+                let mut out = Vec::new();
+                for i in indices {
+                    out.extend(deliverer.deliver(&inputs[i]).await?);
+                }
+                Ok(out)
+            })
+            .buffer_unordered(self.config.max_in_flight)
+            .collect()
+            .await;
+        let mut outputs = Vec::new();
+        for recipient in delivered {
+            outputs.extend(recipient?);
+        }
+        blocking(producer, |p| p.begin_transaction()).await?;
+        let mut deliveries = Vec::with_capacity(outputs.len());
+        for record in &outputs {
+            let headers = record.headers.iter().fold(
+                OwnedHeaders::new_with_capacity(record.headers.len()),
+                |h, (k, v)| {
+                    h.insert(Header {
+                        key: k,
+                        value: Some(v),
+                    })
+                },
+            );
+            let mut future = FutureRecord::to(&record.topic)
+                .payload(&record.payload)
+                .headers(headers);
+            if let Some(key) = &record.key {
+                future = future.key(key);
+            }
+            deliveries.push(producer.send_result(future).map_err(|(e, _)| e)?);
+        }
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e.into()),
+                Err(_canceled) => return Err(KafkaError::Canceled.into()),
+            }
+        }
+        let offsets = batch.next_offsets()?;
+        let group = self.consumer.group_metadata().ok_or(KafkaError::Canceled)?;
+        blocking(producer, move |p| {
+            p.send_offsets_to_transaction(&offsets, &group, CLIENT_TIMEOUT)
+        })
+        .await?;
+        blocking(producer, |p| p.commit_transaction(CLIENT_TIMEOUT)).await?;
+        Ok(())
+    }
+}
+
+async fn sleep_until(wake: Option<Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Aborts the open transaction; a producer that cannot go on (fenced, fatal, or an ambiguous
+/// timeout) is replaced by a new one.
+async fn recover(
+    kafka: &KafkaConfig,
+    txn: &Transactional,
+    producer: Producer_,
+    error: &BatchError,
+) -> Result<Producer_, LoopError> {
+    let rebuild = match error {
+        BatchError::Kafka(KafkaError::Transaction(e)) => e.is_fatal() || !e.txn_requires_abort(),
+        BatchError::Kafka(e) => matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+        ),
+        BatchError::Transient(_) => false,
+    };
+    if !rebuild {
+        match blocking(&producer, |p| p.abort_transaction(CLIENT_TIMEOUT)).await {
+            Ok(()) => return Ok(producer),
+            // Nothing was begun (the fault came before the first send).
+            Err(KafkaError::Transaction(e)) if e.code() == RDKafkaErrorCode::State => {
+                return Ok(producer);
+            }
+            Err(e) => tracing::warn!(error = %e, "abort failed; rebuilding the producer"),
+        }
+    }
+    drop(producer);
+    Ok(init_producer(kafka, txn).await?)
+}

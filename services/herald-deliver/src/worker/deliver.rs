@@ -1,0 +1,480 @@
+//! Delivering one consumed record: decode → claim in the send ledger → call the provider →
+//! the records to produce (statuses, a retry-tier record, a DLQ record). Kafka transactions
+//! are the batch loop's business; this module only says what to write, or that a transient
+//! fault (database, registry) means the batch must be retried.
+
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_contracts::metric_names::{
+    DELIVER_DEAD_LETTERED, DELIVER_IN_FLIGHT, DELIVER_LEDGER_HITS, DELIVER_OUTCOMES,
+    DELIVER_PROVIDER_SECONDS, DELIVER_RETRIES,
+};
+use herald_contracts::{
+    Channel, Codec, CodecError, Decoded, Dispatch, Status, StatusEvent, TopicNames, headers,
+};
+use herald_store::StoreError;
+use herald_store::push_tokens::PushTokens;
+use herald_store::send_ledger::{Claim, Holder, SendLedger, SentRecord};
+
+use super::retry::{Next, next_step};
+use crate::{Outcome, Provider};
+
+/// The stage name on DLQ records this worker writes.
+const STAGE: &str = "deliver";
+/// Tries of the ledger mark after a send: a lost mark is the one duplicate window, so it is
+/// worth a few short retries before the batch is given up.
+const MARK_TRIES: u32 = 3;
+
+/// A consumed record.
+#[derive(Debug, Clone)]
+pub(crate) struct Input {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Option<Vec<u8>>,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Input {
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    fn header_number(&self, name: &str) -> Option<i64> {
+        std::str::from_utf8(self.header(name)?).ok()?.parse().ok()
+    }
+
+    /// The attempt this record is (1 for a dispatch straight from the router).
+    fn attempt(&self) -> i32 {
+        self.header_number(headers::ATTEMPT)
+            .and_then(|a| i32::try_from(a).ok())
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// When a retry-tier record is due, if it says.
+    pub(crate) fn due_at(&self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_millis(self.header_number(headers::DUE_AT)?)
+    }
+
+    /// The record's headers without the ones this worker sets anew.
+    fn carried_headers(&self) -> Vec<(String, Vec<u8>)> {
+        const REPLACED: [&str; 8] = [
+            headers::ATTEMPT,
+            headers::DUE_AT,
+            headers::ERROR_STAGE,
+            headers::ERROR_CLASS,
+            headers::ERROR_MESSAGE,
+            headers::ORIGINAL_TOPIC,
+            headers::ORIGINAL_PARTITION,
+            headers::ORIGINAL_OFFSET,
+        ];
+        self.headers
+            .iter()
+            .filter(|(k, _)| !REPLACED.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    fn trace_headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == headers::TRACEPARENT || k == headers::TRACESTATE)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A record to produce in the batch's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OutRecord {
+    pub(crate) topic: String,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A fault that waiting can cure: the batch is aborted and retried, nothing is dead-lettered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Transient {
+    #[error("database: {0}")]
+    Store(StoreError),
+    #[error("schema registry: {0}")]
+    Registry(CodecError),
+}
+
+/// Why a record goes to the DLQ.
+struct Poison {
+    class: &'static str,
+    message: String,
+}
+
+/// Everything one worker needs to deliver a record.
+#[derive(Debug)]
+pub(crate) struct Deliverer {
+    pub(crate) channel: Channel,
+    pub(crate) codec: Codec,
+    pub(crate) topics: TopicNames,
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) ledger: SendLedger,
+    pub(crate) push_tokens: PushTokens,
+    pub(crate) retry_delays: Vec<Duration>,
+    pub(crate) lease: Duration,
+}
+
+impl Deliverer {
+    /// The records that delivering `input` produces.
+    pub(crate) async fn deliver(&self, input: &Input) -> Result<Vec<OutRecord>, Transient> {
+        let dispatch = match self.decode(input).await? {
+            Ok(dispatch) => dispatch,
+            Err(poison) => {
+                metrics::counter!(DELIVER_DEAD_LETTERED, "class" => poison.class).increment(1);
+                return Ok(vec![self.dead_letter(input, &poison, input.attempt())]);
+            }
+        };
+        let attempt = input.attempt();
+        let holder = match self.claim(&dispatch, attempt).await? {
+            Ok(holder) => holder,
+            Err(sent) => {
+                tracing::info!(dispatch_id = %dispatch.dispatch_id, "already sent; status re-emitted");
+                let status = self.sent_status(
+                    &dispatch,
+                    Status::Sent,
+                    sent.provider.as_deref(),
+                    sent.provider_message_id.as_deref(),
+                    sent.attempt,
+                );
+                return Ok(vec![self.status_record(input, &status).await?]);
+            }
+        };
+        let report = self.call(&dispatch).await;
+        if !report.stale_addresses.is_empty()
+            && let Err(e) = self
+                .push_tokens
+                .remove(&dispatch.tenant, &dispatch.user_id, &report.stale_addresses)
+                .await
+        {
+            // The next send to a stale token fails permanently and reports it again.
+            tracing::warn!(dispatch_id = %dispatch.dispatch_id, error = %e, "stale push tokens not removed");
+        }
+        match report.outcome {
+            Outcome::Sent {
+                provider_message_id,
+                delivered,
+            } => {
+                self.mark_sent(&holder, &provider_message_id, attempt)
+                    .await?;
+                let name = Some(self.provider.name());
+                let id = Some(provider_message_id.as_str());
+                let mut out = vec![
+                    self.status_record(
+                        input,
+                        &self.sent_status(&dispatch, Status::Sent, name, id, attempt),
+                    )
+                    .await?,
+                ];
+                if delivered {
+                    let status = self.sent_status(&dispatch, Status::Delivered, name, id, attempt);
+                    out.push(self.status_record(input, &status).await?);
+                }
+                Ok(out)
+            }
+            Outcome::Transient {
+                reason,
+                retry_after,
+            } => {
+                self.release(&holder).await;
+                let mut out = vec![
+                    self.status_record(
+                        input,
+                        &self.failure_status(&dispatch, Status::Failed, &reason, attempt),
+                    )
+                    .await?,
+                ];
+                let next = next_step(
+                    &self.retry_delays,
+                    attempt,
+                    retry_after,
+                    Utc::now(),
+                    fastrand::f64(),
+                );
+                match next {
+                    Next::Tier { tier, attempt, due } => {
+                        metrics::counter!(DELIVER_RETRIES, "tier" => tier.to_string()).increment(1);
+                        out.push(self.retry_record(input, tier, attempt, due));
+                    }
+                    Next::Exhausted => {
+                        let poison = Poison {
+                            class: "retries_exhausted",
+                            message: reason,
+                        };
+                        out.extend(self.dead_end(input, &dispatch, poison, attempt).await?);
+                    }
+                }
+                Ok(out)
+            }
+            Outcome::Permanent { reason } => {
+                self.release(&holder).await;
+                let poison = Poison {
+                    class: "permanent",
+                    message: reason,
+                };
+                self.dead_end(input, &dispatch, poison, attempt).await
+            }
+        }
+    }
+
+    /// The dispatch in `input`, a reason to dead-letter it, or a transient registry fault.
+    async fn decode(&self, input: &Input) -> Result<Result<Dispatch, Poison>, Transient> {
+        let Some(payload) = input.payload.as_deref() else {
+            return Ok(Err(Poison {
+                class: "empty",
+                message: "the record has no value".into(),
+            }));
+        };
+        match self.codec.decode(payload).await {
+            Ok(Decoded::Dispatch(dispatch)) if dispatch.channel == self.channel => Ok(Ok(dispatch)),
+            Ok(Decoded::Dispatch(dispatch)) => Ok(Err(Poison {
+                class: "wrong_channel",
+                message: format!(
+                    "a {} dispatch on a {} topic",
+                    dispatch.channel, self.channel
+                ),
+            })),
+            Ok(other) => Ok(Err(Poison {
+                class: "incompatible_schema",
+                message: format!(
+                    "expected a dispatch, got {}",
+                    other.schema_name().unwrap_or("an unnamed schema")
+                ),
+            })),
+            Err(e) if e.is_transient() => Err(Transient::Registry(e)),
+            Err(e) => Ok(Err(Poison {
+                class: e.class(),
+                message: e.to_string(),
+            })),
+        }
+    }
+
+    /// A held claim, or what the ledger says was sent. A live claim of another worker is
+    /// waited out: it ends sent, released or stale within the lease.
+    async fn claim(
+        &self,
+        dispatch: &Dispatch,
+        attempt: i32,
+    ) -> Result<Result<Holder, SentRecord>, Transient> {
+        loop {
+            let claim = self
+                .ledger
+                .claim(&dispatch.dispatch_id, attempt, Utc::now(), self.lease)
+                .await
+                .map_err(Transient::Store)?;
+            match claim {
+                Claim::Held { holder, taken_over } => {
+                    if taken_over {
+                        metrics::counter!(DELIVER_LEDGER_HITS, "result" => "taken_over")
+                            .increment(1);
+                        tracing::warn!(dispatch_id = %dispatch.dispatch_id, "took over a stale send-ledger claim");
+                    }
+                    return Ok(Ok(holder));
+                }
+                Claim::AlreadySent(sent) => {
+                    metrics::counter!(DELIVER_LEDGER_HITS, "result" => "already_sent").increment(1);
+                    return Ok(Err(sent));
+                }
+                Claim::Busy { until } => {
+                    metrics::counter!(DELIVER_LEDGER_HITS, "result" => "busy").increment(1);
+                    let wait = (until - Utc::now())
+                        .to_std()
+                        .unwrap_or_default()
+                        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn call(&self, dispatch: &Dispatch) -> crate::SendReport {
+        let provider = self.provider.name();
+        metrics::gauge!(DELIVER_IN_FLIGHT).increment(1.0);
+        let started = Instant::now();
+        let report = self.provider.send(dispatch).await;
+        metrics::histogram!(DELIVER_PROVIDER_SECONDS, "provider" => provider)
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!(DELIVER_IN_FLIGHT).decrement(1.0);
+        metrics::counter!(DELIVER_OUTCOMES, "provider" => provider, "class" => report.outcome.class())
+            .increment(1);
+        report
+    }
+
+    async fn mark_sent(
+        &self,
+        holder: &Holder,
+        provider_message_id: &str,
+        attempt: i32,
+    ) -> Result<(), Transient> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self
+                .ledger
+                .mark_sent(
+                    holder,
+                    self.provider.name(),
+                    provider_message_id,
+                    attempt,
+                    Utc::now(),
+                )
+                .await
+            {
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    // Our claim outlived its lease and another worker took the dispatch over:
+                    // it may send it again. Nothing to undo here; the metric shows it.
+                    metrics::counter!(DELIVER_LEDGER_HITS, "result" => "claim_lost").increment(1);
+                    tracing::warn!(dispatch_id = %holder.dispatch_id, "send-ledger claim lost before the mark");
+                    return Ok(());
+                }
+                Err(e) if tries < MARK_TRIES => {
+                    tracing::warn!(dispatch_id = %holder.dispatch_id, error = %e, "send-ledger mark failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+                Err(e) => return Err(Transient::Store(e)),
+            }
+        }
+    }
+
+    /// Gives the claim back after a call that did not send. A failed release only delays the
+    /// next attempt until the claim's lease ends.
+    async fn release(&self, holder: &Holder) {
+        if let Err(e) = self.ledger.release(holder).await {
+            tracing::warn!(dispatch_id = %holder.dispatch_id, error = %e, "send-ledger release failed");
+        }
+    }
+
+    /// `dead_lettered` status and the DLQ record.
+    async fn dead_end(
+        &self,
+        input: &Input,
+        dispatch: &Dispatch,
+        poison: Poison,
+        attempt: i32,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        metrics::counter!(DELIVER_DEAD_LETTERED, "class" => poison.class).increment(1);
+        let status = self.failure_status(dispatch, Status::DeadLettered, &poison.message, attempt);
+        Ok(vec![
+            self.status_record(input, &status).await?,
+            self.dead_letter(input, &poison, attempt),
+        ])
+    }
+
+    fn sent_status(
+        &self,
+        dispatch: &Dispatch,
+        status: Status,
+        provider: Option<&str>,
+        provider_message_id: Option<&str>,
+        attempt: i32,
+    ) -> StatusEvent {
+        let mut event = self.status_event(dispatch, status, attempt);
+        event.provider = provider.map(str::to_owned);
+        event.provider_message_id = provider_message_id.map(str::to_owned);
+        event
+    }
+
+    fn failure_status(
+        &self,
+        dispatch: &Dispatch,
+        status: Status,
+        reason: &str,
+        attempt: i32,
+    ) -> StatusEvent {
+        let mut event = self.status_event(dispatch, status, attempt);
+        event.provider = Some(self.provider.name().to_owned());
+        event.reason = Some(reason.to_owned());
+        event
+    }
+
+    fn status_event(&self, dispatch: &Dispatch, status: Status, attempt: i32) -> StatusEvent {
+        StatusEvent {
+            event_id: dispatch.event_id.clone(),
+            dispatch_id: Some(dispatch.dispatch_id.clone()),
+            tenant: dispatch.tenant.clone(),
+            user_id: dispatch.user_id.clone(),
+            channel: Some(dispatch.channel),
+            status,
+            reason: None,
+            provider: None,
+            provider_message_id: None,
+            attempt,
+            at: herald_contracts::time::now_millis(),
+            scheduled_for: None,
+        }
+    }
+
+    async fn status_record(
+        &self,
+        input: &Input,
+        event: &StatusEvent,
+    ) -> Result<OutRecord, Transient> {
+        let payload = self
+            .codec
+            .encode_status(event)
+            .await
+            .map_err(Transient::Registry)?;
+        Ok(OutRecord {
+            topic: self.topics.status(),
+            key: Some(event.key().into_bytes()),
+            payload,
+            headers: input.trace_headers(),
+        })
+    }
+
+    /// The record unchanged, to retry tier `tier` as attempt `attempt`, due at `due`.
+    fn retry_record(&self, input: &Input, tier: u8, attempt: i32, due: DateTime<Utc>) -> OutRecord {
+        let mut record_headers = input.carried_headers();
+        record_headers.push((
+            headers::ATTEMPT.to_owned(),
+            attempt.to_string().into_bytes(),
+        ));
+        record_headers.push((
+            headers::DUE_AT.to_owned(),
+            due.timestamp_millis().to_string().into_bytes(),
+        ));
+        OutRecord {
+            topic: self.topics.retry(self.channel, tier),
+            key: input.key.clone(),
+            payload: input.payload.clone().unwrap_or_default(),
+            headers: record_headers,
+        }
+    }
+
+    /// The original record, unchanged, with error headers added (guarantee 5).
+    fn dead_letter(&self, input: &Input, poison: &Poison, attempt: i32) -> OutRecord {
+        let mut record_headers = input.carried_headers();
+        for (name, value) in [
+            (headers::ERROR_STAGE, STAGE.to_owned()),
+            (headers::ERROR_CLASS, poison.class.to_owned()),
+            (headers::ERROR_MESSAGE, poison.message.clone()),
+            (headers::ORIGINAL_TOPIC, input.topic.clone()),
+            (headers::ORIGINAL_PARTITION, input.partition.to_string()),
+            (headers::ORIGINAL_OFFSET, input.offset.to_string()),
+            (headers::ATTEMPT, attempt.to_string()),
+        ] {
+            record_headers.push((name.to_owned(), value.into_bytes()));
+        }
+        OutRecord {
+            topic: self.topics.dlq(),
+            key: input.key.clone(),
+            payload: input.payload.clone().unwrap_or_default(),
+            headers: record_headers,
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! `herald deliver --channel <channel>`: consumes the channel's dispatch topics (bulk lane,
+//! priority lane) and its retry tiers, read_committed; hands each dispatch to the channel's
+//! provider once (the send ledger); reports `sent` / `delivered` / `failed` /
+//! `dead_lettered` statuses; moves transient failures through the retry tiers and dead-letters
+//! what cannot be delivered. See [`batch`] for the loop and [`deliver`] for one record.
+
+mod batch;
+mod deliver;
+mod retry;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+use herald_contracts::topics::RETRY_TIERS;
+use herald_contracts::{Channel, Codec, Lane};
+use herald_kafka::HeraldContext;
+use herald_runtime::HeraldConfig;
+use herald_runtime::admin::{self, Readiness};
+use herald_store::push_tokens::PushTokens;
+use herald_store::send_ledger::SendLedger;
+
+use crate::{BuildError, StoreHandle, build_provider};
+use batch::{Source, Topics, Transactional, Worker};
+
+pub use batch::LoopError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("database: {0}")]
+    Store(#[from] herald_store::StoreError),
+    #[error("codec: {0}")]
+    Codec(#[from] herald_contracts::CodecError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("deliver.providers: {0}")]
+    Provider(#[from] BuildError),
+    #[error("processing: {0}")]
+    Loop(#[from] LoopError),
+    #[error("admin server on {addr}: {source}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Metrics(String),
+    #[error("shutdown took longer than deliver.shutdown_grace ({0:?})")]
+    GraceExceeded(std::time::Duration),
+}
+
+/// Runs `channel`'s delivery worker until `shutdown` is cancelled, then finishes the open batch
+/// (the sends in flight), commits it and leaves the group within `deliver.shutdown_grace`.
+pub async fn run(
+    config: HeraldConfig,
+    channel: Channel,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let metrics = admin::metrics_handle("deliver").map_err(WorkerError::Metrics)?;
+    let readiness = Readiness::default();
+    let listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .map_err(|source| WorkerError::Admin {
+            addr: config.admin.listen,
+            source,
+        })?;
+    let admin_addr = listener.local_addr().map_err(|source| WorkerError::Admin {
+        addr: config.admin.listen,
+        source,
+    })?;
+    tracing::info!(%admin_addr, %channel, "admin server listening");
+    let admin_task = tokio::spawn(admin::serve(
+        listener,
+        readiness.clone(),
+        metrics,
+        shutdown.clone(),
+    ));
+
+    let deliver = &config.deliver;
+    let topic_names = config.kafka.topics();
+    let group = config.kafka.group(&deliver.group(channel));
+    let transactional_id = deliver.transactional_id(&group);
+    let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
+    let provider = build_provider(
+        channel,
+        &deliver.providers,
+        Some(StoreHandle {
+            session: &session,
+            config: &config.store,
+        }),
+    )
+    .await?;
+    let deliverer = Arc::new(deliver::Deliverer {
+        channel,
+        codec: Codec::new(&config.registry, topic_names.clone())?,
+        topics: topic_names.clone(),
+        provider,
+        ledger: SendLedger::prepare(session.clone(), &config.store, transactional_id.clone())
+            .await?,
+        push_tokens: PushTokens::prepare(session, &config.store).await?,
+        retry_delays: deliver.retry_delays.clone(),
+        lease: deliver.ledger_lease,
+    });
+
+    let mut topics = HashMap::from([
+        (topic_names.dispatch(channel, Lane::Bulk), Source::Bulk),
+        (
+            topic_names.dispatch(channel, Lane::Priority),
+            Source::Priority,
+        ),
+    ]);
+    // Tiers beyond the configured delays are never written, but are read in case an earlier
+    // configuration wrote them.
+    for tier in 1..=RETRY_TIERS {
+        topics.insert(topic_names.retry(channel, tier), Source::Tier);
+    }
+    let mut consumer_config = config.kafka.consumer_config(&group);
+    if deliver.instance_id.is_some() {
+        // Static membership: a restarted instance takes its partitions back at once.
+        consumer_config.set("group.instance.id", &transactional_id);
+    }
+    let consumer: StreamConsumer<HeraldContext> =
+        consumer_config.create_with_context(HeraldContext::default())?;
+    let names: Vec<&str> = topics.keys().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    readiness.set(true);
+
+    let worker = Worker {
+        kafka: &config.kafka,
+        config: deliver,
+        transactional: Transactional {
+            id: transactional_id,
+            timeout: deliver.transaction_timeout,
+        },
+        deliverer,
+        consumer,
+        topics: Topics(topics),
+    };
+    let grace = deliver.shutdown_grace;
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        result = worker.run(shutdown.clone()) => result.map_err(WorkerError::from),
+        () = deadline => Err(WorkerError::GraceExceeded(grace)),
+    };
+    readiness.set(false);
+    shutdown.cancel();
+    if let Ok(Err(e)) = admin_task.await {
+        tracing::warn!(error = %e, "admin server stopped with an error");
+    }
+    result
+}

@@ -1,0 +1,299 @@
+//! Provider configuration: one struct per adapter, every field documented, unknown keys
+//! refused, durations human-readable (`10s`, `50m`), credentials in [`Secret`]. Base URLs are
+//! configurable so that tests point the adapters at local stand-ins.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use herald_contracts::secret::Secret;
+
+/// Every provider a delivery worker may use. A worker builds only the one its channel needs
+/// (see `herald_deliver::build_provider`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// Email over SMTP. Set this or `sendgrid`, not both.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+    /// Email over an HTTP API in the SendGrid v3 `mail/send` shape.
+    #[serde(default)]
+    pub sendgrid: Option<SendGridConfig>,
+    /// SMS over the Twilio Messages API.
+    #[serde(default)]
+    pub twilio: Option<TwilioConfig>,
+    /// Push to Android and web tokens (FCM HTTP v1).
+    #[serde(default)]
+    pub fcm: Option<FcmConfig>,
+    /// Push to Apple device tokens (APNs, HTTP/2).
+    #[serde(default)]
+    pub apns: Option<ApnsConfig>,
+    /// Signed webhook deliveries.
+    #[serde(default)]
+    pub webhook: WebhookConfig,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which is required (default port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte, "SMTPS" (default port 465).
+    Tls,
+    /// No encryption at all (default port 25): only for a relay on the same host, or tests.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The relay's host name (also the name its TLS certificate must carry).
+    pub host: String,
+    /// The relay's port; default 587, 465 or 25 according to `security`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// AUTH user; none: no authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A PEM file of extra root certificates to trust (a relay with a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The sender mailbox, e.g. `Acme <no-reply@acme.example>`.
+    pub from: String,
+    /// Optional Reply-To mailbox.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// The right-hand side of Message-IDs (`<dispatch-id@domain>`); default: the domain of
+    /// `from`.
+    #[serde(default)]
+    pub message_id_domain: Option<String>,
+    /// The List-Unsubscribe header value, with `{tenant}`, `{user_id}`, `{category}`,
+    /// `{event_id}` and `{dispatch_id}` replaced (percent-encoded), e.g.
+    /// `<https://acme.example/unsubscribe?u={user_id}&c={category}>`. None: no header.
+    #[serde(default)]
+    pub list_unsubscribe: Option<String>,
+    /// Also send `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058); the
+    /// List-Unsubscribe URL must then accept a POST.
+    #[serde(default)]
+    pub list_unsubscribe_post: bool,
+    /// How long one SMTP command may take.
+    #[serde(default = "default_smtp_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Connections kept open to the relay.
+    #[serde(default = "default_smtp_pool")]
+    pub pool_max_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendGridConfig {
+    /// API base URL.
+    #[serde(default = "default_sendgrid_url")]
+    pub base_url: String,
+    /// API key, sent as a Bearer token.
+    pub api_key: Secret,
+    /// Sender address (must be a verified sender).
+    pub from: String,
+    /// Sender display name.
+    #[serde(default)]
+    pub from_name: Option<String>,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// List-Unsubscribe header template, as for SMTP.
+    #[serde(default)]
+    pub list_unsubscribe: Option<String>,
+    /// Also send `List-Unsubscribe-Post: List-Unsubscribe=One-Click`.
+    #[serde(default)]
+    pub list_unsubscribe_post: bool,
+    /// The request header that carries the dispatch id as idempotency key (the dispatch id
+    /// also travels as `custom_args.dispatch_id`).
+    #[serde(default = "default_idempotency_header")]
+    pub idempotency_header: String,
+    /// Whole-request timeout.
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioConfig {
+    /// API base URL.
+    #[serde(default = "default_twilio_url")]
+    pub base_url: String,
+    /// Account SID (`AC...`), the basic-auth user and part of the path.
+    pub account_sid: String,
+    /// Auth token, the basic-auth password.
+    pub auth_token: Secret,
+    /// Sender number (E.164). Set this or `messaging_service_sid`.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Messaging service (`MG...`) that picks the sender.
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+    /// Where Twilio posts delivery updates, with the same placeholders as List-Unsubscribe
+    /// (e.g. `https://herald.example/callbacks/twilio?dispatch={dispatch_id}`). None: no
+    /// callback.
+    #[serde(default)]
+    pub status_callback: Option<String>,
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcmConfig {
+    /// FCM API base URL (`{base_url}/v1/projects/{project_id}/messages:send`).
+    #[serde(default = "default_fcm_url")]
+    pub base_url: String,
+    /// The Google service-account JSON key file (needs `client_email`, `private_key`,
+    /// `token_uri`, `project_id`; `private_key_id` is sent as the JWT `kid` when present).
+    pub service_account_file: PathBuf,
+    /// Send to this project instead of the key's `project_id`.
+    #[serde(default)]
+    pub project_id: Option<String>,
+    /// An access token is renewed this long before it expires.
+    #[serde(default = "default_refresh_margin", with = "humantime_serde")]
+    pub refresh_margin: Duration,
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsConfig {
+    /// APNs base URL: `https://api.push.apple.com`, or `https://api.sandbox.push.apple.com`
+    /// for development builds. An `http://` URL (tests) speaks HTTP/2 with prior knowledge.
+    #[serde(default = "default_apns_url")]
+    pub base_url: String,
+    /// The Apple developer team id (the token's `iss`).
+    pub team_id: String,
+    /// The id of the signing key (the token's `kid`).
+    pub key_id: String,
+    /// The `.p8` signing key (PKCS#8 PEM, P-256).
+    pub key_file: PathBuf,
+    /// The app's bundle id (`apns-topic`).
+    pub topic: String,
+    /// `apns-push-type`.
+    #[serde(default = "default_push_type")]
+    pub push_type: String,
+    /// How long one provider token is reused; Apple accepts a token for an hour and refuses
+    /// renewals more often than every 20 minutes.
+    #[serde(default = "default_token_lifetime", with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The signing secret (`whsec_<base64>`) for a URL that has no row in
+    /// `webhook_endpoints` (a direct URL in the request). None: such URLs are refused.
+    #[serde(default)]
+    pub default_secret: Option<Secret>,
+    /// Targets exempt from the private-network guard: host names (`hooks.internal`,
+    /// `*.internal`), addresses or CIDR blocks (`10.1.0.0/16`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Whole-request timeout.
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            default_secret: None,
+            allow: Vec::new(),
+            timeout: default_http_timeout(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+fn default_smtp_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_smtp_pool() -> u32 {
+    10
+}
+fn default_http_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_sendgrid_url() -> String {
+    "https://api.sendgrid.com".into()
+}
+fn default_idempotency_header() -> String {
+    "Idempotency-Key".into()
+}
+fn default_twilio_url() -> String {
+    "https://api.twilio.com".into()
+}
+fn default_fcm_url() -> String {
+    "https://fcm.googleapis.com".into()
+}
+fn default_refresh_margin() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_apns_url() -> String {
+    "https://api.push.apple.com".into()
+}
+fn default_push_type() -> String {
+    "alert".into()
+}
+fn default_token_lifetime() -> Duration {
+    Duration::from_secs(50 * 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_toml_with_defaults_and_refuses_unknown_keys() {
+        let config: ProvidersConfig = toml_from(
+            r#"
+            [twilio]
+            account_sid = "AC1"
+            auth_token = "t"
+            from = "+15550001111"
+            timeout = "2s"
+
+            [webhook]
+            allow = ["10.1.0.0/16"]
+            "#,
+        )
+        .unwrap();
+        let twilio = config.twilio.unwrap();
+        assert_eq!(twilio.base_url, "https://api.twilio.com");
+        assert_eq!(twilio.timeout, Duration::from_secs(2));
+        assert_eq!(format!("{:?}", twilio.auth_token), "Secret(***)");
+        assert_eq!(config.webhook.allow, vec!["10.1.0.0/16"]);
+        let err = toml_from("[twilio]\naccount_sid = \"AC1\"\nauth_token = \"t\"\nfrm = \"x\"")
+            .unwrap_err();
+        assert!(err.contains("frm"), "{err}");
+    }
+
+    fn toml_from(text: &str) -> Result<ProvidersConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
