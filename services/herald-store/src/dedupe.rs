@@ -20,8 +20,12 @@ use crate::{StoreConfig, StoreError};
 
 /// Checks answered by one load: bounds the `IN` list and the insert batch.
 const MAX_CHECKS: usize = 64;
-/// Rows per unlogged insert batch: small enough to stay under Cassandra's batch-size warning.
-const INSERTS_PER_BATCH: usize = 32;
+/// Rows per unlogged insert batch: one row per partition, and Cassandra warns about unlogged
+/// batches over more than 10 partitions.
+const INSERTS_PER_BATCH: usize = 10;
+/// Groups checked at once, each for its own share of event ids: one id is never in two
+/// concurrent groups, so two records carrying it cannot both be taken for the first.
+const CONCURRENT_LOADS: usize = 4;
 
 /// What the ledger says about an event id seen in a given record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +71,7 @@ impl DedupeLedger {
             select,
             insert,
         });
-        let checks = Batcher::spawn(MAX_CHECKS, move |checks| {
+        let checks = Batcher::spawn(MAX_CHECKS, CONCURRENT_LOADS, move |checks| {
             let statements = statements.clone();
             async move { statements.check_all(checks).await }
         });

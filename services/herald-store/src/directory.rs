@@ -118,6 +118,8 @@ pub struct Directory {
 
 /// Profiles loaded by one group of reads (one `IN` read per table and tenant).
 const MAX_PROFILES: usize = 64;
+/// Groups of profile reads in flight at once.
+const CONCURRENT_PROFILE_LOADS: usize = 4;
 
 /// The three per-user reads, each for many users at once.
 #[derive(Debug)]
@@ -171,7 +173,7 @@ impl Directory {
             preferences,
             webhooks,
         });
-        let profiles = Batcher::spawn(MAX_PROFILES, move |keys| {
+        let profiles = Batcher::spawn(MAX_PROFILES, CONCURRENT_PROFILE_LOADS, move |keys| {
             let statements = statements.clone();
             async move { statements.load(keys).await }
         });
