@@ -40,6 +40,10 @@ pub fn optional_string(s: Option<&str>) -> Value {
     optional(s.map(string))
 }
 
+pub fn optional_bytes(bytes: Option<&[u8]>) -> Value {
+    optional(bytes.map(|b| Value::Bytes(b.to_vec())))
+}
+
 pub fn timestamp(at: DateTime<Utc>) -> Value {
     Value::TimestampMillis(to_millis(at))
 }
@@ -125,6 +129,14 @@ impl Fields {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(_) => Err(field_error(&self.path(name), "a string")),
+        }
+    }
+
+    pub fn optional_bytes(&mut self, name: &str) -> Result<Option<Vec<u8>>, FieldError> {
+        match self.take_optional(name) {
+            None => Ok(None),
+            Some(Value::Bytes(b)) => Ok(Some(b)),
+            Some(_) => Err(field_error(&self.path(name), "bytes")),
         }
     }
 

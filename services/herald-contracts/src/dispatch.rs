@@ -27,6 +27,10 @@ pub struct Dispatch {
     pub deadline: Option<DateTime<Utc>>,
     #[serde(default)]
     pub fallback: Vec<Channel>,
+    /// The requested event (Confluent-framed) for the first fallback channel; see the schema.
+    /// Hex in JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_bytes")]
+    pub fallback_request: Option<Vec<u8>>,
     pub created_at: DateTime<Utc>,
     pub routed_at: DateTime<Utc>,
 }
@@ -68,6 +72,38 @@ impl SmsEncoding {
         [SmsEncoding::Gsm7, SmsEncoding::Ucs2]
             .into_iter()
             .find(|e| e.symbol() == symbol)
+    }
+}
+
+/// Optional bytes as a hex string in JSON.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(
+        bytes: &Option<Vec<u8>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => serializer.serialize_str(&crate::codec::hex(b)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(deserializer)? else {
+            return Ok(None);
+        };
+        if text.len() % 2 != 0 || !text.is_ascii() {
+            return Err(D::Error::custom("expected an even number of hex digits"));
+        }
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map(Some)
+            .map_err(D::Error::custom)
     }
 }
 
@@ -116,6 +152,10 @@ impl Dispatch {
                 "fallback",
                 Value::Array(self.fallback.iter().map(|c| channel_to_avro(*c)).collect()),
             ),
+            (
+                "fallback_request",
+                avro::optional_bytes(self.fallback_request.as_deref()),
+            ),
             ("created_at", avro::timestamp(self.created_at)),
             ("routed_at", avro::timestamp(self.routed_at)),
         ])
@@ -147,6 +187,7 @@ impl Dispatch {
             attempt: f.int("attempt")?,
             deadline: f.optional_timestamp("deadline")?,
             fallback: f.array("fallback", avro::symbol_item(Channel::from_symbol))?,
+            fallback_request: f.optional_bytes("fallback_request")?,
             created_at: f.timestamp("created_at")?,
             routed_at: f.timestamp("routed_at")?,
         })
@@ -183,9 +224,19 @@ pub(crate) mod tests {
             attempt: 0,
             deadline: None,
             fallback: vec![Channel::Email],
+            fallback_request: Some(vec![0, 0, 0, 0, 1, 2]),
             created_at: now_millis(),
             routed_at: now_millis(),
         }
+    }
+
+    #[test]
+    fn fallback_request_is_hex_in_json() {
+        let dispatch = sample();
+        let json = serde_json::to_value(&dispatch).unwrap();
+        assert_eq!(json["fallback_request"], "000000000102");
+        let back: Dispatch = serde_json::from_value(json).unwrap();
+        assert_eq!(back, dispatch);
     }
 
     #[test]

@@ -13,6 +13,11 @@ pub const REPLAY: &str = "herald-replay";
 /// evaluates policy at this instant instead of the event's creation time.
 pub const SCHEDULED_FOR: &str = "herald-scheduled-for";
 
+/// On a fallback request a delivery worker publishes after a dead-lettered dispatch: the
+/// fallback channels left after this one, comma-separated (possibly empty). The router uses it
+/// instead of the category's fallback chain, so a chain is walked once.
+pub const FALLBACK_CHAIN: &str = "herald-fallback-chain";
+
 /// Delivery attempt count, on dispatches travelling through retry tiers and on DLQ records.
 pub const ATTEMPT: &str = "herald-attempt";
 /// When a retried dispatch is due (epoch milliseconds).

@@ -305,6 +305,14 @@ impl Router {
                 fallback,
             } => (targets, skipped, fallback),
         };
+        // A fallback request walks the rest of its chain, not the category's from the start.
+        let fallback = match input.header(headers::FALLBACK_CHAIN) {
+            Some(chain) => String::from_utf8_lossy(chain)
+                .split(',')
+                .filter_map(|c| c.trim().parse().ok())
+                .collect(),
+            None => fallback,
+        };
         if request.priority != herald_contracts::Priority::Critical
             && let Some(until) = quiet_hours_end(&profile, policy_time)
         {
@@ -330,6 +338,15 @@ impl Router {
         };
 
         stages.lap("render");
+        let fallback_request = match fallback.first() {
+            Some(next) => Some(
+                self.codec
+                    .encode_request(&fallback_request(&request, *next))
+                    .await
+                    .map_err(Transient::Registry)?,
+            ),
+            None => None,
+        };
         let mut out = Vec::with_capacity(targets.len() * 2 + skipped.len());
         let routed_at = herald_contracts::time::now_millis();
         for (target, (content, template)) in targets.iter().zip(rendered) {
@@ -348,6 +365,7 @@ impl Router {
                 attempt: 0,
                 deadline: request.expires_at,
                 fallback: fallback.clone(),
+                fallback_request: fallback_request.clone(),
                 created_at: request.created_at(),
                 routed_at,
             };
@@ -699,6 +717,20 @@ where
     let value = load().await.map_err(Transient::Store)?;
     lock(cache).insert(key, value.clone());
     Ok(value)
+}
+
+/// The request that routes `request` to its fallback channel `next`: the same notification
+/// under a derived event id (deduplicated like any other), for that channel only.
+fn fallback_request(
+    request: &NotificationRequest,
+    next: herald_contracts::Channel,
+) -> NotificationRequest {
+    NotificationRequest {
+        event_id: format!("{}~fallback~{next}", request.event_id),
+        channels: Some(vec![next]),
+        send_at: None,
+        ..request.clone()
+    }
 }
 
 /// If the recipient's quiet hours hold at `at`, when they end. Quiet hours are kept in the

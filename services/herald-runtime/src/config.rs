@@ -100,7 +100,9 @@ fn default_max_batch() -> usize {
     1000
 }
 fn default_max_in_flight() -> usize {
-    64
+    // As many as a batch holds: lookups of concurrent recipients are answered together, so
+    // more in flight means fewer, larger database requests.
+    1000
 }
 fn default_cache_capacity() -> usize {
     100_000

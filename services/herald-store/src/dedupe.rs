@@ -126,13 +126,26 @@ impl Statements {
                 }
             });
         }
-        for chunk in inserts.chunks(INSERTS_PER_BATCH) {
-            let mut batch = Batch::new(BatchType::Unlogged);
-            for _ in chunk {
-                batch.append_statement(self.insert.clone());
-            }
-            self.session.batch(&batch, chunk).await?;
+        let mut batch = Batch::new(BatchType::Unlogged);
+        for _ in 0..INSERTS_PER_BATCH {
+            batch.append_statement(self.insert.clone());
         }
+        let writes = inserts.chunks(INSERTS_PER_BATCH).map(|chunk| {
+            let session = &self.session;
+            let batch = &batch;
+            async move {
+                if chunk.len() == INSERTS_PER_BATCH {
+                    session.batch(batch, chunk).await
+                } else {
+                    let mut short = Batch::new(BatchType::Unlogged);
+                    for _ in chunk {
+                        short.append_statement(self.insert.clone());
+                    }
+                    session.batch(&short, chunk).await
+                }
+            }
+        });
+        futures::future::try_join_all(writes).await?;
         Ok(seen)
     }
 }

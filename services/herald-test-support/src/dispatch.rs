@@ -36,6 +36,7 @@ pub fn sample_dispatch(channel: Channel, address: &str) -> Dispatch {
         attempt: 0,
         deadline: None,
         fallback: Vec::new(),
+        fallback_request: None,
         created_at: now_millis(),
         routed_at: now_millis(),
     }

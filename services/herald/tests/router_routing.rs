@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use herald_contracts::{Codec, NotificationRequest, headers};
 use herald_test_support::kafka::produce_raw;
-use herald_test_support::{HeraldEnv, wait_for};
+use herald_test_support::{HeraldEnv, unhex, wait_for};
 use tokio_util::sync::CancellationToken;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const WAIT: Duration = Duration::from_secs(90);
 /// Status records the routing cases produce, all told.
-const EXPECTED_STATUSES: usize = 31;
+const EXPECTED_STATUSES: usize = 32;
 
 /// Requests are created at noon in Ada's time zone (America/Montreal), outside her quiet
 /// hours (22:00–07:00), unless a case says otherwise: policy is evaluated at creation time.
@@ -194,6 +194,25 @@ async fn routing_cases_produce_exactly_the_expected_records() {
         );
     }
 
+    // A fallback request at the end of its chain: routed to its one channel, no further
+    // fallback even though the category has one.
+    let mut last = request(
+        "fallback-last~fallback~sms",
+        "guest-20",
+        "billing.invoice_ready",
+        "invoice_ready",
+    );
+    last["recipient"]["phone"] = "+14155550123".into();
+    last["channels"] = serde_json::json!(["sms"]);
+    let last = NotificationRequest::from_json(&last.to_string()).unwrap();
+    produce_raw(
+        &kafka,
+        &topics.requested(),
+        b"acme:guest-20",
+        &codec.encode_request(&last).await.unwrap(),
+        &[(headers::FALLBACK_CHAIN, "")],
+    );
+
     let shutdown = CancellationToken::new();
     let router = tokio::spawn(herald_router::run(env.config(), shutdown.clone()));
 
@@ -295,6 +314,7 @@ async fn routing_cases_produce_exactly_the_expected_records() {
             vec![s("scheduled", "", "send_at"), s("routed", "email", "")],
         ),
         ("released-twice", vec![s("routed", "email", "")]),
+        ("fallback-last~fallback~sms", vec![s("routed", "sms", "")]),
     ]
     .into_iter()
     .map(|(k, mut v)| {
@@ -405,6 +425,31 @@ async fn routing_cases_produce_exactly_the_expected_records() {
         "Votre facture INV-7 est prête"
     );
     assert_eq!(ada_email["value"]["fallback"], serde_json::json!(["sms"]));
+    // The request that takes over on SMS if the email is dead-lettered.
+    let fallback = codec
+        .decode_request(&unhex(
+            ada_email["value"]["fallback_request"].as_str().unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(fallback.event_id, "inv-ada~fallback~sms");
+    assert_eq!(
+        fallback.channels,
+        Some(vec![herald_contracts::Channel::Sms])
+    );
+    assert_eq!(fallback.recipient.user_id, "ada");
+    assert_eq!(fallback.data["invoice"]["number"], "INV-7");
+    let last_sms = env.tail_until(
+        &topics.dispatch(herald_contracts::Channel::Sms, herald_contracts::Lane::Bulk),
+        1,
+        WAIT,
+    );
+    assert_eq!(
+        last_sms[0]["value"]["event_id"],
+        "fallback-last~fallback~sms"
+    );
+    assert_eq!(last_sms[0]["value"]["fallback"], serde_json::json!([]));
+    assert!(last_sms[0]["value"]["fallback_request"].is_null());
     assert_eq!(ada_email["value"]["dispatch_id"], "inv-ada:email");
     let guest_email = email
         .iter()
