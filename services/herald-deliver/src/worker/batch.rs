@@ -30,6 +30,9 @@ use super::deliver::{Deliverer, Input, OutRecord, Transient};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest a batch may wait for rate-limit tokens: batches are kept to the calls the rate
+/// limit allows in this time, well inside the shutdown grace and the consumer's poll interval.
+const RATE_LIMITED_BATCH: Duration = Duration::from_secs(10);
 
 type Consumer_ = StreamConsumer<HeraldContext>;
 type Producer_ = FutureProducer<HeraldContext>;
@@ -302,11 +305,18 @@ impl Worker<'_> {
         shutdown: &CancellationToken,
     ) -> Result<Option<Batch>, LoopError> {
         let mut batch = Batch::default();
+        let max_batch = self
+            .deliverer
+            .limiter
+            .calls_within(RATE_LIMITED_BATCH)
+            .map_or(self.config.max_batch, |calls| {
+                calls.min(self.config.max_batch)
+            });
         let generation = self.consumer.context().revocations();
         let mut deadline: Option<Instant> =
             bulk_paused.then(|| Instant::now() + self.config.commit_interval);
         loop {
-            if batch.inputs.len() >= self.config.max_batch {
+            if batch.inputs.len() >= max_batch {
                 break;
             }
             held.release_due(&self.consumer);
