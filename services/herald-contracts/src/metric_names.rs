@@ -49,3 +49,11 @@ pub const DELIVER_DEAD_LETTERED: &str = "herald_deliver_dead_lettered_total";
 pub const DELIVER_TRANSACTIONS: &str = "herald_deliver_transactions_total";
 /// Delivery: retry-tier partitions paused until their next record is due.
 pub const DELIVER_HELD_PARTITIONS: &str = "herald_deliver_held_partitions";
+/// Delivery: the provider's circuit breaker, by provider: 0 closed, 1 half-open, 2 open.
+pub const DELIVER_BREAKER_STATE: &str = "herald_deliver_breaker_state";
+/// Delivery: dispatches deferred to a retry tier without a provider call because the breaker
+/// was open, by provider.
+pub const DELIVER_BREAKER_DEFERRED: &str = "herald_deliver_breaker_deferred_total";
+/// Delivery: seconds a provider call waited for a rate-limit token (only calls that waited),
+/// by provider.
+pub const DELIVER_RATE_LIMIT_WAIT_SECONDS: &str = "herald_deliver_rate_limit_wait_seconds";

@@ -200,6 +200,12 @@ pub struct DeliverConfig {
     /// How long a shutdown may take to finish the sends in flight and commit.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: std::time::Duration,
+    /// The circuit breaker in front of the provider (`[deliver.breaker]`).
+    #[serde(default)]
+    pub breaker: crate::deliver_limits::BreakerConfig,
+    /// The provider's rate limit (`[deliver.rate_limit]`); off by default.
+    #[serde(default)]
+    pub rate_limit: crate::deliver_limits::RateLimitConfig,
     /// The provider adapters (`[deliver.providers.smtp]`, `[deliver.providers.webhook]`, ...);
     /// a worker builds only the one its channel needs.
     #[serde(default)]
@@ -266,6 +272,8 @@ impl Default for DeliverConfig {
             ledger_lease: default_ledger_lease(),
             max_backoff: default_max_backoff(),
             shutdown_grace: default_grace(),
+            breaker: crate::deliver_limits::BreakerConfig::default(),
+            rate_limit: crate::deliver_limits::RateLimitConfig::default(),
             providers: crate::providers::ProvidersConfig::default(),
         }
     }
@@ -417,6 +425,11 @@ impl HeraldConfig {
                 "deliver.transaction_timeout must be at least 2s".into(),
             ));
         }
+        deliver.breaker.validate().map_err(ConfigError::Invalid)?;
+        deliver
+            .rate_limit
+            .validate()
+            .map_err(ConfigError::Invalid)?;
         tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).map_err(|e| {
             ConfigError::Invalid(format!(
                 "telemetry.log_level `{}` is not a filter: {e}",
@@ -526,6 +539,30 @@ mod tests {
         assert!(err.contains("deliver.retry_delays"), "{err}");
         let err = load_in_jail("[deliver.providers.webhook]\nallw = []\n", &[]).unwrap_err();
         assert!(err.contains("deliver.providers.webhook"), "{err}");
+    }
+
+    #[test]
+    fn deliver_breaker_and_rate_limit() {
+        let defaults = load_in_jail("", &[]).unwrap().deliver;
+        assert!(defaults.breaker.enabled);
+        assert_eq!(defaults.breaker.min_calls, 20);
+        assert_eq!(defaults.rate_limit.per_second, None);
+        let config = load_in_jail(
+            "[deliver.breaker]\nwindow = \"5s\"\nmin_calls = 4\nopen_for = \"2s\"\n\
+             [deliver.rate_limit]\nper_second = 20.0\n",
+            &[("HERALD_DELIVER__BREAKER__FAILURE_RATIO", "0.25")],
+        )
+        .unwrap()
+        .deliver;
+        assert_eq!(config.breaker.window, std::time::Duration::from_secs(5));
+        assert_eq!(config.breaker.min_calls, 4);
+        assert_eq!(config.breaker.failure_ratio, 0.25);
+        assert_eq!(config.breaker.half_open_probes, 3);
+        assert_eq!(config.rate_limit.burst(), 20);
+        let err = load_in_jail("[deliver.breaker]\nfailure_ratio = 2.0\n", &[]).unwrap_err();
+        assert!(err.contains("deliver.breaker.failure_ratio"), "{err}");
+        let err = load_in_jail("[deliver.rate_limit]\nrate = 2.0\n", &[]).unwrap_err();
+        assert!(err.contains("deliver.rate_limit"), "{err}");
     }
 
     #[test]

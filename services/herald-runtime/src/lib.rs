@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod deliver_limits;
 pub mod providers;
 pub use herald_contracts::metric_names;
 pub mod shutdown;

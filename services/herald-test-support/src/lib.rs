@@ -6,6 +6,7 @@
 //! `HERALD_TEST_KAFKA`, `HERALD_TEST_CQL` and `HERALD_TEST_REGISTRY`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod deliver;
 pub mod dispatch;
 pub mod kafka;
 pub mod otlp;

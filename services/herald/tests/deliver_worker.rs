@@ -5,20 +5,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_contracts::{Channel, Codec, Dispatch, Lane, headers};
-use herald_test_support::dispatch::sample_dispatch;
+use herald_test_support::deliver::{
+    self, DELIVER_DEFAULTS, produce_dispatch, spawn_webhook_worker, statuses_of, webhook_dispatch,
+};
 use herald_test_support::kafka::{produce_raw, produce_raw_many};
 use herald_test_support::standin::{Recorded, Reply, StandIn};
 use herald_test_support::{HeraldEnv, RoleProcess, wait_for};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const TIMEOUT: Duration = Duration::from_secs(120);
-/// An example secret from the Standard Webhooks specification.
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// A webhook receiver: `/ok/..` answers 200, `/bad/..` 400, `/flaky<n>/..` 500 for the first
 /// n calls per dispatch and 200 after. Counts calls per dispatch (`webhook-id`).
@@ -51,65 +50,20 @@ async fn receiver() -> (StandIn, Arc<Mutex<HashMap<String, usize>>>) {
     (standin, calls)
 }
 
-/// A test env whose worker delivers webhooks to 127.0.0.1, with 1 s, 2 s, 3 s retry tiers.
 fn webhook_env(name: &str) -> HeraldEnv {
-    let env = HeraldEnv::new(HERALD, name);
-    env.prepare(true);
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&env.config_path)
-        .unwrap();
-    write!(
-        file,
-        "\n[deliver]\nretry_delays = [\"1s\", \"2s\", \"3s\"]\nledger_lease = \"10s\"\n\
-         instance_id = \"w1\"\n\n\
-         [deliver.providers.webhook]\nallow = [\"127.0.0.1/32\"]\ndefault_secret = \"{SECRET}\"\n"
-    )
-    .unwrap();
-    env
+    deliver::webhook_env(HERALD, name, DELIVER_DEFAULTS)
 }
 
 fn spawn_worker(env: &HeraldEnv) -> RoleProcess {
-    env.spawn(
-        "deliver",
-        &["deliver", "--channel", "webhook"],
-        &[(
-            "HERALD_TELEMETRY__LOG_LEVEL",
-            "warn,herald_deliver=info,herald_kafka=info",
-        )],
-    )
+    spawn_webhook_worker(env, &[])
 }
 
 fn dispatch_to(standin: &StandIn, path: &str, user: &str) -> Dispatch {
-    let mut dispatch = sample_dispatch(Channel::Webhook, "");
-    dispatch.address = format!("{}/{path}/{}", standin.url(), dispatch.event_id);
-    dispatch.user_id = user.into();
-    dispatch
+    webhook_dispatch(&standin.url(), path, user)
 }
 
 async fn produce(env: &HeraldEnv, codec: &Codec, lane: Lane, dispatch: &Dispatch) {
-    let bytes = codec.encode_dispatch(dispatch).await.unwrap();
-    produce_raw(
-        &env.kafka_config(),
-        &env.topics().dispatch(Channel::Webhook, lane),
-        dispatch.key().as_bytes(),
-        &bytes,
-        &[],
-    );
-}
-
-/// Status records of one dispatch, as (status, attempt), in topic order.
-fn statuses_of(records: &[serde_json::Value], dispatch_id: &str) -> Vec<(String, i64)> {
-    records
-        .iter()
-        .filter(|r| r["value"]["dispatch_id"] == dispatch_id)
-        .map(|r| {
-            (
-                r["value"]["status"].as_str().unwrap().to_owned(),
-                r["value"]["attempt"].as_i64().unwrap(),
-            )
-        })
-        .collect()
+    produce_dispatch(env, codec, lane, dispatch).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

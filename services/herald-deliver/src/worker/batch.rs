@@ -7,7 +7,8 @@
 //! Retry tiers: a tier record that is not yet due stops its partition: the partition is rewound
 //! to it and paused until it is due, so other partitions (and the main topics) keep flowing.
 //!
-//! Priority: while a batch holds priority-lane records, the bulk lane is paused for the next
+//! Priority: within a batch, the priority lane's records are sent before the others are
+//! started; while a batch holds priority-lane records, the bulk lane is paused for the next
 //! one, so a backlog on the priority lane drains first.
 
 use futures::StreamExt;
@@ -30,6 +31,9 @@ use super::deliver::{Deliverer, Input, OutRecord, Transient};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest a batch may wait for rate-limit tokens: batches are kept to the calls the rate
+/// limit allows in this time, well inside the shutdown grace and the consumer's poll interval.
+const RATE_LIMITED_BATCH: Duration = Duration::from_secs(10);
 
 type Consumer_ = StreamConsumer<HeraldContext>;
 type Producer_ = FutureProducer<HeraldContext>;
@@ -302,11 +306,18 @@ impl Worker<'_> {
         shutdown: &CancellationToken,
     ) -> Result<Option<Batch>, LoopError> {
         let mut batch = Batch::default();
+        let max_batch = self
+            .deliverer
+            .limiter
+            .calls_within(RATE_LIMITED_BATCH)
+            .map_or(self.config.max_batch, |calls| {
+                calls.min(self.config.max_batch)
+            });
         let generation = self.consumer.context().revocations();
         let mut deadline: Option<Instant> =
             bulk_paused.then(|| Instant::now() + self.config.commit_interval);
         loop {
-            if batch.inputs.len() >= self.config.max_batch {
+            if batch.inputs.len() >= max_batch {
                 break;
             }
             held.release_due(&self.consumer);
@@ -322,7 +333,19 @@ impl Worker<'_> {
                     }
                     continue;
                 }
-                message = self.consumer.recv() => message?,
+                message = self.consumer.recv() => match message {
+                    Ok(message) => message,
+                    // A subscribed topic the broker does not know (yet): topics just created
+                    // by `herald topics apply` take a moment to appear in the metadata, and
+                    // librdkafka keeps the subscription; nothing was consumed.
+                    Err(KafkaError::MessageConsumption(
+                        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+                    )) => {
+                        tracing::warn!("a subscribed topic does not exist yet; waiting for it");
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                },
             };
             let input = to_input(&message);
             drop(message);
@@ -368,15 +391,17 @@ impl Worker<'_> {
         Ok(())
     }
 
-    /// Delivers every record of the batch and commits their output and offsets in one
-    /// transaction.
-    async fn process(&self, producer: &Producer_, batch: &Batch) -> Result<(), BatchError> {
-        // One recipient's (one key's) dispatches in order, recipients concurrently (guarantee
-        // 4), at most max_in_flight provider calls at once.
+    /// Delivers `inputs[indices]`: one recipient's (one key's) dispatches in order,
+    /// recipients concurrently (guarantee 4), at most max_in_flight provider calls at once.
+    async fn deliver_all(
+        &self,
+        inputs: &[Input],
+        indices: Vec<usize>,
+    ) -> Result<Vec<OutRecord>, Transient> {
         let mut by_key: Vec<Vec<usize>> = Vec::new();
         let mut slots: HashMap<&[u8], usize> = HashMap::new();
-        for (i, input) in batch.inputs.iter().enumerate() {
-            match input.key.as_deref() {
+        for i in indices {
+            match inputs[i].key.as_deref() {
                 Some(key) => {
                     let slot = *slots.entry(key).or_insert_with(|| {
                         by_key.push(Vec::new());
@@ -387,7 +412,6 @@ impl Worker<'_> {
                 None => by_key.push(vec![i]),
             }
         }
-        let inputs = &batch.inputs;
         let deliverer = &self.deliverer;
         let delivered: Vec<Result<Vec<OutRecord>, Transient>> = futures::stream::iter(by_key)
             .map(|indices| async move {
@@ -404,6 +428,18 @@ impl Worker<'_> {
         for recipient in delivered {
             outputs.extend(recipient?);
         }
+        Ok(outputs)
+    }
+
+    /// Delivers every record of the batch and commits their output and offsets in one
+    /// transaction.
+    async fn process(&self, producer: &Producer_, batch: &Batch) -> Result<(), BatchError> {
+        // The priority lane's records are sent before the rest of the batch is started, so a
+        // batch that caught both lanes still serves the priority lane first.
+        let (priority, rest): (Vec<usize>, Vec<usize>) = (0..batch.inputs.len())
+            .partition(|i| self.topics.source(&batch.inputs[*i].topic) == Source::Priority);
+        let mut outputs = self.deliver_all(&batch.inputs, priority).await?;
+        outputs.extend(self.deliver_all(&batch.inputs, rest).await?);
         blocking(producer, |p| p.begin_transaction()).await?;
         let mut deliveries = Vec::with_capacity(outputs.len());
         for record in &outputs {

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_contracts::metric_names::{
-    DELIVER_DEAD_LETTERED, DELIVER_IN_FLIGHT, DELIVER_LEDGER_HITS, DELIVER_OUTCOMES,
-    DELIVER_PROVIDER_SECONDS, DELIVER_RETRIES,
+    DELIVER_BREAKER_DEFERRED, DELIVER_DEAD_LETTERED, DELIVER_IN_FLIGHT, DELIVER_LEDGER_HITS,
+    DELIVER_OUTCOMES, DELIVER_PROVIDER_SECONDS, DELIVER_RETRIES,
 };
+use herald_contracts::topics::RETRY_TIERS;
 use herald_contracts::{
     Channel, Codec, CodecError, Decoded, Dispatch, Status, StatusEvent, TopicNames, headers,
 };
@@ -18,11 +19,15 @@ use herald_store::StoreError;
 use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::{Claim, Holder, SendLedger, SentRecord};
 
-use super::retry::{Next, next_step};
+use super::breaker::Breaker;
+use super::rate_limit::RateLimiter;
+use super::retry::{Next, deferral, next_step};
 use crate::{Outcome, Provider};
 
 /// The stage name on DLQ records this worker writes.
 const STAGE: &str = "deliver";
+/// The reason on the `failed` status of a dispatch deferred because the breaker is open.
+pub(crate) const CIRCUIT_OPEN: &str = "circuit open";
 /// Tries of the ledger mark after a send: a lost mark is the one duplicate window, so it is
 /// worth a few short retries before the batch is given up.
 const MARK_TRIES: u32 = 3;
@@ -127,6 +132,10 @@ pub(crate) struct Deliverer {
     pub(crate) push_tokens: PushTokens,
     pub(crate) retry_delays: Vec<Duration>,
     pub(crate) lease: Duration,
+    pub(crate) breaker: Breaker,
+    /// The breaker's open time: how far deferred dispatches are spread out.
+    pub(crate) breaker_spread: Duration,
+    pub(crate) limiter: RateLimiter,
 }
 
 impl Deliverer {
@@ -140,6 +149,15 @@ impl Deliverer {
             }
         };
         let attempt = input.attempt();
+        // The breaker before the ledger: a refused dispatch costs no claim. (A redelivered
+        // dispatch that was in fact sent is deferred too, and its `sent` status re-emitted
+        // once the breaker lets it through.)
+        let permit = match self.breaker.try_acquire() {
+            Ok(permit) => permit,
+            Err(rejected) => return self.defer(input, &dispatch, attempt, rejected.wait).await,
+        };
+        // The token before the claim, so no claim is held while waiting for one.
+        self.limiter.acquire().await;
         let holder = match self.claim(&dispatch, attempt).await? {
             Ok(holder) => holder,
             Err(sent) => {
@@ -155,6 +173,7 @@ impl Deliverer {
             }
         };
         let report = self.call(&dispatch).await;
+        permit.record(&report.outcome);
         if !report.stale_addresses.is_empty()
             && let Err(e) = self
                 .push_tokens
@@ -229,6 +248,34 @@ impl Deliverer {
                 self.dead_end(input, &dispatch, poison, attempt).await
             }
         }
+    }
+
+    /// A `failed` status (reason [`CIRCUIT_OPEN`], the attempt unchanged) and the record back
+    /// to its retry tier, not spending an attempt: the provider was not called.
+    async fn defer(
+        &self,
+        input: &Input,
+        dispatch: &Dispatch,
+        attempt: i32,
+        wait: Duration,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        metrics::counter!(DELIVER_BREAKER_DEFERRED, "provider" => self.provider.name())
+            .increment(1);
+        let from = (1..=RETRY_TIERS).find(|t| self.topics.retry(self.channel, *t) == input.topic);
+        let (tier, due) = deferral(
+            &self.retry_delays,
+            from,
+            wait,
+            self.breaker_spread,
+            Utc::now(),
+            fastrand::f64(),
+        );
+        tracing::debug!(dispatch_id = %dispatch.dispatch_id, tier, "circuit open; dispatch deferred");
+        let status = self.failure_status(dispatch, Status::Failed, CIRCUIT_OPEN, attempt);
+        Ok(vec![
+            self.status_record(input, &status).await?,
+            self.retry_record(input, tier, attempt, due),
+        ])
     }
 
     /// The dispatch in `input`, a reason to dead-letter it, or a transient registry fault.

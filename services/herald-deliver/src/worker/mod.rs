@@ -5,7 +5,10 @@
 //! what cannot be delivered. See [`batch`] for the loop and [`deliver`] for one record.
 
 mod batch;
+mod breaker;
+mod clock;
 mod deliver;
+mod rate_limit;
 mod retry;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -90,10 +93,14 @@ pub async fn run(
         }),
     )
     .await?;
+    let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);
     let deliverer = Arc::new(deliver::Deliverer {
         channel,
         codec: Codec::new(&config.registry, topic_names.clone())?,
         topics: topic_names.clone(),
+        breaker: breaker::Breaker::new(provider.name(), &deliver.breaker, clock.clone()),
+        breaker_spread: deliver.breaker.open_for,
+        limiter: rate_limit::RateLimiter::new(provider.name(), &deliver.rate_limit, clock),
         provider,
         ledger: SendLedger::prepare(session.clone(), &config.store, transactional_id.clone())
             .await?,

@@ -50,6 +50,30 @@ pub(crate) fn next_step(
     }
 }
 
+/// Where a dispatch goes that the circuit breaker refused: back to the tier it came from (the
+/// first tier for a record from a dispatch topic), as the same attempt. It is due when the
+/// breaker admits calls again (`wait`) plus a full jitter over the tier's delay, at most
+/// `spread` (the breaker's open time), so a deferred backlog comes back spread out rather than
+/// all at the first probe.
+pub(crate) fn deferral(
+    delays: &[Duration],
+    tier: Option<u8>,
+    wait: Duration,
+    spread: Duration,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> (u8, DateTime<Utc>) {
+    let tier = tier.unwrap_or(1).max(1);
+    let cap = delays
+        .get(usize::from(tier) - 1)
+        .copied()
+        .unwrap_or(spread)
+        .min(spread);
+    let delay = wait + cap.mul_f64(jitter.clamp(0.0, 1.0));
+    let due = now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+    (tier, due)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +118,27 @@ mod tests {
         assert_eq!(due(1.0, Some(Duration::from_secs(20))), 60_000);
         // Retry-After beyond the tier's cap is still honoured.
         assert_eq!(due(1.0, Some(Duration::from_secs(120))), 120_000);
+    }
+
+    #[test]
+    fn a_deferral_stays_at_its_tier_and_is_due_after_the_breaker_opens_again() {
+        let now = Utc::now();
+        let secs = Duration::from_secs;
+        let delay = |(tier, due): (u8, DateTime<Utc>)| (tier, (due - now).num_milliseconds());
+        // From a dispatch topic: tier 1, due after the wait plus up to the tier's delay.
+        assert_eq!(
+            delay(deferral(&delays(), None, secs(20), secs(30), now, 0.5)),
+            (1, 25_000)
+        );
+        // From tier 3: tier 3 again, the jitter capped by the breaker's open time.
+        assert_eq!(
+            delay(deferral(&delays(), Some(3), secs(20), secs(30), now, 1.0)),
+            (3, 50_000)
+        );
+        // No tiers configured: tier 1, spread over the open time.
+        assert_eq!(
+            delay(deferral(&[], None, Duration::ZERO, secs(30), now, 0.5)),
+            (1, 15_000)
+        );
     }
 }
