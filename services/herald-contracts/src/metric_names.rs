@@ -57,3 +57,6 @@ pub const DELIVER_BREAKER_DEFERRED: &str = "herald_deliver_breaker_deferred_tota
 /// Delivery: seconds a provider call waited for a rate-limit token (only calls that waited),
 /// by provider.
 pub const DELIVER_RATE_LIMIT_WAIT_SECONDS: &str = "herald_deliver_rate_limit_wait_seconds";
+/// Delivery: fallback requests sent back to the router after a dead-lettered dispatch, by the
+/// channel that failed.
+pub const DELIVER_FALLBACKS: &str = "herald_deliver_fallbacks_total";

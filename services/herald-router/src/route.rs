@@ -726,7 +726,7 @@ fn fallback_request(
     next: herald_contracts::Channel,
 ) -> NotificationRequest {
     NotificationRequest {
-        event_id: format!("{}~fallback~{next}", request.event_id),
+        event_id: format!("{}:fallback:{next}", request.event_id),
         channels: Some(vec![next]),
         send_at: None,
         ..request.clone()

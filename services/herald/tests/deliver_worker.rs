@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_contracts::{Channel, Codec, Dispatch, Lane, headers};
+use herald_contracts::{Channel, Codec, Dispatch, Lane, NotificationRequest, headers};
 use herald_test_support::deliver::{
     self, DELIVER_DEFAULTS, produce_dispatch, spawn_webhook_worker, statuses_of, webhook_dispatch,
 };
@@ -85,7 +85,22 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
     let flaky = dispatch_to(&standin, "flaky2", "u2");
     produce(&env, &codec, Lane::Bulk, &flaky).await;
     // (c) 400: dead-lettered at once
-    let bad = dispatch_to(&standin, "bad", "u3");
+    // with a fallback chain: the router's request for email goes back to the router
+    let mut bad = dispatch_to(&standin, "bad", "u3");
+    bad.fallback = vec![Channel::Email, Channel::Sms];
+    let fallback = NotificationRequest::from_json(
+        &serde_json::json!({
+            "event_id": format!("{}:fallback:email", bad.event_id),
+            "tenant": bad.tenant,
+            "category": bad.category,
+            "template": {"id": "t"},
+            "recipient": {"user_id": bad.user_id},
+            "channels": ["email"],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    bad.fallback_request = Some(codec.encode_request(&fallback).await.unwrap());
     produce(&env, &codec, Lane::Bulk, &bad).await;
     // (e) garbage bytes on the dispatch topic
     produce_raw(
@@ -143,6 +158,16 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
         env.tail_until(&topics.retry(Channel::Webhook, 2), 1, TIMEOUT)
     });
     assert_eq!(tier2[0]["headers"][headers::ATTEMPT], "3");
+
+    // (c) the fallback request, once, carrying the rest of the chain
+    let requested = tokio::task::block_in_place(|| env.tail_until(&topics.requested(), 1, TIMEOUT));
+    assert_eq!(requested.len(), 1, "{requested:#?}");
+    assert_eq!(
+        requested[0]["value"]["event_id"],
+        fallback.event_id.as_str()
+    );
+    assert_eq!(requested[0]["key"], bad.key().as_str());
+    assert_eq!(requested[0]["headers"][headers::FALLBACK_CHAIN], "sms");
 
     // (c) and (e): the DLQ holds the 400 and the garbage, with error headers
     let dlq = tokio::task::block_in_place(|| env.tail_until(&topics.dlq(), 2, TIMEOUT));

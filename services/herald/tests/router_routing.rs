@@ -197,7 +197,7 @@ async fn routing_cases_produce_exactly_the_expected_records() {
     // A fallback request at the end of its chain: routed to its one channel, no further
     // fallback even though the category has one.
     let mut last = request(
-        "fallback-last~fallback~sms",
+        "fallback-last:fallback:sms",
         "guest-20",
         "billing.invoice_ready",
         "invoice_ready",
@@ -314,7 +314,7 @@ async fn routing_cases_produce_exactly_the_expected_records() {
             vec![s("scheduled", "", "send_at"), s("routed", "email", "")],
         ),
         ("released-twice", vec![s("routed", "email", "")]),
-        ("fallback-last~fallback~sms", vec![s("routed", "sms", "")]),
+        ("fallback-last:fallback:sms", vec![s("routed", "sms", "")]),
     ]
     .into_iter()
     .map(|(k, mut v)| {
@@ -432,7 +432,7 @@ async fn routing_cases_produce_exactly_the_expected_records() {
         ))
         .await
         .unwrap();
-    assert_eq!(fallback.event_id, "inv-ada~fallback~sms");
+    assert_eq!(fallback.event_id, "inv-ada:fallback:sms");
     assert_eq!(
         fallback.channels,
         Some(vec![herald_contracts::Channel::Sms])
@@ -446,7 +446,7 @@ async fn routing_cases_produce_exactly_the_expected_records() {
     );
     assert_eq!(
         last_sms[0]["value"]["event_id"],
-        "fallback-last~fallback~sms"
+        "fallback-last:fallback:sms"
     );
     assert_eq!(last_sms[0]["value"]["fallback"], serde_json::json!([]));
     assert!(last_sms[0]["value"]["fallback_request"].is_null());

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_contracts::metric_names::{
-    DELIVER_BREAKER_DEFERRED, DELIVER_DEAD_LETTERED, DELIVER_IN_FLIGHT, DELIVER_LEDGER_HITS,
-    DELIVER_OUTCOMES, DELIVER_PROVIDER_SECONDS, DELIVER_RETRIES,
+    DELIVER_BREAKER_DEFERRED, DELIVER_DEAD_LETTERED, DELIVER_FALLBACKS, DELIVER_IN_FLIGHT,
+    DELIVER_LEDGER_HITS, DELIVER_OUTCOMES, DELIVER_PROVIDER_SECONDS, DELIVER_RETRIES,
 };
 use herald_contracts::topics::RETRY_TIERS;
 use herald_contracts::{
@@ -416,10 +416,37 @@ impl Deliverer {
     ) -> Result<Vec<OutRecord>, Transient> {
         metrics::counter!(DELIVER_DEAD_LETTERED, "class" => poison.class).increment(1);
         let status = self.failure_status(dispatch, Status::DeadLettered, &poison.message, attempt);
-        Ok(vec![
+        let mut out = vec![
             self.status_record(input, &status).await?,
             self.dead_letter(input, &poison, attempt),
-        ])
+        ];
+        out.extend(self.fallback(input, dispatch));
+        Ok(out)
+    }
+
+    /// The request for the next fallback channel, back through the router (which rendered it
+    /// when it routed this dispatch), in the same transaction as the dead letter. Its event id
+    /// is derived, so a second copy of it is deduplicated like any event.
+    fn fallback(&self, input: &Input, dispatch: &Dispatch) -> Option<OutRecord> {
+        let request = dispatch.fallback_request.clone()?;
+        let rest: Vec<&str> = dispatch
+            .fallback
+            .iter()
+            .skip(1)
+            .map(|c| c.as_str())
+            .collect();
+        let mut record_headers = input.trace_headers();
+        record_headers.push((
+            headers::FALLBACK_CHAIN.to_owned(),
+            rest.join(",").into_bytes(),
+        ));
+        metrics::counter!(DELIVER_FALLBACKS, "channel" => self.channel.as_str()).increment(1);
+        Some(OutRecord {
+            topic: self.topics.requested(),
+            key: Some(dispatch.key().into_bytes()),
+            payload: request,
+            headers: record_headers,
+        })
     }
 
     fn sent_status(
