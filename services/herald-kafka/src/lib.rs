@@ -7,6 +7,7 @@ pub mod context;
 pub mod headers;
 pub mod topic_apply;
 pub mod topic_plan;
+pub mod transaction;
 
 pub use config::KafkaConfig;
 pub use context::HeraldContext;

@@ -6,23 +6,24 @@
 
 use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use herald_kafka::transaction::{
+    self, CLIENT_TIMEOUT, OffsetRanges, OutRecord, TransactionalId, TxProducer, init_producer,
+    produce_and_commit,
+};
 use herald_kafka::{HeraldContext, KafkaConfig};
 use herald_runtime::config::RouterConfig;
 use herald_runtime::metric_names::{ROUTER_TRANSACTIONS, ROUTER_TRANSIENT_FAULTS};
 
-use crate::route::{Input, OutRecord, Router, Transient};
+use crate::route::{Input, Router, Transient};
 
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
@@ -41,88 +42,18 @@ enum BatchError {
 }
 
 type Consumer_ = StreamConsumer<HeraldContext>;
-type Producer_ = FutureProducer<HeraldContext>;
-
-/// Identifies the transactional producer to (re)build.
-#[derive(Debug, Clone)]
-struct TransactionalId {
-    id: String,
-    timeout: Duration,
-}
-
-fn transactional_producer(
-    kafka: &KafkaConfig,
-    txn: &TransactionalId,
-) -> Result<Producer_, KafkaError> {
-    kafka
-        .producer_config()
-        .set("transactional.id", &txn.id)
-        .set(
-            "transaction.timeout.ms",
-            txn.timeout.as_millis().to_string(),
-        )
-        // Below the transaction timeout, as librdkafka requires.
-        .set(
-            "message.timeout.ms",
-            (txn.timeout.as_millis() / 2).to_string(),
-        )
-        .create_with_context(HeraldContext::default())
-}
-
-/// Runs a blocking transactional call off the async workers.
-async fn blocking<T: Send + 'static>(
-    producer: &Producer_,
-    call: impl FnOnce(&Producer_) -> Result<T, KafkaError> + Send + 'static,
-) -> Result<T, KafkaError> {
-    let producer = producer.clone();
-    tokio::task::spawn_blocking(move || call(&producer))
-        .await
-        // The blocking task only fails to join if the call panicked.
-        .map_err(|_| KafkaError::Canceled)?
-}
-
-async fn init_producer(
-    kafka: &KafkaConfig,
-    txn: &TransactionalId,
-) -> Result<Producer_, KafkaError> {
-    let producer = transactional_producer(kafka, txn)?;
-    blocking(&producer, |p| p.init_transactions(CLIENT_TIMEOUT)).await?;
-    Ok(producer)
-}
-
 /// One batch: its records and, per partition, the first and last offsets it holds.
 #[derive(Debug, Default)]
 struct Batch {
     inputs: Vec<Input>,
-    ranges: BTreeMap<(String, i32), (i64, i64)>,
+    ranges: OffsetRanges,
 }
 
 impl Batch {
     fn push(&mut self, input: Input) {
-        let range = self
-            .ranges
-            .entry((input.topic.clone(), input.partition))
-            .or_insert((input.offset, input.offset));
-        range.1 = input.offset;
+        self.ranges
+            .push(&input.topic, input.partition, input.offset);
         self.inputs.push(input);
-    }
-
-    /// Offsets to commit: one past the last record of each partition.
-    fn next_offsets(&self) -> Result<TopicPartitionList, KafkaError> {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), (_, last)) in &self.ranges {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(last + 1))?;
-        }
-        Ok(tpl)
-    }
-
-    /// Where to rewind to: each partition's first record in the batch.
-    fn start_offsets(&self) -> Result<TopicPartitionList, KafkaError> {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), (first, _)) in &self.ranges {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*first))?;
-        }
-        Ok(tpl)
     }
 }
 
@@ -181,7 +112,12 @@ pub async fn run(
             }
             Err(error) => {
                 metrics::counter!(ROUTER_TRANSACTIONS, "result" => "aborted").increment(1);
-                producer = recover(kafka, &transactional_id, producer, &error).await?;
+                let kafka_error = match &error {
+                    BatchError::Kafka(e) => Some(e),
+                    BatchError::Transient(_) => None,
+                };
+                producer =
+                    transaction::recover(kafka, &transactional_id, producer, kafka_error).await?;
                 if let BatchError::Transient(t) = &error {
                     metrics::counter!(ROUTER_TRANSIENT_FAULTS, "stage" => t.stage()).increment(1);
                     batch_limit = (batch.inputs.len() / 4).max(1);
@@ -209,12 +145,12 @@ async fn collect(
     let generation = consumer.context().revocations();
     let first = tokio::select! {
         _ = shutdown.cancelled() => return Ok(None),
-        message = consumer.recv() => message?,
+        message = transaction::recv(consumer) => message?,
     };
     batch.push(to_input(&first));
     let deadline = Instant::now() + config.commit_interval;
     while batch.inputs.len() < limit {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+        match tokio::time::timeout_at(deadline, transaction::recv(consumer)).await {
             Ok(message) => batch.push(to_input(&message?)),
             Err(_) => break,
         }
@@ -226,31 +162,17 @@ async fn collect(
             records = batch.inputs.len(),
             "partitions revoked during collection; batch dropped"
         );
-        rewind_owned(consumer, &batch)?;
+        transaction::rewind_owned(consumer, &batch.ranges)?;
         return Ok(Some(Batch::default()));
     }
     Ok(Some(batch))
-}
-
-fn rewind_owned(consumer: &Consumer_, batch: &Batch) -> Result<(), KafkaError> {
-    let assignment = consumer.assignment()?;
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), (first, _)) in &batch.ranges {
-        if assignment.find_partition(topic, *partition).is_some() {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*first))?;
-        }
-    }
-    if tpl.count() > 0 {
-        consumer.seek_partitions(tpl, CLIENT_TIMEOUT)?;
-    }
-    Ok(())
 }
 
 /// Routes every record of the batch and commits their output and offsets in one transaction.
 async fn process(
     router: &Router,
     max_in_flight: usize,
-    producer: &Producer_,
+    producer: &TxProducer,
     consumer: &Consumer_,
     batch: &Batch,
 ) -> Result<(), BatchError> {
@@ -288,74 +210,8 @@ async fn process(
     for recipient_output in routed {
         outputs.extend(recipient_output?);
     }
-    blocking(producer, |p| p.begin_transaction()).await?;
-    let mut deliveries = Vec::with_capacity(outputs.len());
-    for record in &outputs {
-        let headers = record.headers.iter().fold(
-            OwnedHeaders::new_with_capacity(record.headers.len()),
-            |h, (k, v)| {
-                h.insert(Header {
-                    key: k,
-                    value: Some(v),
-                })
-            },
-        );
-        let mut future = FutureRecord::to(&record.topic)
-            .payload(&record.payload)
-            .headers(headers);
-        if let Some(key) = &record.key {
-            future = future.key(key);
-        }
-        let delivery = producer.send_result(future).map_err(|(e, _)| e)?;
-        deliveries.push(delivery);
-    }
-    for delivery in deliveries {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(e.into()),
-            Err(_canceled) => {
-                return Err(KafkaError::Canceled.into());
-            }
-        }
-    }
-    let offsets = batch.next_offsets()?;
-    let group = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
-    blocking(producer, move |p| {
-        p.send_offsets_to_transaction(&offsets, &group, CLIENT_TIMEOUT)
-    })
-    .await?;
-    blocking(producer, |p| p.commit_transaction(CLIENT_TIMEOUT)).await?;
+    produce_and_commit(producer, consumer, &outputs, batch.ranges.next_offsets()?).await?;
     Ok(())
-}
-
-/// Aborts the open transaction; a producer that cannot go on (fenced, fatal, or an ambiguous
-/// timeout) is replaced by a new one.
-async fn recover(
-    kafka: &KafkaConfig,
-    transactional_id: &TransactionalId,
-    producer: Producer_,
-    error: &BatchError,
-) -> Result<Producer_, ProcessorError> {
-    let rebuild = match error {
-        BatchError::Kafka(KafkaError::Transaction(e)) => e.is_fatal() || !e.txn_requires_abort(),
-        BatchError::Kafka(e) => matches!(
-            e.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
-        ),
-        BatchError::Transient(_) => false,
-    };
-    if !rebuild {
-        match blocking(&producer, |p| p.abort_transaction(CLIENT_TIMEOUT)).await {
-            Ok(()) => return Ok(producer),
-            // Nothing was begun (the fault came before the first send).
-            Err(KafkaError::Transaction(e)) if e.code() == RDKafkaErrorCode::State => {
-                return Ok(producer);
-            }
-            Err(e) => tracing::warn!(error = %e, "abort failed; rebuilding the producer"),
-        }
-    }
-    drop(producer);
-    Ok(init_producer(kafka, transactional_id).await?)
 }
 
 /// Pauses the batch's partitions for `backoff` (still polling, so the group membership stays
@@ -366,7 +222,7 @@ async fn pause_and_rewind(
     backoff: Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), KafkaError> {
-    let partitions = batch.start_offsets()?;
+    let partitions = batch.ranges.start_offsets()?;
     consumer.pause(&partitions)?;
     let until = Instant::now() + backoff;
     loop {
@@ -375,7 +231,7 @@ async fn pause_and_rewind(
             _ = shutdown.cancelled() => break,
             // Records of other partitions may still arrive; the rewind below does not cover
             // them, so put them back by seeking to them.
-            message = consumer.recv() => {
+            message = transaction::recv(consumer) => {
                 let message = message?;
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(message.topic(), message.partition(), Offset::Offset(message.offset()))?;
@@ -383,7 +239,7 @@ async fn pause_and_rewind(
             }
         }
     }
-    rewind_owned(consumer, batch)?;
+    transaction::rewind_owned(consumer, &batch.ranges)?;
     consumer.resume(&partitions)?;
     Ok(())
 }

@@ -21,6 +21,7 @@ use herald_store::rate_limit::{Cap, RateLimiter, Subject};
 use herald_store::schedule::{Deferred, Schedule};
 
 use herald_kafka::headers::{PairsReader, PairsWriter};
+pub use herald_kafka::transaction::OutRecord;
 use opentelemetry::trace::TraceContextExt as _;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -79,15 +80,6 @@ impl Stages {
             .record((now - self.0).as_secs_f64());
         self.0 = now;
     }
-}
-
-/// A record to produce in the batch's transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutRecord {
-    pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// A fault that waiting can cure: the batch is aborted and retried, nothing is dead-lettered.

@@ -46,6 +46,10 @@ fn a_broker_outage_pauses_routing_without_loss_or_duplicates() {
     std::thread::sleep(Duration::from_secs(3));
     let statuses = env.tail_until(&topics.status(), statuses.len(), Duration::from_secs(60));
     let log = router.log_text();
+    assert!(
+        log.contains("waiting for the client to recover"),
+        "the outage reached the router, which waited it out:\n{log}"
+    );
     assert_eq!(router.terminate(Duration::from_secs(30)), Some(0), "{log}");
 
     let ids: HashSet<&str> = statuses

@@ -13,30 +13,31 @@
 
 use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use herald_contracts::metric_names::{DELIVER_HELD_PARTITIONS, DELIVER_TRANSACTIONS};
+use herald_kafka::transaction::{
+    self, CLIENT_TIMEOUT, OffsetRanges, OutRecord, TransactionalId, TxProducer, init_producer,
+    produce_and_commit,
+};
 use herald_kafka::{HeraldContext, KafkaConfig};
 use herald_runtime::config::DeliverConfig;
 
-use super::deliver::{Deliverer, Input, OutRecord, Transient};
+use super::deliver::{Deliverer, Input, Transient};
 
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest a batch may wait for rate-limit tokens: batches are kept to the calls the rate
 /// limit allows in this time, well inside the shutdown grace and the consumer's poll interval.
 const RATE_LIMITED_BATCH: Duration = Duration::from_secs(10);
 
 type Consumer_ = StreamConsumer<HeraldContext>;
-type Producer_ = FutureProducer<HeraldContext>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoopError {
@@ -77,74 +78,20 @@ impl Topics {
     }
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct Transactional {
-    pub(crate) id: String,
-    pub(crate) timeout: Duration,
-}
-
-fn transactional_producer(
-    kafka: &KafkaConfig,
-    txn: &Transactional,
-) -> Result<Producer_, KafkaError> {
-    kafka
-        .producer_config()
-        .set("transactional.id", &txn.id)
-        .set(
-            "transaction.timeout.ms",
-            txn.timeout.as_millis().to_string(),
-        )
-        // Below the transaction timeout, as librdkafka requires.
-        .set(
-            "message.timeout.ms",
-            (txn.timeout.as_millis() / 2).to_string(),
-        )
-        .create_with_context(HeraldContext::default())
-}
-
-/// Runs a blocking transactional call off the async workers.
-async fn blocking<T: Send + 'static>(
-    producer: &Producer_,
-    call: impl FnOnce(&Producer_) -> Result<T, KafkaError> + Send + 'static,
-) -> Result<T, KafkaError> {
-    let producer = producer.clone();
-    tokio::task::spawn_blocking(move || call(&producer))
-        .await
-        // The blocking task only fails to join if the call panicked.
-        .map_err(|_| KafkaError::Canceled)?
-}
-
-async fn init_producer(kafka: &KafkaConfig, txn: &Transactional) -> Result<Producer_, KafkaError> {
-    let producer = transactional_producer(kafka, txn)?;
-    blocking(&producer, |p| p.init_transactions(CLIENT_TIMEOUT)).await?;
-    Ok(producer)
-}
-
 /// One batch: its records and, per partition, the first and last offsets it holds.
 #[derive(Debug, Default)]
 struct Batch {
     inputs: Vec<Input>,
-    ranges: BTreeMap<(String, i32), (i64, i64)>,
+    ranges: OffsetRanges,
     priority: bool,
 }
 
 impl Batch {
     fn push(&mut self, input: Input, source: Source) {
-        let range = self
-            .ranges
-            .entry((input.topic.clone(), input.partition))
-            .or_insert((input.offset, input.offset));
-        range.1 = input.offset;
+        self.ranges
+            .push(&input.topic, input.partition, input.offset);
         self.priority |= source == Source::Priority;
         self.inputs.push(input);
-    }
-
-    fn next_offsets(&self) -> Result<TopicPartitionList, KafkaError> {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), (_, last)) in &self.ranges {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(last + 1))?;
-        }
-        Ok(tpl)
     }
 }
 
@@ -221,7 +168,7 @@ fn to_input(message: &rdkafka::message::BorrowedMessage<'_>) -> Input {
 pub(crate) struct Worker<'a> {
     pub(crate) kafka: &'a KafkaConfig,
     pub(crate) config: &'a DeliverConfig,
-    pub(crate) transactional: Transactional,
+    pub(crate) transactional: TransactionalId,
     pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) consumer: Consumer_,
     pub(crate) topics: Topics,
@@ -257,13 +204,23 @@ impl Worker<'_> {
                 }
                 Err(error) => {
                     metrics::counter!(DELIVER_TRANSACTIONS, "result" => "aborted").increment(1);
-                    producer = recover(self.kafka, &self.transactional, producer, &error).await?;
+                    let kafka_error = match &error {
+                        BatchError::Kafka(e) => Some(e),
+                        BatchError::Transient(_) => None,
+                    };
+                    producer = transaction::recover(
+                        self.kafka,
+                        &self.transactional,
+                        producer,
+                        kafka_error,
+                    )
+                    .await?;
                     tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "batch aborted; rewinding");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = shutdown.cancelled() => {}
                     }
-                    self.rewind_owned(&batch)?;
+                    transaction::rewind_owned(&self.consumer, &batch.ranges)?;
                     backoff = (backoff * 2).min(self.config.max_backoff);
                 }
             }
@@ -333,19 +290,9 @@ impl Worker<'_> {
                     }
                     continue;
                 }
-                message = self.consumer.recv() => match message {
-                    Ok(message) => message,
-                    // A subscribed topic the broker does not know (yet): topics just created
-                    // by `herald topics apply` take a moment to appear in the metadata, and
-                    // librdkafka keeps the subscription; nothing was consumed.
-                    Err(KafkaError::MessageConsumption(
-                        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
-                    )) => {
-                        tracing::warn!("a subscribed topic does not exist yet; waiting for it");
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                },
+                // Waits out brokers down and topics not yet in the metadata (topics just
+                // created by `herald topics apply` take a moment to appear).
+                message = transaction::recv(&self.consumer) => message?,
             };
             let input = to_input(&message);
             drop(message);
@@ -371,24 +318,10 @@ impl Worker<'_> {
                 records = batch.inputs.len(),
                 "partitions revoked during collection; batch dropped"
             );
-            self.rewind_owned(&batch)?;
+            transaction::rewind_owned(&self.consumer, &batch.ranges)?;
             return Ok(Some(Batch::default()));
         }
         Ok(Some(batch))
-    }
-
-    fn rewind_owned(&self, batch: &Batch) -> Result<(), KafkaError> {
-        let assignment = self.consumer.assignment()?;
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), (first, _)) in &batch.ranges {
-            if assignment.find_partition(topic, *partition).is_some() {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*first))?;
-            }
-        }
-        if tpl.count() > 0 {
-            self.consumer.seek_partitions(tpl, CLIENT_TIMEOUT)?;
-        }
-        Ok(())
     }
 
     /// Delivers `inputs[indices]`: one recipient's (one key's) dispatches in order,
@@ -433,47 +366,20 @@ impl Worker<'_> {
 
     /// Delivers every record of the batch and commits their output and offsets in one
     /// transaction.
-    async fn process(&self, producer: &Producer_, batch: &Batch) -> Result<(), BatchError> {
+    async fn process(&self, producer: &TxProducer, batch: &Batch) -> Result<(), BatchError> {
         // The priority lane's records are sent before the rest of the batch is started, so a
         // batch that caught both lanes still serves the priority lane first.
         let (priority, rest): (Vec<usize>, Vec<usize>) = (0..batch.inputs.len())
             .partition(|i| self.topics.source(&batch.inputs[*i].topic) == Source::Priority);
         let mut outputs = self.deliver_all(&batch.inputs, priority).await?;
         outputs.extend(self.deliver_all(&batch.inputs, rest).await?);
-        blocking(producer, |p| p.begin_transaction()).await?;
-        let mut deliveries = Vec::with_capacity(outputs.len());
-        for record in &outputs {
-            let headers = record.headers.iter().fold(
-                OwnedHeaders::new_with_capacity(record.headers.len()),
-                |h, (k, v)| {
-                    h.insert(Header {
-                        key: k,
-                        value: Some(v),
-                    })
-                },
-            );
-            let mut future = FutureRecord::to(&record.topic)
-                .payload(&record.payload)
-                .headers(headers);
-            if let Some(key) = &record.key {
-                future = future.key(key);
-            }
-            deliveries.push(producer.send_result(future).map_err(|(e, _)| e)?);
-        }
-        for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(e.into()),
-                Err(_canceled) => return Err(KafkaError::Canceled.into()),
-            }
-        }
-        let offsets = batch.next_offsets()?;
-        let group = self.consumer.group_metadata().ok_or(KafkaError::Canceled)?;
-        blocking(producer, move |p| {
-            p.send_offsets_to_transaction(&offsets, &group, CLIENT_TIMEOUT)
-        })
+        produce_and_commit(
+            producer,
+            &self.consumer,
+            &outputs,
+            batch.ranges.next_offsets()?,
+        )
         .await?;
-        blocking(producer, |p| p.commit_transaction(CLIENT_TIMEOUT)).await?;
         Ok(())
     }
 }
@@ -483,34 +389,4 @@ async fn sleep_until(wake: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Aborts the open transaction; a producer that cannot go on (fenced, fatal, or an ambiguous
-/// timeout) is replaced by a new one.
-async fn recover(
-    kafka: &KafkaConfig,
-    txn: &Transactional,
-    producer: Producer_,
-    error: &BatchError,
-) -> Result<Producer_, LoopError> {
-    let rebuild = match error {
-        BatchError::Kafka(KafkaError::Transaction(e)) => e.is_fatal() || !e.txn_requires_abort(),
-        BatchError::Kafka(e) => matches!(
-            e.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
-        ),
-        BatchError::Transient(_) => false,
-    };
-    if !rebuild {
-        match blocking(&producer, |p| p.abort_transaction(CLIENT_TIMEOUT)).await {
-            Ok(()) => return Ok(producer),
-            // Nothing was begun (the fault came before the first send).
-            Err(KafkaError::Transaction(e)) if e.code() == RDKafkaErrorCode::State => {
-                return Ok(producer);
-            }
-            Err(e) => tracing::warn!(error = %e, "abort failed; rebuilding the producer"),
-        }
-    }
-    drop(producer);
-    Ok(init_producer(kafka, txn).await?)
 }

@@ -97,14 +97,7 @@ impl Input {
     }
 }
 
-/// A record to produce in the batch's transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct OutRecord {
-    pub(crate) topic: String,
-    pub(crate) key: Option<Vec<u8>>,
-    pub(crate) payload: Vec<u8>,
-    pub(crate) headers: Vec<(String, Vec<u8>)>,
-}
+pub(crate) use herald_kafka::transaction::OutRecord;
 
 /// A fault that waiting can cure: the batch is aborted and retried, nothing is dead-lettered.
 #[derive(Debug, thiserror::Error)]

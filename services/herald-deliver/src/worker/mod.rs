@@ -25,7 +25,8 @@ use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::SendLedger;
 
 use crate::{BuildError, StoreHandle, build_provider};
-use batch::{Source, Topics, Transactional, Worker};
+use batch::{Source, Topics, Worker};
+use herald_kafka::transaction::TransactionalId;
 
 pub use batch::LoopError;
 
@@ -135,7 +136,7 @@ pub async fn run(
     let worker = Worker {
         kafka: &config.kafka,
         config: deliver,
-        transactional: Transactional {
+        transactional: TransactionalId {
             id: transactional_id,
             timeout: deliver.transaction_timeout,
         },
