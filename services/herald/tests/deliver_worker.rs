@@ -221,6 +221,75 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_failing_at_every_tier_is_dead_lettered_and_falls_back() {
+    let env = tokio::task::block_in_place(|| webhook_env("deliver_tiers"));
+    let (standin, calls) = receiver().await;
+    let codec = Codec::new(&env.registry_config(), env.topics()).unwrap();
+    let topics = env.topics();
+
+    // 500 on every call; the chain goes on to email, then push
+    let mut always = dispatch_to(&standin, "flaky1000", "u9");
+    always.fallback = vec![Channel::Email, Channel::Push];
+    let fallback = NotificationRequest::from_json(
+        &serde_json::json!({
+            "event_id": format!("{}:fallback:email", always.event_id),
+            "tenant": always.tenant,
+            "category": always.category,
+            "template": {"id": "t"},
+            "recipient": {"user_id": always.user_id},
+            "channels": ["email"],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    always.fallback_request = Some(codec.encode_request(&fallback).await.unwrap());
+    produce(&env, &codec, Lane::Bulk, &always).await;
+
+    let mut worker = tokio::task::block_in_place(|| spawn_worker(&env));
+    // failed at every attempt (the first, then one per tier), and after the last tier's
+    // failure, dead-lettered
+    let statuses = tokio::task::block_in_place(|| env.tail_until(&topics.status(), 5, TIMEOUT));
+    assert_eq!(
+        statuses_of(&statuses, &always.dispatch_id),
+        [
+            ("failed".to_owned(), 1),
+            ("failed".to_owned(), 2),
+            ("failed".to_owned(), 3),
+            ("failed".to_owned(), 4),
+            ("dead_lettered".to_owned(), 4),
+        ]
+    );
+    for tier in 1..=3u8 {
+        let records = tokio::task::block_in_place(|| {
+            env.tail_until(&topics.retry(Channel::Webhook, tier), 1, TIMEOUT)
+        });
+        assert_eq!(records.len(), 1, "tier {tier}");
+        assert_eq!(
+            records[0]["headers"][headers::ATTEMPT],
+            (u32::from(tier) + 1).to_string()
+        );
+    }
+    let dlq = tokio::task::block_in_place(|| env.tail_until(&topics.dlq(), 1, TIMEOUT));
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0]["headers"][headers::ERROR_CLASS], "retries_exhausted");
+    assert_eq!(dlq[0]["headers"][headers::ATTEMPT], "4");
+    let requested = tokio::task::block_in_place(|| env.tail_until(&topics.requested(), 1, TIMEOUT));
+    assert_eq!(requested.len(), 1);
+    assert_eq!(
+        requested[0]["value"]["event_id"],
+        fallback.event_id.as_str()
+    );
+    assert_eq!(requested[0]["headers"][headers::FALLBACK_CHAIN], "push");
+    assert_eq!(calls.lock().unwrap().get(&always.dispatch_id), Some(&4));
+    assert_eq!(
+        tokio::task::block_in_place(|| worker.terminate(Duration::from_secs(30))),
+        Some(0),
+        "{}",
+        worker.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_worker_mid_stream_ends_every_dispatch_once() {
     const DISPATCHES: usize = 2000;
     let env = tokio::task::block_in_place(|| webhook_env("deliver_kill"));
