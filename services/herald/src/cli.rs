@@ -51,6 +51,33 @@ pub(crate) enum BenchCommand {
     /// Seed users, produce events, then time a transactional copy of them (the baseline) and
     /// the router on the same topics. Creates its own topics and keyspace (`bench<time>`).
     Router(BenchRouterArgs),
+    /// Produce webhook dispatches, then time a plain consume-and-POST loop (the baseline) and
+    /// the delivery worker, in this process, against a local sink that answers 200 at once.
+    /// Creates its own topics and keyspace (`bench<time>`).
+    Deliver(BenchDeliverArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchDeliverArgs {
+    /// The channel to measure; only webhook has a local sink.
+    #[arg(long)]
+    pub(crate) channel: herald_contracts::Channel,
+    /// Dispatches to produce.
+    #[arg(long, default_value_t = 50_000)]
+    pub(crate) dispatches: usize,
+    /// Distinct recipients the dispatches go to (the record key; one recipient's dispatches
+    /// are delivered in order).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) recipients: usize,
+    /// Requests in flight at once in the baseline.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 12)]
+    pub(crate) partitions: i32,
+    /// Replication factor of the bench topics (1 on a single broker).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) replication_factor: i32,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! on the same machine. Prints numbers; asserts nothing.
 
 mod baseline;
+mod deliver;
 mod lag;
 mod router;
 
@@ -14,5 +15,6 @@ use crate::cli::BenchCommand;
 pub(crate) async fn run(config: &HeraldConfig, command: &BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Router(args) => router::run(config, args).await,
+        BenchCommand::Deliver(args) => deliver::run(config, args).await,
     }
 }

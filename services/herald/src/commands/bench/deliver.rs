@@ -1,0 +1,464 @@
+//! `herald bench deliver --channel webhook`: produces webhook dispatches to the bulk dispatch
+//! topic, then measures (1) a baseline that consumes them and POSTs each body with no ledger,
+//! breaker or retry and (2) the delivery worker, run in this process, on the same records, both
+//! against a local sink that answers 200 at once. Prints deliveries/s, the ratio, latency from
+//! produce to receipt and the peak RSS during the worker phase.
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use herald_contracts::secret::Secret;
+use herald_contracts::time::now_millis;
+use herald_contracts::{
+    Channel, Codec, Decoded, Dispatch, Lane, Priority, RenderedContent, TemplateRef,
+};
+use herald_deliver::webhook::{WEBHOOK_ID, webhook_body};
+use herald_kafka::{TopicPlan, apply_plan};
+use herald_runtime::HeraldConfig;
+
+use crate::cli::BenchDeliverArgs;
+use crate::exit;
+
+/// An example secret from the Standard Webhooks specification; the sink does not verify it.
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const BASELINE_GROUP: &str = "bench-deliver-baseline";
+const PRODUCE_IN_FLIGHT: usize = 4096;
+/// How long a phase may go without a new receipt before the bench gives up.
+const STALL: Duration = Duration::from_secs(120);
+
+pub(super) async fn run(
+    config: &HeraldConfig,
+    args: &BenchDeliverArgs,
+) -> anyhow::Result<ExitCode> {
+    if args.channel != Channel::Webhook {
+        eprintln!(
+            "herald: bench deliver has a local sink for webhook only, not {}",
+            args.channel
+        );
+        return Ok(exit::config());
+    }
+    let run_id = format!(
+        "bench{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let mut config = config.clone();
+    config.kafka.topic_prefix = format!("{run_id}.");
+    config.store.keyspace = run_id.clone();
+    let topics = config.kafka.topics();
+    let topic = topics.dispatch(Channel::Webhook, Lane::Bulk);
+    println!(
+        "bench {run_id}: {} webhook dispatches to {} recipients, {} partitions",
+        args.dispatches, args.recipients, args.partitions
+    );
+
+    // Topics and keyspace (the worker reads webhook_endpoints and writes the send ledger).
+    let mut plan = TopicPlan::declared()?
+        .with_prefix(&config.kafka.topic_prefix)
+        .with_replication_factor(args.replication_factor);
+    for topic in &mut plan.topics {
+        topic.partitions = args.partitions;
+    }
+    apply_plan(&config.kafka.client_config(), &plan, false).await?;
+    let session = herald_store::connect(&config.store).await?;
+    herald_store::migrate(&session, &config.store).await?;
+    drop(session);
+
+    let sink = Sink::start().await?;
+    let codec = Codec::new(&config.registry, topics.clone())?;
+    let started = std::time::Instant::now();
+    let produced = produce(&config, &codec, &topic, &sink.base_url, args).await?;
+    println!(
+        "produced {} dispatches in {:.1}s; sink on {}",
+        args.dispatches,
+        started.elapsed().as_secs_f64(),
+        sink.base_url
+    );
+
+    // Baseline: consume, decode, POST the body; nothing else.
+    let phase_start = now_micros();
+    let baseline_group = config.kafka.group(BASELINE_GROUP);
+    baseline(
+        &config,
+        &codec,
+        &baseline_group,
+        &topic,
+        args.dispatches,
+        args.concurrency,
+    )
+    .await?;
+    sink.wait_for(args.dispatches).await?;
+    let baseline_run = sink.take(phase_start, &produced);
+
+    // The worker, in this process, with a fresh group (the bench's prefix), until the sink has
+    // every dispatch id; then cancelled.
+    let reset_peak = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let mut worker_config = config.clone();
+    worker_config.admin.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    worker_config.deliver.instance_id = Some("bench".into());
+    let webhook = &mut worker_config.deliver.providers.webhook;
+    webhook.allow = vec!["127.0.0.1/32".into()];
+    webhook.default_secret = Some(Secret::new(WEBHOOK_SECRET));
+    let phase_start = now_micros();
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(herald_deliver::worker::run(
+        worker_config,
+        Channel::Webhook,
+        shutdown.clone(),
+    ));
+    let mut peak_rss_kib = 0;
+    let waited = sink
+        .wait_for_while(args.dispatches, &worker, || {
+            peak_rss_kib = peak_rss_kib.max(status_kib("VmRSS:").unwrap_or(0));
+        })
+        .await;
+    if reset_peak {
+        peak_rss_kib = peak_rss_kib.max(status_kib("VmHWM:").unwrap_or(0));
+    }
+    let worker_run = sink.take(phase_start, &produced);
+    shutdown.cancel();
+    match tokio::time::timeout(Duration::from_secs(60), worker).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("herald: the worker stopped with an error: {e}"),
+        Ok(Err(e)) => eprintln!("herald: the worker task failed: {e}"),
+        Err(_) => eprintln!("herald: the worker did not stop within 60s"),
+    }
+    waited?;
+
+    let baseline_rate = baseline_run.rate();
+    let worker_rate = worker_run.rate();
+    println!();
+    println!(
+        "baseline (consume, decode, POST; no ledger, breaker, retry): {:>8.0} deliveries/s  ({:.1}s)",
+        baseline_rate,
+        baseline_run.seconds()
+    );
+    println!(
+        "worker (herald deliver --channel webhook, in process):      {:>8.0} deliveries/s  ({:.1}s, includes start-up)",
+        worker_rate,
+        worker_run.seconds()
+    );
+    println!(
+        "worker / baseline: {:.1}%",
+        100.0 * worker_rate / baseline_rate
+    );
+    for (label, run) in [("baseline", &baseline_run), ("worker", &worker_run)] {
+        println!(
+            "{label} latency, dispatch produced -> sink receipt: p50 {}  p99 {}  \
+             (phase start -> receipt: p50 {}  p99 {})",
+            ms(run.quantile(&run.since_produce, 0.5)),
+            ms(run.quantile(&run.since_produce, 0.99)),
+            ms(run.quantile(&run.since_start, 0.5)),
+            ms(run.quantile(&run.since_start, 0.99)),
+        );
+    }
+    println!(
+        "peak RSS of this process during the worker phase (sink and bench included): {:.1} MiB{}",
+        peak_rss_kib as f64 / 1024.0,
+        if reset_peak {
+            ""
+        } else {
+            " (sampled; VmHWM could not be reset)"
+        }
+    );
+    println!(
+        "target (information only): >= 5,000 deliveries/s, >= 60% of the baseline, RSS < 128 MiB"
+    );
+    Ok(exit::SUCCESS)
+}
+
+/// Produces `args.dispatches` webhook dispatches, Confluent-framed, keyed by recipient, with
+/// `created_at` and `routed_at` the time each is produced; those times (µs since the epoch),
+/// by dispatch number.
+async fn produce(
+    config: &HeraldConfig,
+    codec: &Codec,
+    topic: &str,
+    base_url: &str,
+    args: &BenchDeliverArgs,
+) -> anyhow::Result<Vec<i64>> {
+    let producer: FutureProducer = config.kafka.producer_config().create()?;
+    let mut pending = FuturesUnordered::new();
+    let mut produced = Vec::with_capacity(args.dispatches);
+    for i in 0..args.dispatches {
+        let dispatch = dispatch(i, args.recipients, base_url);
+        produced.push(dispatch.created_at.timestamp_micros());
+        let payload = codec.encode_dispatch(&dispatch).await?;
+        let key = dispatch.key();
+        let producer = &producer;
+        pending.push(async move {
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+        });
+        if pending.len() >= PRODUCE_IN_FLIGHT
+            && let Some(result) = pending.next().await
+        {
+            result?;
+        }
+    }
+    while let Some(result) = pending.next().await {
+        result?;
+    }
+    Ok(produced)
+}
+
+/// Dispatch `i`, as the router would emit it, to `<base_url>/hook/<event id>`.
+fn dispatch(i: usize, recipients: usize, base_url: &str) -> Dispatch {
+    let event_id = format!("bench-{i}");
+    let now = now_millis();
+    Dispatch {
+        dispatch_id: format!("{event_id}:{}", Channel::Webhook),
+        address: format!("{base_url}/hook/{event_id}"),
+        tenant: "acme".into(),
+        user_id: format!("u{}", i % recipients.max(1)),
+        category: "billing.invoice_ready".into(),
+        channel: Channel::Webhook,
+        priority: Priority::Normal,
+        content: RenderedContent {
+            subject: Some(format!("Invoice INV-{i} is ready")),
+            text: Some(format!(
+                "Hello Ada,\nyour invoice INV-{i} for 42.00 is ready.\n"
+            )),
+            json: Some(format!(r#"{{"invoice":"INV-{i}","amount":"42.00"}}"#)),
+            ..RenderedContent::default()
+        },
+        template: TemplateRef {
+            id: "invoice_ready".into(),
+            version: Some(1),
+        },
+        locale: "en-US".into(),
+        attempt: 0,
+        deadline: None,
+        fallback: Vec::new(),
+        fallback_request: None,
+        event_id,
+        created_at: now,
+        routed_at: now,
+    }
+}
+
+/// Reads `count` records of `topic` (read_committed) and POSTs each dispatch's webhook body to
+/// its address, `concurrency` requests at a time. No ledger, breaker, retry or offset commits.
+async fn baseline(
+    config: &HeraldConfig,
+    codec: &Codec,
+    group: &str,
+    topic: &str,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = config.kafka.consumer_config(group).create()?;
+    consumer.subscribe(&[topic])?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut pending = FuturesUnordered::new();
+    for _ in 0..count {
+        while pending.len() >= concurrency.max(1) {
+            if let Some(result) = pending.next().await {
+                result?;
+            }
+        }
+        let message = consumer.recv().await?;
+        let Decoded::Dispatch(dispatch) =
+            codec.decode(message.payload().unwrap_or_default()).await?
+        else {
+            bail!("a record of {topic} is not a dispatch");
+        };
+        let request = client
+            .post(&dispatch.address)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(WEBHOOK_ID, &dispatch.dispatch_id)
+            .body(webhook_body(&dispatch).to_string());
+        pending.push(async move {
+            request
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map(drop)
+                .context("baseline POST")
+        });
+    }
+    while let Some(result) = pending.next().await {
+        result?;
+    }
+    Ok(())
+}
+
+/// The local webhook receiver: 200 at once, the first receipt time (µs since the epoch) per
+/// `webhook-id`.
+#[derive(Debug)]
+struct Sink {
+    base_url: String,
+    receipts: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl Sink {
+    async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let receipts = Arc::new(Mutex::new(HashMap::new()));
+        let app = Router::new().fallback(receive).with_state(receipts.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                eprintln!("herald: the bench sink stopped: {e}");
+            }
+        });
+        Ok(Self { base_url, receipts })
+    }
+
+    fn len(&self) -> usize {
+        self.receipts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    async fn wait_for(&self, count: usize) -> anyhow::Result<()> {
+        self.wait(count, || false, || {}).await
+    }
+
+    /// Waits until `count` ids have arrived, failing if `worker` ends first; `on_poll` runs
+    /// every 50 ms.
+    async fn wait_for_while<T>(
+        &self,
+        count: usize,
+        worker: &tokio::task::JoinHandle<T>,
+        on_poll: impl FnMut(),
+    ) -> anyhow::Result<()> {
+        self.wait(count, || worker.is_finished(), on_poll).await
+    }
+
+    async fn wait(
+        &self,
+        count: usize,
+        gone: impl Fn() -> bool,
+        mut on_poll: impl FnMut(),
+    ) -> anyhow::Result<()> {
+        let (mut last, mut progressed) = (0, std::time::Instant::now());
+        loop {
+            on_poll();
+            let now = self.len();
+            if now >= count {
+                return Ok(());
+            }
+            if gone() {
+                bail!("the worker stopped after {now} of {count} deliveries");
+            }
+            if now > last {
+                (last, progressed) = (now, std::time::Instant::now());
+            } else if progressed.elapsed() > STALL {
+                bail!("no delivery for {STALL:?}; {now} of {count} arrived");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Empties the sink and returns what the phase that started at `phase_start` received.
+    fn take(&self, phase_start: i64, produced: &[i64]) -> PhaseRun {
+        let receipts =
+            std::mem::take(&mut *self.receipts.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut since_produce = Vec::with_capacity(receipts.len());
+        let mut since_start = Vec::with_capacity(receipts.len());
+        let mut last = phase_start;
+        for (id, received) in &receipts {
+            last = last.max(*received);
+            since_start.push(received - phase_start);
+            if let Some(produced) = dispatch_index(id).and_then(|i| produced.get(i)) {
+                since_produce.push(received - produced);
+            }
+        }
+        since_produce.sort_unstable();
+        since_start.sort_unstable();
+        PhaseRun {
+            count: receipts.len(),
+            micros: (last - phase_start).max(1),
+            since_produce,
+            since_start,
+        }
+    }
+}
+
+async fn receive(
+    State(receipts): State<Arc<Mutex<HashMap<String, i64>>>>,
+    headers: HeaderMap,
+) -> StatusCode {
+    let now = now_micros();
+    if let Some(id) = headers.get(WEBHOOK_ID).and_then(|v| v.to_str().ok()) {
+        receipts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id.to_owned())
+            .or_insert(now);
+    }
+    StatusCode::OK
+}
+
+/// `i` of the dispatch id `bench-<i>:webhook`.
+fn dispatch_index(id: &str) -> Option<usize> {
+    id.strip_prefix("bench-")?.split(':').next()?.parse().ok()
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// What the sink received in one phase.
+#[derive(Debug)]
+struct PhaseRun {
+    count: usize,
+    /// From the phase's start to its last receipt.
+    micros: i64,
+    /// Receipt minus the dispatch's produce time, sorted.
+    since_produce: Vec<i64>,
+    /// Receipt minus the phase's start, sorted.
+    since_start: Vec<i64>,
+}
+
+impl PhaseRun {
+    fn seconds(&self) -> f64 {
+        self.micros as f64 / 1e6
+    }
+
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.seconds()
+    }
+
+    fn quantile(&self, sorted: &[i64], q: f64) -> Option<i64> {
+        let last = sorted.len().checked_sub(1)?;
+        let index = ((last as f64) * q).round() as usize;
+        sorted.get(index.min(last)).copied()
+    }
+}
+
+fn ms(micros: Option<i64>) -> String {
+    micros.map_or("n/a".into(), |us| format!("{:.1} ms", us as f64 / 1000.0))
+}
+
+/// A KiB field of this process's `/proc/self/status`, e.g. `VmRSS:` or `VmHWM:` (Linux).
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
