@@ -133,6 +133,15 @@ impl TopicPlan {
 
     /// Overrides every replication factor, and caps `min.insync.replicas` to it so that a
     /// single-broker cluster can still accept writes.
+    /// Every topic with `partitions` partitions: for development and test clusters, where a
+    /// few partitions per topic exercise the same code at a fraction of the broker's cost.
+    pub fn with_partitions(mut self, partitions: i32) -> Self {
+        for topic in &mut self.topics {
+            topic.partitions = partitions;
+        }
+        self
+    }
+
     pub fn with_replication_factor(mut self, replication_factor: i32) -> Self {
         for topic in &mut self.topics {
             topic.replication_factor = replication_factor;
@@ -159,6 +168,12 @@ impl TopicPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_can_be_overridden_for_every_topic() {
+        let plan = TopicPlan::declared().unwrap().with_partitions(3);
+        assert!(plan.topics.iter().all(|t| t.partitions == 3));
+    }
 
     fn repo_plan() -> TopicPlan {
         TopicPlan::declared().unwrap()

@@ -240,14 +240,30 @@ impl HeraldEnv {
     /// Topics (replication factor 1), schemas and, with `database`, the keyspace: what most
     /// tests need before they start.
     pub fn prepare(&self, database: bool) {
-        self.run(&["topics", "apply", "--replication-factor", "1"], None)
-            .assert_code(0);
+        let partitions = TEST_PARTITIONS.to_string();
+        self.run(
+            &[
+                "topics",
+                "apply",
+                "--replication-factor",
+                "1",
+                "--partitions",
+                &partitions,
+            ],
+            None,
+        )
+        .assert_code(0);
         self.run(&["schemas", "register"], None).assert_code(0);
         if database {
             self.run(&["db", "migrate"], None).assert_code(0);
         }
     }
 }
+
+/// Partitions per topic in test envs: enough for partitions to be shared and handed over,
+/// few enough that a whole test run stays within the broker's open-file limit (each
+/// partition holds files open, and every test env declares 28 topics).
+pub const TEST_PARTITIONS: i32 = 3;
 
 /// A long-running `herald` role started as its own process, so a test can kill it.
 #[derive(Debug)]

@@ -143,6 +143,10 @@ pub(crate) struct TopicsApplyArgs {
     /// for a single-broker development cluster.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     pub(crate) replication_factor: Option<i32>,
+    /// Override every topic's partition count, e.g. 3 on a development cluster. Partitions
+    /// are still never shrunk.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    pub(crate) partitions: Option<i32>,
 }
 
 #[derive(Debug, Subcommand)]

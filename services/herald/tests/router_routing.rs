@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use herald_contracts::{Codec, NotificationRequest, headers};
 use herald_test_support::kafka::produce_raw;
-use herald_test_support::{HeraldEnv, unhex, wait_for};
+use herald_test_support::{HeraldEnv, TEST_PARTITIONS, unhex, wait_for};
 use tokio_util::sync::CancellationToken;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -232,7 +232,8 @@ async fn routing_cases_produce_exactly_the_expected_records() {
                     && l.contains(&format!("topic=\"{requested}\""))
             })
             .collect();
-        (lags.len() == 12 && lags.iter().all(|l| l.ends_with(" 0"))).then_some(())
+        (lags.len() == TEST_PARTITIONS as usize && lags.iter().all(|l| l.ends_with(" 0")))
+            .then_some(())
     });
     shutdown.cancel();
     router.await.unwrap().unwrap();

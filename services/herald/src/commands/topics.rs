@@ -28,6 +28,10 @@ pub(crate) async fn apply(
         Some(rf) => plan.with_replication_factor(rf),
         None => plan,
     };
+    let plan = match args.partitions {
+        Some(partitions) => plan.with_partitions(partitions),
+        None => plan,
+    };
     let report = apply_plan(&config.kafka.client_config(), &plan, args.dry_run)
         .await
         .with_context(|| format!("applying topics at {}", config.kafka.bootstrap_servers))?;
