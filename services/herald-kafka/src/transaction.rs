@@ -151,6 +151,29 @@ pub async fn produce_and_commit<C: ConsumerContext + 'static>(
     blocking(producer, |p| p.commit_transaction(CLIENT_TIMEOUT)).await
 }
 
+/// Groups record indices by record key, each group in the order given: one key's records are
+/// handled in order while different keys run concurrently (guarantee 4). A record without a
+/// key is a group of its own.
+pub fn group_by_key<'a>(
+    records: impl IntoIterator<Item = (usize, Option<&'a [u8]>)>,
+) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut slots: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    for (i, key) in records {
+        match key {
+            Some(key) => {
+                let slot = *slots.entry(key).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                groups[slot].push(i);
+            }
+            None => groups.push(vec![i]),
+        }
+    }
+    groups
+}
+
 /// Per partition, the first and last offsets of the records a batch holds.
 #[derive(Debug, Clone, Default)]
 pub struct OffsetRanges(BTreeMap<(String, i32), (i64, i64)>);
@@ -270,6 +293,13 @@ mod tests {
             );
         }
         assert!(!recovers_by_itself(&KafkaError::Canceled));
+    }
+
+    #[test]
+    fn one_key_keeps_its_order_and_keyless_records_stand_alone() {
+        let keys: [Option<&[u8]>; 5] = [Some(b"a"), Some(b"b"), None, Some(b"a"), None];
+        let groups = group_by_key(keys.into_iter().enumerate());
+        assert_eq!(groups, vec![vec![0, 3], vec![1], vec![2], vec![4]]);
     }
 
     #[test]

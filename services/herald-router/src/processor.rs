@@ -180,20 +180,13 @@ async fn process(
     // (guarantee 4). Keying by recipient rather than by partition matters: a fetch often
     // fills a batch from a single partition.
     // Indices rather than references keep the stream's item type free of lifetimes.
-    let mut by_key: Vec<Vec<usize>> = Vec::new();
-    let mut slots: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
-    for (i, input) in batch.inputs.iter().enumerate() {
-        match input.key.as_deref() {
-            Some(key) => {
-                let slot = *slots.entry(key).or_insert_with(|| {
-                    by_key.push(Vec::new());
-                    by_key.len() - 1
-                });
-                by_key[slot].push(i);
-            }
-            None => by_key.push(vec![i]),
-        }
-    }
+    let by_key = transaction::group_by_key(
+        batch
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| (i, input.key.as_deref())),
+    );
     let inputs = &batch.inputs;
     let routed: Vec<Result<Vec<OutRecord>, Transient>> = futures::stream::iter(by_key)
         .map(|indices| async move {

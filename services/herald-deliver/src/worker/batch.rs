@@ -331,20 +331,8 @@ impl Worker<'_> {
         inputs: &[Input],
         indices: Vec<usize>,
     ) -> Result<Vec<OutRecord>, Transient> {
-        let mut by_key: Vec<Vec<usize>> = Vec::new();
-        let mut slots: HashMap<&[u8], usize> = HashMap::new();
-        for i in indices {
-            match inputs[i].key.as_deref() {
-                Some(key) => {
-                    let slot = *slots.entry(key).or_insert_with(|| {
-                        by_key.push(Vec::new());
-                        by_key.len() - 1
-                    });
-                    by_key[slot].push(i);
-                }
-                None => by_key.push(vec![i]),
-            }
-        }
+        let by_key =
+            transaction::group_by_key(indices.into_iter().map(|i| (i, inputs[i].key.as_deref())));
         let deliverer = &self.deliverer;
         let delivered: Vec<Result<Vec<OutRecord>, Transient>> = futures::stream::iter(by_key)
             .map(|indices| async move {
