@@ -37,9 +37,11 @@ pub const DELIVER_OUTCOMES: &str = "herald_deliver_outcomes_total";
 pub const DELIVER_PROVIDER_SECONDS: &str = "herald_deliver_provider_seconds";
 /// Delivery: provider calls in flight now.
 pub const DELIVER_IN_FLIGHT: &str = "herald_deliver_in_flight";
+/// Delivery: cache lookups, by cache (`webhook_endpoint`) and result (`hit`, `miss`).
+pub const DELIVER_CACHE_LOOKUPS: &str = "herald_deliver_cache_lookups_total";
 /// Delivery: send-ledger claims that did not simply succeed, by result (`already_sent`: a
 /// redelivered dispatch was not sent again; `busy`: another worker held it; `taken_over`: a
-/// stale claim was replaced; `claim_lost`: the mark after a send found the claim taken over).
+/// stale claim was replaced).
 pub const DELIVER_LEDGER_HITS: &str = "herald_deliver_ledger_hits_total";
 /// Delivery: dispatches moved to a retry tier, by tier.
 pub const DELIVER_RETRIES: &str = "herald_deliver_retries_total";

@@ -194,6 +194,13 @@ impl OffsetRanges {
             .map(|((topic, partition), (first, _))| (topic.as_str(), *partition, *first))
     }
 
+    /// (topic, partition, last offset) of every partition.
+    pub fn ends(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.0
+            .iter()
+            .map(|((topic, partition), (_, last))| (topic.as_str(), *partition, *last))
+    }
+
     /// Offsets to commit: one past the last record of each partition.
     pub fn next_offsets(&self) -> Result<TopicPartitionList, KafkaError> {
         let mut tpl = TopicPartitionList::new();

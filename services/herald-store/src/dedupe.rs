@@ -10,19 +10,16 @@
 //! one group still see each other.
 
 use scylla::client::session::Session;
-use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::batcher::Batcher;
+use crate::unlogged;
 use crate::{StoreConfig, StoreError};
 
 /// Checks answered by one load: bounds the `IN` list and the insert batch.
 const MAX_CHECKS: usize = 64;
-/// Rows per unlogged insert batch: one row per partition, and Cassandra warns about unlogged
-/// batches over more than 10 partitions.
-const INSERTS_PER_BATCH: usize = 10;
 /// Groups checked at once, each for its own share of event ids: one id is never in two
 /// concurrent groups, so two records carrying it cannot both be taken for the first.
 const CONCURRENT_LOADS: usize = 4;
@@ -126,26 +123,7 @@ impl Statements {
                 }
             });
         }
-        let mut batch = Batch::new(BatchType::Unlogged);
-        for _ in 0..INSERTS_PER_BATCH {
-            batch.append_statement(self.insert.clone());
-        }
-        let writes = inserts.chunks(INSERTS_PER_BATCH).map(|chunk| {
-            let session = &self.session;
-            let batch = &batch;
-            async move {
-                if chunk.len() == INSERTS_PER_BATCH {
-                    session.batch(batch, chunk).await
-                } else {
-                    let mut short = Batch::new(BatchType::Unlogged);
-                    for _ in chunk {
-                        short.append_statement(self.insert.clone());
-                    }
-                    session.batch(&short, chunk).await
-                }
-            }
-        });
-        futures::future::try_join_all(writes).await?;
+        unlogged::write_all(&self.session, &self.insert, &inserts).await?;
         Ok(seen)
     }
 }

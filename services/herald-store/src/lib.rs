@@ -14,6 +14,7 @@ pub mod schedule;
 pub mod seed;
 pub mod send_ledger;
 pub mod session;
+mod unlogged;
 
 pub use config::StoreConfig;
 pub use error::StoreError;

@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "schedule_cursor",
         cql: include_str!("../migrations/0003_schedule_cursor.cql"),
     },
+    Migration {
+        version: 4,
+        name: "send_claims",
+        cql: include_str!("../migrations/0004_send_claims.cql"),
+    },
 ];
 
 const MIGRATIONS_TABLE: &str = "schema_migrations";

@@ -1,45 +1,56 @@
-//! The delivery workers' send ledger (guarantee 3): one row per dispatch id, claimed with a
-//! lightweight transaction before the provider call and marked sent after it.
+//! The delivery workers' send ledger (guarantee 3): what was sent, keyed by dispatch id, and
+//! who may be sending what right now.
 //!
-//! - A dispatch already marked sent is not sent again; the worker re-emits its `sent` status
-//!   from what the ledger recorded ([`Claim::AlreadySent`]).
-//! - A claim holds for a lease. A claim older than the lease belonged to a worker presumed dead
-//!   and is taken over; a younger one means another worker is sending right now
-//!   ([`Claim::Busy`]).
-//! - A call that did not send (transient or permanent failure) releases its claim, so that the
-//!   retry tier's attempt can claim again.
+//! - **Claims** are taken per batch, before any provider call: for each topic partition in the
+//!   batch, one `send_claims` row says that every offset up to `claimed_through` may have been
+//!   sent, by which worker and when ([`SendLedger::claim_batch`]).
+//! - **Marks** are per dispatch, after the provider accepted it: the `send_ledger` row of the
+//!   dispatch id says it was sent, by which provider and with what id
+//!   ([`SendLedger::mark_sent`]). A dispatch already marked is never sent again, wherever it
+//!   shows up (a redelivery, a duplicate record); its `sent` status is re-emitted from the mark
+//!   ([`Claim::AlreadySent`]).
+//! - A record at or below another worker's claim and not marked was perhaps being sent when
+//!   that worker died. It is waited for ([`Claim::Busy`]) until the claim is older than the
+//!   lease, then taken over and sent.
+//!
+//! Why claims are per partition, not per dispatch: Kafka already keeps two workers off one
+//! record at one time (a partition has one owner, and a worker only lets a partition go
+//! between batches); the claim only has to tell the next owner which records the previous one
+//! may have been sending. One row per partition per batch says that as well as a row per
+//! dispatch, and costs a database write per batch instead of one per dispatch. Reads of the
+//! marks of concurrent sends are answered by one `IN` request, and marks go out as unlogged
+//! batches.
 //!
 //! The only duplicate window is a crash (or a lost ledger write) between the provider's
-//! acceptance and [`SendLedger::mark_sent`]: the claim then ages past its lease and the next
-//! worker sends again.
+//! acceptance and the mark: the claim then ages past its lease and the next owner sends again.
 
 use chrono::{DateTime, Utc};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::batcher::Batcher;
+use crate::unlogged;
 use crate::{StoreConfig, StoreError};
 
 const CLAIMED: &str = "claimed";
 const SENT: &str = "sent";
 
-/// What claiming a dispatch found.
+/// What the ledger says about sending one dispatch of a claimed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The caller holds the dispatch and may call the provider. `taken_over` says a stale
-    /// claim of another (presumed dead) worker was replaced.
+    /// The caller may call the provider. `taken_over` says the record was under a stale claim
+    /// of another (presumed dead) worker, which may have sent it.
     Held { holder: Holder, taken_over: bool },
     /// The dispatch was sent already; do not send it again.
     AlreadySent(SentRecord),
-    /// Another worker holds a live claim (it is sending now), until `until`.
+    /// Another worker's live claim covers the record (it may be sending it now), until `until`.
     Busy { until: DateTime<Utc> },
 }
 
-/// A held claim: what [`SendLedger::mark_sent`] and [`SendLedger::release`] need.
+/// A held dispatch: what [`SendLedger::mark_sent`] needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     pub dispatch_id: String,
@@ -55,138 +66,224 @@ pub struct SentRecord {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
+/// Where a record was consumed from.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordAt<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A partition claim as found before this batch claimed it.
+#[derive(Debug, Clone)]
+struct PartitionClaim {
+    through: i64,
+    claimed_by: String,
+    claimed_at: DateTime<Utc>,
+}
+
+/// The claims a batch found when it claimed its partitions: which of its records another
+/// worker may have been sending.
+#[derive(Debug, Clone, Default)]
+pub struct BatchClaim {
+    found: HashMap<(String, i32), PartitionClaim>,
+}
+
+/// The ledger row of one dispatch, as read.
+#[derive(Debug, Clone)]
+struct LedgerRow {
+    state: Option<String>,
+    claimed_at: Option<DateTime<Utc>>,
+    sent: SentRecord,
+}
+
+/// (provider, provider message id, sent at, attempt, marker, dispatch id).
+type MarkWrite = (String, String, DateTime<Utc>, i32, String, String);
+
+/// Rows read, or written, by one request to the database.
+const MAX_KEYS: usize = 64;
+/// Loads under way at once per kind (each a serial task fed by its share of the keys).
+const CONCURRENT_LOADS: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct SendLedger {
     session: Arc<Session>,
-    owner: String,
-    claim_new: PreparedStatement,
-    take_over: PreparedStatement,
-    mark_sent: PreparedStatement,
-    release: PreparedStatement,
+    /// This process's name in claims and marks; unique per process, so that a restarted
+    /// worker does not take its previous life's claims for its own.
+    marker: String,
+    rows: Batcher<String, Option<LedgerRow>>,
+    marks: Batcher<MarkWrite, ()>,
+    read_claims: PreparedStatement,
+    write_claim: PreparedStatement,
 }
 
-/// Claim markers issued by this process, so that two claims of one owner never look alike.
-static CLAIMS: AtomicU64 = AtomicU64::new(0);
-
 impl SendLedger {
-    /// `owner` names this worker in claims (for operators reading the table).
+    /// `owner` names this worker in claims (for operators reading the tables).
     pub async fn prepare(
         session: Arc<Session>,
         config: &StoreConfig,
         owner: impl Into<String>,
     ) -> Result<Self, StoreError> {
-        let table = config.table("send_ledger");
-        let claim_new = session
+        let ledger = config.table("send_ledger");
+        let claims = config.table("send_claims");
+        let select = session
             .prepare(format!(
-                "INSERT INTO {table} (dispatch_id, state, claimed_by, claimed_at, attempt) \
-                 VALUES (?, '{CLAIMED}', ?, ?, ?) IF NOT EXISTS"
+                "SELECT dispatch_id, state, claimed_at, provider, provider_message_id, sent_at, \
+                 attempt FROM {ledger} WHERE dispatch_id IN ?"
             ))
             .await?;
-        let take_over = session
+        let mark = session
             .prepare(format!(
-                "UPDATE {table} SET claimed_by = ?, claimed_at = ?, attempt = ? \
-                 WHERE dispatch_id = ? IF state = '{CLAIMED}' AND claimed_by = ?"
+                "UPDATE {ledger} SET state = '{SENT}', provider = ?, provider_message_id = ?, \
+                 sent_at = ?, attempt = ?, claimed_by = ? WHERE dispatch_id = ?"
             ))
             .await?;
-        let mark_sent = session
+        let read_claims = session
             .prepare(format!(
-                "UPDATE {table} SET state = '{SENT}', provider = ?, provider_message_id = ?, \
-                 sent_at = ?, attempt = ? WHERE dispatch_id = ? IF claimed_by = ?"
+                "SELECT kafka_partition, claimed_through, claimed_by, claimed_at FROM {claims} \
+                 WHERE topic = ? AND kafka_partition IN ?"
             ))
             .await?;
-        let release = session
+        let write_claim = session
             .prepare(format!(
-                "DELETE FROM {table} WHERE dispatch_id = ? IF claimed_by = ?"
+                "INSERT INTO {claims} (topic, kafka_partition, claimed_through, claimed_by, \
+                 claimed_at) VALUES (?, ?, ?, ?, ?)"
             ))
             .await?;
+        let rows = {
+            let session = session.clone();
+            Batcher::spawn(MAX_KEYS, CONCURRENT_LOADS, move |ids: Vec<String>| {
+                let (session, select) = (session.clone(), select.clone());
+                async move { read_rows(&session, &select, ids).await }
+            })
+        };
+        let marks = {
+            let session = session.clone();
+            Batcher::spawn(MAX_KEYS, CONCURRENT_LOADS, move |rows: Vec<MarkWrite>| {
+                let (session, mark) = (session.clone(), mark.clone());
+                async move {
+                    unlogged::write_all(&session, &mark, &rows).await?;
+                    Ok(vec![(); rows.len()])
+                }
+            })
+        };
         Ok(Self {
             session,
-            owner: owner.into(),
-            claim_new,
-            take_over,
-            mark_sent,
-            release,
+            marker: format!(
+                "{}@{}#{:08x}",
+                owner.into(),
+                Utc::now().timestamp_millis(),
+                fastrand::u32(..)
+            ),
+            rows,
+            marks,
+            read_claims,
+            write_claim,
         })
     }
 
-    fn marker(&self, now: DateTime<Utc>) -> String {
-        let n = CLAIMS.fetch_add(1, Ordering::Relaxed);
-        format!("{}@{}#{n}", self.owner, now.timestamp_millis())
+    /// Claims every offset up to `last` of each (topic, partition, last) before any record of
+    /// the batch is sent, and returns what the partitions' claims were before.
+    pub async fn claim_batch(
+        &self,
+        partitions: &[(String, i32, i64)],
+        now: DateTime<Utc>,
+    ) -> Result<BatchClaim, StoreError> {
+        let mut by_topic: HashMap<&str, Vec<i32>> = HashMap::new();
+        for (topic, partition, _) in partitions {
+            by_topic.entry(topic).or_default().push(*partition);
+        }
+        let mut found = HashMap::new();
+        for (topic, numbers) in by_topic {
+            let answer = self
+                .session
+                .execute_unpaged(&self.read_claims, (topic, &numbers))
+                .await?
+                .into_rows_result()?;
+            type Columns = (i32, Option<i64>, Option<String>, Option<DateTime<Utc>>);
+            for row in answer.rows::<Columns>()? {
+                let (partition, through, claimed_by, claimed_at) = row?;
+                found.insert(
+                    (topic.to_owned(), partition),
+                    PartitionClaim {
+                        through: through.unwrap_or(-1),
+                        claimed_by: claimed_by.unwrap_or_default(),
+                        // A claim without a time is nobody's live claim.
+                        claimed_at: claimed_at.unwrap_or(DateTime::<Utc>::MIN_UTC),
+                    },
+                );
+            }
+        }
+        let writes: Vec<(&str, i32, i64, &str, DateTime<Utc>)> = partitions
+            .iter()
+            .map(|(topic, partition, last)| {
+                // Never lower the mark: records above this batch may have been sent by the
+                // previous owner, and a lower mark would make them look untouched.
+                let before = found
+                    .get(&(topic.clone(), *partition))
+                    .map_or(-1, |c| c.through);
+                (
+                    topic.as_str(),
+                    *partition,
+                    before.max(*last),
+                    self.marker.as_str(),
+                    now,
+                )
+            })
+            .collect();
+        unlogged::write_all(&self.session, &self.write_claim, &writes).await?;
+        Ok(BatchClaim { found })
     }
 
-    /// Claims `dispatch_id` for attempt `attempt`, taking over a claim older than `lease`.
+    /// Whether the dispatch `dispatch_id`, consumed `at`, may be sent now by the batch that
+    /// `batch` claimed.
     pub async fn claim(
         &self,
+        batch: &BatchClaim,
+        at: RecordAt<'_>,
         dispatch_id: &str,
-        attempt: i32,
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        let marker = self.marker(now);
-        let answer = self
-            .session
-            .execute_unpaged(&self.claim_new, (dispatch_id, &marker, now, attempt))
-            .await?;
-        let (applied, row) = lwt_answer(answer)?;
-        let holder = Holder {
-            dispatch_id: dispatch_id.to_owned(),
-            marker,
-        };
-        if applied {
-            return Ok(Claim::Held {
-                holder,
-                taken_over: false,
-            });
-        }
-        let text = |name: &str| match row.get(name) {
-            Some(CqlValue::Text(s) | CqlValue::Ascii(s)) => Some(s.clone()),
-            _ => None,
-        };
-        let time = |name: &str| match row.get(name) {
-            Some(CqlValue::Timestamp(t)) => DateTime::from_timestamp_millis(t.0),
-            _ => None,
-        };
-        if text("state").as_deref() == Some(SENT) {
-            return Ok(Claim::AlreadySent(SentRecord {
-                provider: text("provider"),
-                provider_message_id: text("provider_message_id"),
-                attempt: match row.get("attempt") {
-                    Some(CqlValue::Int(a)) => *a,
-                    _ => 0,
-                },
-                sent_at: time("sent_at"),
-            }));
-        }
         let lease = chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
-        // A claim without a time is nobody's live claim.
-        let claimed_at = time("claimed_at").unwrap_or(DateTime::<Utc>::MIN_UTC);
-        if now - claimed_at <= lease {
-            return Ok(Claim::Busy {
-                until: claimed_at + lease,
-            });
-        }
-        let held = text("claimed_by");
-        let answer = self
-            .session
-            .execute_unpaged(
-                &self.take_over,
-                (&holder.marker, now, attempt, dispatch_id, held),
-            )
-            .await?;
-        let (applied, _) = lwt_answer(answer)?;
-        Ok(if applied {
-            Claim::Held {
-                holder,
-                taken_over: true,
+        let row = self.rows.get(dispatch_id.to_owned()).await?;
+        if let Some(row) = &row {
+            if row.state.as_deref() == Some(SENT) {
+                return Ok(Claim::AlreadySent(row.sent.clone()));
             }
-        } else {
-            // Someone else took it over (or it was sent) just now.
-            Claim::Busy { until: now + lease }
+            // A per-dispatch claim, as workers before `send_claims` wrote them.
+            if let Some(claimed_at) = row.claimed_at
+                && row.state.as_deref() == Some(CLAIMED)
+                && now - claimed_at <= lease
+            {
+                return Ok(Claim::Busy {
+                    until: claimed_at + lease,
+                });
+            }
+        }
+        let previous = batch
+            .found
+            .get(&(at.topic.to_owned(), at.partition))
+            .filter(|c| at.offset <= c.through && c.claimed_by != self.marker);
+        let taken_over = match previous {
+            Some(claim) if now - claim.claimed_at <= lease => {
+                return Ok(Claim::Busy {
+                    until: claim.claimed_at + lease,
+                });
+            }
+            Some(_) => true,
+            None => false,
+        };
+        Ok(Claim::Held {
+            holder: Holder {
+                dispatch_id: dispatch_id.to_owned(),
+                marker: self.marker.clone(),
+            },
+            taken_over,
         })
     }
 
-    /// Records that the held dispatch was sent. False if the claim was lost meanwhile (it
-    /// aged past its lease and another worker took it over).
+    /// Records that the held dispatch was sent.
     pub async fn mark_sent(
         &self,
         holder: &Holder,
@@ -194,52 +291,55 @@ impl SendLedger {
         provider_message_id: &str,
         attempt: i32,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let answer = self
-            .session
-            .execute_unpaged(
-                &self.mark_sent,
-                (
-                    provider,
-                    provider_message_id,
-                    now,
-                    attempt,
-                    &holder.dispatch_id,
-                    &holder.marker,
-                ),
-            )
-            .await?;
-        Ok(lwt_answer(answer)?.0)
-    }
-
-    /// Gives the claim up after a call that did not send, so that a later attempt can claim.
-    pub async fn release(&self, holder: &Holder) -> Result<bool, StoreError> {
-        let answer = self
-            .session
-            .execute_unpaged(&self.release, (&holder.dispatch_id, &holder.marker))
-            .await?;
-        Ok(lwt_answer(answer)?.0)
+    ) -> Result<(), StoreError> {
+        self.marks
+            .get((
+                provider.to_owned(),
+                provider_message_id.to_owned(),
+                now,
+                attempt,
+                holder.marker.clone(),
+                holder.dispatch_id.clone(),
+            ))
+            .await
     }
 }
 
-/// A lightweight transaction's `[applied]` and, when it was not applied, the row's current
-/// columns by name.
-fn lwt_answer(
-    answer: scylla::response::query_result::QueryResult,
-) -> Result<(bool, HashMap<String, CqlValue>), StoreError> {
-    let rows = answer.into_rows_result()?;
-    let names: Vec<String> = rows
-        .column_specs()
-        .iter()
-        .map(|c| c.name().to_owned())
-        .collect();
-    let row = rows.first_row::<Row>()?;
-    let mut columns = HashMap::new();
-    for (name, value) in names.into_iter().zip(row.columns) {
-        if let Some(value) = value {
-            columns.insert(name, value);
-        }
+/// The row of each id (in order; ids may repeat), `None` where there is none.
+async fn read_rows(
+    session: &Session,
+    select: &PreparedStatement,
+    ids: Vec<String>,
+) -> Result<Vec<Option<LedgerRow>>, StoreError> {
+    type Columns = (
+        String,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<String>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<i32>,
+    );
+    let answer = session
+        .execute_unpaged(select, (&ids,))
+        .await?
+        .into_rows_result()?;
+    let mut found = HashMap::new();
+    for row in answer.rows::<Columns>()? {
+        let (id, state, claimed_at, provider, provider_message_id, sent_at, attempt) = row?;
+        found.insert(
+            id,
+            LedgerRow {
+                state,
+                claimed_at,
+                sent: SentRecord {
+                    provider,
+                    provider_message_id,
+                    attempt: attempt.unwrap_or(0),
+                    sent_at,
+                },
+            },
+        );
     }
-    let applied = matches!(columns.get("[applied]"), Some(CqlValue::Boolean(true)));
-    Ok((applied, columns))
+    Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
 }

@@ -1,7 +1,6 @@
 //! The dedupe ledger against the real database, including checks answered in one group.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 
 use herald_store::dedupe::{DedupeLedger, Seen};
 use herald_test_support::HeraldEnv;
@@ -11,8 +10,7 @@ async fn first_same_record_and_duplicate_even_within_one_group() {
     // No herald binary is run by this test.
     let env = HeraldEnv::new("herald", "dedupe");
     let config = env.store_config();
-    let session = Arc::new(herald_store::connect(&config).await.unwrap());
-    herald_store::migrate(&session, &config).await.unwrap();
+    let session = env.migrated_session().await;
     let ledger = DedupeLedger::prepare(session, &config).await.unwrap();
 
     assert_eq!(

@@ -1,7 +1,6 @@
 //! Frequency caps against the real database: the same answers when a batch is re-processed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 
 use herald_store::rate_limit::{Cap, RateLimiter, Subject};
 use herald_test_support::HeraldEnv;
@@ -11,8 +10,7 @@ async fn a_cap_allows_the_first_events_and_answers_the_same_on_a_retry() {
     // No herald binary is run by this test.
     let env = HeraldEnv::new("herald", "ratelimit");
     let config = env.store_config();
-    let session = Arc::new(herald_store::connect(&config).await.unwrap());
-    herald_store::migrate(&session, &config).await.unwrap();
+    let session = env.migrated_session().await;
     let limiter = RateLimiter::prepare(session, &config).await.unwrap();
     let subject = Subject {
         tenant: "acme",

@@ -180,6 +180,14 @@ impl HeraldEnv {
         }
     }
 
+    /// A session on this env's keyspace, migrated to the current schema.
+    pub async fn migrated_session(&self) -> std::sync::Arc<scylla::client::session::Session> {
+        let config = self.store_config();
+        let session = std::sync::Arc::new(herald_store::connect(&config).await.unwrap());
+        herald_store::migrate(&session, &config).await.unwrap();
+        session
+    }
+
     /// This env's configuration, as a role run in-process would load it. The admin server
     /// binds an ephemeral port so several roles can run side by side.
     pub fn config(&self) -> herald_runtime::HeraldConfig {

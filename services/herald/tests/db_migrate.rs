@@ -65,6 +65,7 @@ async fn migrate_twice_leaves_one_record_per_migration_and_the_same_schema() {
         "templates",
         "schedule",
         "send_ledger",
+        "send_claims",
         "dedupe",
         "timeline",
         "inbox",

@@ -15,9 +15,10 @@ use herald_contracts::topics::RETRY_TIERS;
 use herald_contracts::{
     Channel, Codec, CodecError, Decoded, Dispatch, Status, StatusEvent, TopicNames, headers,
 };
+use herald_kafka::transaction::OffsetRanges;
 use herald_store::StoreError;
 use herald_store::push_tokens::PushTokens;
-use herald_store::send_ledger::{Claim, Holder, SendLedger, SentRecord};
+use herald_store::send_ledger::{BatchClaim, Claim, Holder, RecordAt, SendLedger, SentRecord};
 
 use super::breaker::Breaker;
 use super::rate_limit::RateLimiter;
@@ -133,7 +134,11 @@ pub(crate) struct Deliverer {
 
 impl Deliverer {
     /// The records that delivering `input` produces.
-    pub(crate) async fn deliver(&self, input: &Input) -> Result<Vec<OutRecord>, Transient> {
+    pub(crate) async fn deliver(
+        &self,
+        input: &Input,
+        batch: &BatchClaim,
+    ) -> Result<Vec<OutRecord>, Transient> {
         let dispatch = match self.decode(input).await? {
             Ok(dispatch) => dispatch,
             Err(poison) => {
@@ -142,16 +147,17 @@ impl Deliverer {
             }
         };
         let attempt = input.attempt();
-        // The breaker before the ledger: a refused dispatch costs no claim. (A redelivered
+        // The breaker before the ledger: a refused dispatch costs no read. (A redelivered
         // dispatch that was in fact sent is deferred too, and its `sent` status re-emitted
         // once the breaker lets it through.)
         let permit = match self.breaker.try_acquire() {
             Ok(permit) => permit,
             Err(rejected) => return self.defer(input, &dispatch, attempt, rejected.wait).await,
         };
-        // The token before the claim, so no claim is held while waiting for one.
+        // The token before the ledger read, so that what the read says is still true when
+        // the call is made.
         self.limiter.acquire().await;
-        let holder = match self.claim(&dispatch, attempt).await? {
+        let holder = match self.claim(input, batch, &dispatch).await? {
             Ok(holder) => holder,
             Err(sent) => {
                 tracing::info!(dispatch_id = %dispatch.dispatch_id, "already sent; status re-emitted");
@@ -202,7 +208,6 @@ impl Deliverer {
                 reason,
                 retry_after,
             } => {
-                self.release(&holder).await;
                 let mut out = vec![
                     self.status_record(
                         input,
@@ -233,7 +238,6 @@ impl Deliverer {
                 Ok(out)
             }
             Outcome::Permanent { reason } => {
-                self.release(&holder).await;
                 let poison = Poison {
                     class: "permanent",
                     message: reason,
@@ -303,17 +307,35 @@ impl Deliverer {
         }
     }
 
-    /// A held claim, or what the ledger says was sent. A live claim of another worker is
-    /// waited out: it ends sent, released or stale within the lease.
+    /// Claims the batch's offsets in the send ledger before any of them is sent.
+    pub(crate) async fn claim_batch(
+        &self,
+        ranges: &OffsetRanges,
+    ) -> Result<BatchClaim, StoreError> {
+        let partitions: Vec<(String, i32, i64)> = ranges
+            .ends()
+            .map(|(topic, partition, last)| (topic.to_owned(), partition, last))
+            .collect();
+        self.ledger.claim_batch(&partitions, Utc::now()).await
+    }
+
+    /// Leave to send, or what the ledger says was sent. A live claim of another worker is
+    /// waited out: within the lease it is marked sent or it goes stale.
     async fn claim(
         &self,
+        input: &Input,
+        batch: &BatchClaim,
         dispatch: &Dispatch,
-        attempt: i32,
     ) -> Result<Result<Holder, SentRecord>, Transient> {
+        let at = RecordAt {
+            topic: &input.topic,
+            partition: input.partition,
+            offset: input.offset,
+        };
         loop {
             let claim = self
                 .ledger
-                .claim(&dispatch.dispatch_id, attempt, Utc::now(), self.lease)
+                .claim(batch, at, &dispatch.dispatch_id, Utc::now(), self.lease)
                 .await
                 .map_err(Transient::Store)?;
             match claim {
@@ -374,28 +396,13 @@ impl Deliverer {
                 )
                 .await
             {
-                Ok(true) => return Ok(()),
-                Ok(false) => {
-                    // Our claim outlived its lease and another worker took the dispatch over:
-                    // it may send it again. Nothing to undo here; the metric shows it.
-                    metrics::counter!(DELIVER_LEDGER_HITS, "result" => "claim_lost").increment(1);
-                    tracing::warn!(dispatch_id = %holder.dispatch_id, "send-ledger claim lost before the mark");
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(e) if tries < MARK_TRIES => {
                     tracing::warn!(dispatch_id = %holder.dispatch_id, error = %e, "send-ledger mark failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
                 }
                 Err(e) => return Err(Transient::Store(e)),
             }
-        }
-    }
-
-    /// Gives the claim back after a call that did not send. A failed release only delays the
-    /// next attempt until the claim's lease ends.
-    async fn release(&self, holder: &Holder) {
-        if let Err(e) = self.ledger.release(holder).await {
-            tracing::warn!(dispatch_id = %holder.dispatch_id, error = %e, "send-ledger release failed");
         }
     }
 
