@@ -13,7 +13,7 @@ use crate::inbox::InboxProvider;
 use crate::push::PushProvider;
 use crate::sms::TwilioProvider;
 use crate::webhook::WebhookProvider;
-use crate::webhook::secrets::{EndpointSecrets, NoEndpointSecrets, SecretLookup};
+use crate::webhook::secrets::{CachedSecrets, EndpointSecrets, NoEndpointSecrets, SecretLookup};
 use crate::{BuildError, Provider};
 
 /// The database, for the adapters that use it (inbox, webhook endpoint secrets).
@@ -63,9 +63,11 @@ pub async fn build_provider(
         )?),
         Channel::Webhook => {
             let secrets: Arc<dyn SecretLookup> = match store {
-                Some(store) => {
-                    Arc::new(EndpointSecrets::prepare(store.session.clone(), store.config).await?)
-                }
+                Some(store) => Arc::new(CachedSecrets::new(
+                    EndpointSecrets::prepare(store.session.clone(), store.config).await?,
+                    config.webhook.endpoint_cache_capacity,
+                    config.webhook.endpoint_cache_ttl,
+                )),
                 None => Arc::new(NoEndpointSecrets),
             };
             Arc::new(WebhookProvider::new(&config.webhook, secrets)?)

@@ -2,7 +2,6 @@
 //! recipient's profile and preferences, decides channels, renders templates and emits one
 //! dispatch per channel plus status records, all in one Kafka transaction per batch.
 
-pub mod cache;
 pub mod decide;
 pub mod processor;
 pub mod quiet_hours;

@@ -13,7 +13,7 @@ use herald_contracts::{
     headers,
 };
 use herald_runtime::config::RouterConfig;
-use herald_runtime::metric_names::{ROUTER_DISPATCHES, ROUTER_EVENTS};
+use herald_runtime::metric_names::{ROUTER_CACHE_LOOKUPS, ROUTER_DISPATCHES, ROUTER_EVENTS};
 use herald_store::StoreError;
 use herald_store::dedupe::{DedupeLedger, Seen};
 use herald_store::directory::{CategoryDefaults, Directory, Profile, TemplateRow};
@@ -26,10 +26,10 @@ use opentelemetry::trace::TraceContextExt as _;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::cache::TtlCache;
 use crate::decide::{Decision, Target, decide};
 use crate::quiet_hours::{QuietHours, quiet_until};
 use crate::render::{Renderer, TemplateKey, TemplateSource, locale_chain};
+use herald_runtime::cache::TtlCache;
 
 /// A consumed record, as the router sees it.
 #[derive(Debug, Clone)]
@@ -163,16 +163,19 @@ impl Router {
             rate_limiter,
             schedule,
             profiles: Mutex::new(TtlCache::new(
+                ROUTER_CACHE_LOOKUPS,
                 "profile",
                 config.cache_capacity,
                 config.cache_ttl,
             )),
             categories: Mutex::new(TtlCache::new(
+                ROUTER_CACHE_LOOKUPS,
                 "category",
                 config.cache_capacity,
                 config.cache_ttl,
             )),
             templates: Mutex::new(TtlCache::new(
+                ROUTER_CACHE_LOOKUPS,
                 "template",
                 config.template_cache_capacity,
                 config.cache_ttl,

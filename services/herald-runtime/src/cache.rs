@@ -1,15 +1,15 @@
-//! A small bounded cache with a time-to-live, for profiles, category defaults and templates.
-//! Bounded by entry count; when full the oldest insertion goes first. Hits and misses are
-//! counted per cache name so the hit ratio can be graphed.
+//! A small bounded cache with a time-to-live: the router's profiles, category defaults and
+//! templates, the workers' webhook endpoint secrets. Bounded by entry count; when full the
+//! oldest insertion goes first. Hits and misses are counted per cache name, under the metric
+//! its role names, so the hit ratio can be graphed.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-use herald_runtime::metric_names::ROUTER_CACHE_LOOKUPS;
-
 #[derive(Debug)]
 pub struct TtlCache<K, V> {
+    metric: &'static str,
     name: &'static str,
     capacity: usize,
     ttl: Duration,
@@ -18,8 +18,10 @@ pub struct TtlCache<K, V> {
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
-    pub fn new(name: &'static str, capacity: usize, ttl: Duration) -> Self {
+    /// `metric` counts the lookups, labelled `cache` = `name` and `result` = `hit` | `miss`.
+    pub fn new(metric: &'static str, name: &'static str, capacity: usize, ttl: Duration) -> Self {
         Self {
+            metric,
             name,
             capacity: capacity.max(1),
             ttl,
@@ -35,8 +37,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, v)| v.clone());
         let result = if fresh.is_some() { "hit" } else { "miss" };
-        metrics::counter!(ROUTER_CACHE_LOOKUPS, "cache" => self.name, "result" => result)
-            .increment(1);
+        metrics::counter!(self.metric, "cache" => self.name, "result" => result).increment(1);
         fresh
     }
 
@@ -73,7 +74,7 @@ mod tests {
 
     #[test]
     fn evicts_the_oldest_at_capacity_and_expires_after_the_ttl() {
-        let mut cache = TtlCache::new("test", 2, Duration::from_secs(60));
+        let mut cache = TtlCache::new("test_lookups", "test", 2, Duration::from_secs(60));
         cache.insert("a", 1);
         cache.insert("b", 2);
         cache.insert("c", 3);
@@ -81,7 +82,7 @@ mod tests {
         assert_eq!(cache.get(&"a"), None);
         assert_eq!(cache.get(&"c"), Some(3));
 
-        let mut short = TtlCache::new("test", 2, Duration::ZERO);
+        let mut short = TtlCache::new("test_lookups", "test", 2, Duration::ZERO);
         short.insert("a", 1);
         assert_eq!(short.get(&"a"), None);
     }

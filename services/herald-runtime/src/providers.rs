@@ -214,6 +214,13 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long an endpoint's secret, once read from `webhook_endpoints`, is used without
+    /// reading it again: a rotated secret takes effect within this time.
+    #[serde(default = "default_endpoint_cache_ttl", with = "humantime_serde")]
+    pub endpoint_cache_ttl: Duration,
+    /// Endpoints whose secrets are kept in memory at most.
+    #[serde(default = "default_endpoint_cache_capacity")]
+    pub endpoint_cache_capacity: usize,
 }
 
 impl Default for WebhookConfig {
@@ -223,8 +230,17 @@ impl Default for WebhookConfig {
             allow: Vec::new(),
             timeout: default_http_timeout(),
             connect_timeout: default_connect_timeout(),
+            endpoint_cache_ttl: default_endpoint_cache_ttl(),
+            endpoint_cache_capacity: default_endpoint_cache_capacity(),
         }
     }
+}
+
+fn default_endpoint_cache_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_endpoint_cache_capacity() -> usize {
+    10_000
 }
 
 fn default_smtp_timeout() -> Duration {
