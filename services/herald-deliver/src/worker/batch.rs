@@ -8,11 +8,12 @@
 //! to it and paused until it is due, so other partitions (and the main topics) keep flowing.
 //!
 //! Priority: within a batch, the priority lane's records are sent before the others are
-//! started; while a batch holds priority-lane records, the bulk lane is paused for the next
-//! one, so a backlog on the priority lane drains first.
+//! started. The bulk lane is paused while the priority lane has lag: from the start (until
+//! the priority lane's lag is measured as zero), and again whenever a batch holds
+//! priority-lane records, so a backlog on the priority lane drains first.
 
 use futures::StreamExt;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -30,9 +31,13 @@ use herald_kafka::transaction::{
 use herald_kafka::{HeraldContext, KafkaConfig};
 use herald_runtime::config::DeliverConfig;
 
+use herald_store::send_ledger::BatchClaim;
+
 use super::deliver::{Deliverer, Input, Transient};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// How long reading the priority lane's offsets may take before the lane counts as drained.
+const OFFSETS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest a batch may wait for rate-limit tokens: batches are kept to the calls the rate
 /// limit allows in this time, well inside the shutdown grace and the consumer's poll interval.
 const RATE_LIMITED_BATCH: Duration = Duration::from_secs(10);
@@ -172,6 +177,9 @@ pub(crate) struct Worker<'a> {
     pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) consumer: Consumer_,
     pub(crate) topics: Topics,
+    /// A client of the worker's group that never joins it: reads the priority lane's
+    /// watermarks and committed offsets (blocking calls, made on a blocking thread).
+    pub(crate) offsets: Arc<BaseConsumer>,
 }
 
 impl Worker<'_> {
@@ -180,7 +188,8 @@ impl Worker<'_> {
         let mut producer = init_producer(self.kafka, &self.transactional).await?;
         let mut backoff = MIN_BACKOFF;
         let mut held = Held::default();
-        let mut bulk_paused = false;
+        // Paused until the priority lane is known to have no lag.
+        let mut bulk_paused = true;
         tracing::info!(
             transactional_id = self.transactional.id,
             "delivery worker processing"
@@ -189,11 +198,13 @@ impl Worker<'_> {
             let Some(batch) = self.collect(&mut held, bulk_paused, &shutdown).await? else {
                 break;
             };
-            // Keep the bulk lane paused while the priority lane yields records.
-            if batch.priority != bulk_paused {
-                bulk_paused = batch.priority;
-                self.pause_bulk(bulk_paused);
+            // Keep the bulk lane paused while the priority lane yields records or has lag.
+            let pause = batch.priority || (bulk_paused && self.priority_lag().await);
+            if pause || pause != bulk_paused {
+                // Also when already paused: partitions assigned since are not paused yet.
+                self.pause_bulk(pause);
             }
+            bulk_paused = pause;
             if batch.inputs.is_empty() {
                 continue;
             }
@@ -228,6 +239,54 @@ impl Worker<'_> {
         tracing::info!("delivery worker stopped fetching; leaving the group");
         self.consumer.unsubscribe();
         Ok(())
+    }
+
+    /// Whether an assigned priority-lane partition has records this worker has not read:
+    /// its high watermark is past the consumer's position (before this worker has read from
+    /// it: past the group's committed offset, or the low watermark when none is committed).
+    /// A partition whose offsets cannot be read counts as drained, so an unreachable priority
+    /// partition cannot stall the bulk lane.
+    async fn priority_lag(&self) -> bool {
+        let Ok(positions) = self.consumer.position() else {
+            return false;
+        };
+        let partitions: Vec<(String, i32, Option<i64>)> = positions
+            .elements()
+            .iter()
+            .filter(|e| self.topics.source(e.topic()) == Source::Priority)
+            .map(|e| (e.topic().to_owned(), e.partition(), offset(e.offset())))
+            .collect();
+        if partitions.is_empty() {
+            return false;
+        }
+        let client = self.offsets.clone();
+        let lag = tokio::task::spawn_blocking(move || {
+            partitions.into_iter().any(|(topic, partition, position)| {
+                let read = || -> Result<bool, KafkaError> {
+                    let (low, high) =
+                        client.fetch_watermarks(&topic, partition, OFFSETS_TIMEOUT)?;
+                    let from = match position {
+                        Some(position) => position,
+                        None => {
+                            let mut tpl = TopicPartitionList::new();
+                            tpl.add_partition(&topic, partition);
+                            let committed = client.committed_offsets(tpl, OFFSETS_TIMEOUT)?;
+                            committed
+                                .find_partition(&topic, partition)
+                                .and_then(|e| offset(e.offset()))
+                                .unwrap_or(low)
+                        }
+                    };
+                    Ok(high > from)
+                };
+                read().unwrap_or_else(|e| {
+                    tracing::debug!(topic, partition, error = %e, "priority-lane offsets");
+                    false
+                })
+            })
+        })
+        .await;
+        lag.unwrap_or(false)
     }
 
     fn pause_bulk(&self, pause: bool) {
@@ -330,6 +389,7 @@ impl Worker<'_> {
         &self,
         inputs: &[Input],
         indices: Vec<usize>,
+        claim: &BatchClaim,
     ) -> Result<Vec<OutRecord>, Transient> {
         let by_key =
             transaction::group_by_key(indices.into_iter().map(|i| (i, inputs[i].key.as_deref())));
@@ -338,7 +398,7 @@ impl Worker<'_> {
             .map(|indices| async move {
                 let mut out = Vec::new();
                 for i in indices {
-                    out.extend(deliverer.deliver(&inputs[i]).await?);
+                    out.extend(deliverer.deliver(&inputs[i], claim).await?);
                 }
                 Ok(out)
             })
@@ -359,8 +419,13 @@ impl Worker<'_> {
         // batch that caught both lanes still serves the priority lane first.
         let (priority, rest): (Vec<usize>, Vec<usize>) = (0..batch.inputs.len())
             .partition(|i| self.topics.source(&batch.inputs[*i].topic) == Source::Priority);
-        let mut outputs = self.deliver_all(&batch.inputs, priority).await?;
-        outputs.extend(self.deliver_all(&batch.inputs, rest).await?);
+        let claim = self
+            .deliverer
+            .claim_batch(&batch.ranges)
+            .await
+            .map_err(Transient::Store)?;
+        let mut outputs = self.deliver_all(&batch.inputs, priority, &claim).await?;
+        outputs.extend(self.deliver_all(&batch.inputs, rest, &claim).await?);
         produce_and_commit(
             producer,
             &self.consumer,
@@ -369,6 +434,14 @@ impl Worker<'_> {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// The offset number, if `offset` is one.
+fn offset(offset: Offset) -> Option<i64> {
+    match offset {
+        Offset::Offset(n) => Some(n),
+        _ => None,
     }
 }
 

@@ -143,6 +143,7 @@ pub async fn run(
         deliverer,
         consumer,
         topics: Topics(topics),
+        offsets: Arc::new(config.kafka.consumer_config(&group).create()?),
     };
     let grace = deliver.shutdown_grace;
     let deadline = async {
