@@ -216,7 +216,9 @@ fn default_deliver_group() -> String {
     "herald-deliver".into()
 }
 fn default_deliver_in_flight() -> usize {
-    64
+    // As many as a batch holds: a call's wait is mostly the provider's and the database's,
+    // not this process's CPU (measured with `herald bench deliver`: 64 → 2,500/s, 500 → 3,200/s).
+    500
 }
 fn default_deliver_batch() -> usize {
     500

@@ -157,6 +157,13 @@ pub(super) async fn run(
     );
     for (label, run) in [("baseline", &baseline_run), ("worker", &worker_run)] {
         println!(
+            "{label}: first delivery after {:.1}s, then {:.0} deliveries/s",
+            run.first_receipt(),
+            run.running_rate()
+        );
+    }
+    for (label, run) in [("baseline", &baseline_run), ("worker", &worker_run)] {
+        println!(
             "{label} latency, dispatch produced -> sink receipt: p50 {}  p99 {}  \
              (phase start -> receipt: p50 {}  p99 {})",
             ms(run.quantile(&run.since_produce, 0.5)),
@@ -220,15 +227,17 @@ async fn produce(
     Ok(produced)
 }
 
-/// Dispatch `i`, as the router would emit it, to `<base_url>/hook/<event id>`.
+/// Dispatch `i`, as the router would emit it, to its recipient's endpoint
+/// `<base_url>/hook/<user id>`.
 fn dispatch(i: usize, recipients: usize, base_url: &str) -> Dispatch {
     let event_id = format!("bench-{i}");
+    let user_id = format!("u{}", i % recipients.max(1));
     let now = now_millis();
     Dispatch {
         dispatch_id: format!("{event_id}:{}", Channel::Webhook),
-        address: format!("{base_url}/hook/{event_id}"),
+        address: format!("{base_url}/hook/{user_id}"),
         tenant: "acme".into(),
-        user_id: format!("u{}", i % recipients.max(1)),
+        user_id,
         category: "billing.invoice_ready".into(),
         channel: Channel::Webhook,
         priority: Priority::Normal,
@@ -441,6 +450,19 @@ impl PhaseRun {
 
     fn rate(&self) -> f64 {
         self.count as f64 / self.seconds()
+    }
+
+    /// Seconds from the phase's start to its first receipt (start-up: joining the group,
+    /// preparing statements).
+    fn first_receipt(&self) -> f64 {
+        self.since_start.first().copied().unwrap_or_default() as f64 / 1e6
+    }
+
+    /// Receipts per second from the first receipt to the last: the rate once running.
+    fn running_rate(&self) -> f64 {
+        let first = self.since_start.first().copied().unwrap_or_default();
+        let span = (self.micros - first).max(1) as f64 / 1e6;
+        self.count.saturating_sub(1) as f64 / span
     }
 
     fn quantile(&self, sorted: &[i64], q: f64) -> Option<i64> {
