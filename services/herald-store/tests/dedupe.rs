@@ -1,7 +1,6 @@
 //! The dedupe ledger against the real database, including checks answered in one group.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-
 use herald_store::dedupe::{DedupeLedger, Seen};
 use herald_test_support::HeraldEnv;
 

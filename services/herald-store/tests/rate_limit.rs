@@ -1,7 +1,6 @@
 //! Frequency caps against the real database: the same answers when a batch is re-processed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-
 use herald_store::rate_limit::{Cap, RateLimiter, Subject};
 use herald_test_support::HeraldEnv;
 
