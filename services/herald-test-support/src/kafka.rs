@@ -22,6 +22,35 @@ pub fn topics_with_prefix(kafka: &KafkaConfig, prefix: &str) -> HashMap<String, 
         .collect()
 }
 
+/// Waits (up to `within`) until every partition of `topic` has a leader that answers: after
+/// a broker restart or freeze, the broker re-registers with its controller and partitions
+/// are leaderless for a while, so clients' requests time out.
+pub fn wait_for_leaders(kafka: &KafkaConfig, topic: &str, within: Duration) {
+    let consumer: BaseConsumer = kafka.client_config().create().unwrap();
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let ready = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .is_ok_and(|metadata| {
+                metadata.topics().iter().any(|t| {
+                    t.name() == topic
+                        && !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none())
+                })
+            });
+        if ready {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}: partitions without a leader after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// The configs set on a topic itself (not inherited from the broker).
 pub async fn topic_configs(kafka: &KafkaConfig, topic: &str) -> BTreeMap<String, String> {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().unwrap();

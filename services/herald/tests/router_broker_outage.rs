@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use herald_test_support::kafka::wait_for_leaders;
 use herald_test_support::{HeraldEnv, invoice_requests};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -44,7 +45,14 @@ fn a_broker_outage_pauses_routing_without_loss_or_duplicates() {
         let _frozen = env.stack.freeze_broker();
         std::thread::sleep(Duration::from_secs(15));
     }
-    // More events once the broker is back.
+    // More events once the broker is back: the broker re-registers with its controller
+    // first, and a producer started before its partitions have leaders again can time out
+    // (that is the producer's business, not the router's).
+    wait_for_leaders(
+        &env.kafka_config(),
+        &topics.requested(),
+        Duration::from_secs(120),
+    );
     env.run(
         &["produce"],
         Some(&invoice_requests("brokerdown", EVENTS * 3 / 4..EVENTS, 100)),
