@@ -17,7 +17,10 @@ use crate::exit;
 
 /// Deliveries awaited at once; bounds memory on a large input.
 const IN_FLIGHT: usize = 1024;
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a record may wait for the broker. Generous: after a broker restart the producer
+/// id and partition leaders can take a while to come back, and giving up early turns a
+/// short outage into a failed import (librdkafka's own default is 5 minutes).
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(crate) async fn run(config: &HeraldConfig, args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     let topics = config.kafka.topics();
