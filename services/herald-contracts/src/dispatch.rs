@@ -113,6 +113,11 @@ impl Dispatch {
         format!("{}:{}", self.tenant, self.user_id)
     }
 
+    /// Whether the deadline has passed by `at` (a dispatch without one never expires).
+    pub fn expires_by(&self, at: DateTime<Utc>) -> bool {
+        self.deadline.is_some_and(|deadline| deadline <= at)
+    }
+
     pub fn to_avro(&self) -> Value {
         let c = &self.content;
         avro::record(vec![

@@ -62,3 +62,6 @@ pub const DELIVER_RATE_LIMIT_WAIT_SECONDS: &str = "herald_deliver_rate_limit_wai
 /// Delivery: fallback requests sent back to the router after a dead-lettered dispatch, by the
 /// channel that failed.
 pub const DELIVER_FALLBACKS: &str = "herald_deliver_fallbacks_total";
+/// Delivery: dispatches suppressed because their deadline passed, by when it was found
+/// (`before_send`: already past; `before_retry`: it would pass before the next attempt).
+pub const DELIVER_EXPIRED: &str = "herald_deliver_expired_total";

@@ -1,7 +1,7 @@
 //! The webhook delivery worker against real Kafka and CQL, with a recording stand-in as the
 //! webhook receiver: delivery with exactly one `sent` per dispatch, a retry through the tiers,
 //! a permanent failure to the DLQ, a redelivered dispatch that is not sent twice, garbage bytes
-//! to the DLQ, and a SIGKILL mid-stream.
+//! to the DLQ, dispatches past their deadline, and a SIGKILL mid-stream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -19,8 +19,9 @@ use herald_test_support::{HeraldEnv, RoleProcess, wait_for};
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A webhook receiver: `/ok/..` answers 200, `/bad/..` 400, `/flaky<n>/..` 500 for the first
-/// n calls per dispatch and 200 after. Counts calls per dispatch (`webhook-id`).
+/// A webhook receiver: `/ok/..` answers 200, `/bad/..` 400, `/later/..` 429 with an hour's
+/// `Retry-After`, `/flaky<n>/..` 500 for the first n calls per dispatch and 200 after. Counts
+/// calls per dispatch (`webhook-id`).
 async fn receiver() -> (StandIn, Arc<Mutex<HashMap<String, usize>>>) {
     let calls: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let counted = calls.clone();
@@ -35,6 +36,8 @@ async fn receiver() -> (StandIn, Arc<Mutex<HashMap<String, usize>>>) {
         let segment = request.path.split('/').nth(1).unwrap_or_default();
         if segment == "bad" {
             Reply::status(400).body("no such hook")
+        } else if segment == "later" {
+            Reply::status(429).header("retry-after", "3600")
         } else if let Some(failures) = segment.strip_prefix("flaky") {
             let failures: usize = failures.parse().unwrap();
             if n <= failures {
@@ -102,6 +105,14 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
     .unwrap();
     bad.fallback_request = Some(codec.encode_request(&fallback).await.unwrap());
     produce(&env, &codec, Lane::Bulk, &bad).await;
+    // (f) past its deadline already: not sent
+    let mut stale = dispatch_to(&standin, "ok", "u5");
+    stale.deadline = Some(chrono::Utc::now() - chrono::TimeDelta::minutes(1));
+    produce(&env, &codec, Lane::Bulk, &stale).await;
+    // (g) told to come back in an hour, with ten minutes left: failed once, then expired
+    let mut late = dispatch_to(&standin, "later", "u6");
+    late.deadline = Some(chrono::Utc::now() + chrono::TimeDelta::minutes(10));
+    produce(&env, &codec, Lane::Bulk, &late).await;
     // (e) garbage bytes on the dispatch topic
     produce_raw(
         &env.kafka_config(),
@@ -113,9 +124,11 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
 
     let started = std::time::Instant::now();
     let mut worker = tokio::task::block_in_place(|| spawn_worker(&env));
-    // 5 sent + flaky (failed, failed, sent) + bad (dead_lettered)
-    let statuses =
-        tokio::task::block_in_place(|| env.tail_until(&topics.status(), 5 + 3 + 1, TIMEOUT));
+    // 5 sent + flaky (failed, failed, sent) + bad (dead_lettered) + stale (suppressed) + late
+    // (failed, suppressed)
+    let statuses = tokio::task::block_in_place(|| {
+        env.tail_until(&topics.status(), 5 + 3 + 1 + 1 + 2, TIMEOUT)
+    });
     eprintln!("statuses after {:?}", started.elapsed());
 
     for dispatch in &ok {
@@ -145,6 +158,25 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
     );
     let dead = statuses_of(&statuses, &bad.dispatch_id);
     assert_eq!(dead, [("dead_lettered".to_owned(), 1)]);
+    // (f) and (g): suppressed as expired; neither went to a retry tier nor the DLQ
+    assert_eq!(
+        statuses_of(&statuses, &stale.dispatch_id),
+        [("suppressed".to_owned(), 1)]
+    );
+    assert_eq!(
+        statuses_of(&statuses, &late.dispatch_id),
+        [("failed".to_owned(), 1), ("suppressed".to_owned(), 1)]
+    );
+    for dispatch in [&stale, &late] {
+        let suppressed = statuses
+            .iter()
+            .find(|r| {
+                r["value"]["dispatch_id"] == dispatch.dispatch_id.as_str()
+                    && r["value"]["status"] == "suppressed"
+            })
+            .unwrap();
+        assert_eq!(suppressed["value"]["reason"], "expired");
+    }
 
     // the flaky dispatch went through tiers 1 and 2 with attempt and due-time headers
     let tier1 = tokio::task::block_in_place(|| {
@@ -197,8 +229,9 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
     // (d) the first dispatch produced again (a redelivery with the same dispatch id): not
     // sent again, its `sent` status re-emitted
     produce(&env, &codec, Lane::Bulk, &ok[1]).await;
-    let statuses =
-        tokio::task::block_in_place(|| env.tail_until(&topics.status(), 5 + 3 + 1 + 1, TIMEOUT));
+    let statuses = tokio::task::block_in_place(|| {
+        env.tail_until(&topics.status(), 5 + 3 + 1 + 1 + 2 + 1, TIMEOUT)
+    });
     assert_eq!(
         statuses_of(&statuses, &ok[1].dispatch_id),
         [("sent".to_owned(), 1), ("sent".to_owned(), 1)]
@@ -214,6 +247,8 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
     }
     assert_eq!(calls.get(&flaky.dispatch_id), Some(&3));
     assert_eq!(calls.get(&bad.dispatch_id), Some(&1));
+    assert_eq!(calls.get(&stale.dispatch_id), None);
+    assert_eq!(calls.get(&late.dispatch_id), Some(&1));
 
     // SIGTERM: exits 0 within the grace period
     let code = tokio::task::block_in_place(|| worker.terminate(Duration::from_secs(30)));

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_contracts::metric_names::{
-    DELIVER_BREAKER_DEFERRED, DELIVER_DEAD_LETTERED, DELIVER_FALLBACKS, DELIVER_IN_FLIGHT,
-    DELIVER_LEDGER_HITS, DELIVER_OUTCOMES, DELIVER_PROVIDER_SECONDS, DELIVER_RETRIES,
+    DELIVER_BREAKER_DEFERRED, DELIVER_DEAD_LETTERED, DELIVER_EXPIRED, DELIVER_FALLBACKS,
+    DELIVER_IN_FLIGHT, DELIVER_LEDGER_HITS, DELIVER_OUTCOMES, DELIVER_PROVIDER_SECONDS,
+    DELIVER_RETRIES,
 };
+use herald_contracts::status::reason;
 use herald_contracts::topics::RETRY_TIERS;
 use herald_contracts::{
     Channel, Codec, CodecError, Decoded, Dispatch, Status, StatusEvent, TopicNames, headers,
@@ -147,6 +149,9 @@ impl Deliverer {
             }
         };
         let attempt = input.attempt();
+        if dispatch.expires_by(Utc::now()) {
+            return self.expire_unsent(input, batch, &dispatch, attempt).await;
+        }
         // The breaker before the ledger: a refused dispatch costs no read. (A redelivered
         // dispatch that was in fact sent is deferred too, and its `sent` status re-emitted
         // once the breaker lets it through.)
@@ -159,17 +164,7 @@ impl Deliverer {
         self.limiter.acquire().await;
         let holder = match self.claim(input, batch, &dispatch).await? {
             Ok(holder) => holder,
-            Err(sent) => {
-                tracing::info!(dispatch_id = %dispatch.dispatch_id, "already sent; status re-emitted");
-                let status = self.sent_status(
-                    &dispatch,
-                    Status::Sent,
-                    sent.provider.as_deref(),
-                    sent.provider_message_id.as_deref(),
-                    sent.attempt,
-                );
-                return Ok(vec![self.status_record(input, &status).await?]);
-            }
+            Err(sent) => return self.sent_before(input, &dispatch, &sent).await,
         };
         let report = self.call(&dispatch).await;
         permit.record(&report.outcome);
@@ -223,6 +218,12 @@ impl Deliverer {
                     fastrand::f64(),
                 );
                 match next {
+                    Next::Tier { due, .. } if dispatch.expires_by(due) => {
+                        out.push(
+                            self.expired(input, &dispatch, attempt, "before_retry")
+                                .await?,
+                        );
+                    }
                     Next::Tier { tier, attempt, due } => {
                         metrics::counter!(DELIVER_RETRIES, "tier" => tier.to_string()).increment(1);
                         out.push(self.retry_record(input, tier, attempt, due));
@@ -269,10 +270,65 @@ impl Deliverer {
         );
         tracing::debug!(dispatch_id = %dispatch.dispatch_id, tier, "circuit open; dispatch deferred");
         let status = self.failure_status(dispatch, Status::Failed, CIRCUIT_OPEN, attempt);
-        Ok(vec![
-            self.status_record(input, &status).await?,
-            self.retry_record(input, tier, attempt, due),
-        ])
+        let failed = self.status_record(input, &status).await?;
+        if dispatch.expires_by(due) {
+            return Ok(vec![
+                failed,
+                self.expired(input, dispatch, attempt, "before_retry")
+                    .await?,
+            ]);
+        }
+        Ok(vec![failed, self.retry_record(input, tier, attempt, due)])
+    }
+
+    /// A dispatch whose deadline has passed: not sent, `suppressed(expired)`. Unless the
+    /// ledger says an earlier life of this record did send it; then that `sent` stands.
+    async fn expire_unsent(
+        &self,
+        input: &Input,
+        batch: &BatchClaim,
+        dispatch: &Dispatch,
+        attempt: i32,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        match self.claim(input, batch, dispatch).await? {
+            Ok(_) => Ok(vec![
+                self.expired(input, dispatch, attempt, "before_send")
+                    .await?,
+            ]),
+            Err(sent) => self.sent_before(input, dispatch, &sent).await,
+        }
+    }
+
+    /// The `suppressed(expired)` status record; `when` labels the metric.
+    async fn expired(
+        &self,
+        input: &Input,
+        dispatch: &Dispatch,
+        attempt: i32,
+        when: &'static str,
+    ) -> Result<OutRecord, Transient> {
+        metrics::counter!(DELIVER_EXPIRED, "when" => when).increment(1);
+        tracing::info!(dispatch_id = %dispatch.dispatch_id, when, "deadline passed; not sent");
+        let status = self.failure_status(dispatch, Status::Suppressed, reason::EXPIRED, attempt);
+        self.status_record(input, &status).await
+    }
+
+    /// The `sent` status of a dispatch the ledger says was sent before, emitted again.
+    async fn sent_before(
+        &self,
+        input: &Input,
+        dispatch: &Dispatch,
+        sent: &SentRecord,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        tracing::info!(dispatch_id = %dispatch.dispatch_id, "already sent; status re-emitted");
+        let status = self.sent_status(
+            dispatch,
+            Status::Sent,
+            sent.provider.as_deref(),
+            sent.provider_message_id.as_deref(),
+            sent.attempt,
+        );
+        Ok(vec![self.status_record(input, &status).await?])
     }
 
     /// The dispatch in `input`, a reason to dead-letter it, or a transient registry fault.
