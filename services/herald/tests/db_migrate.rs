@@ -95,7 +95,7 @@ async fn seed_loads_the_demo_data_and_refuses_a_bad_file() {
     let demo = repo_root().join("dev/demo/seed.json");
     let run = env.run(&["seed", demo.to_str().unwrap()], None);
     run.assert_code(0);
-    assert!(run.stdout.contains("seeded 2 users"), "{}", run.stdout);
+    assert!(run.stdout.contains("seeded 3 users"), "{}", run.stdout);
 
     let session = herald_store::connect(&env.store_config()).await.unwrap();
     let (email, tz): (Option<String>, Option<String>) = session
