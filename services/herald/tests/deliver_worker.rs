@@ -69,6 +69,30 @@ async fn produce(env: &HeraldEnv, codec: &Codec, lane: Lane, dispatch: &Dispatch
     produce_dispatch(env, codec, lane, dispatch).await;
 }
 
+/// Gives `dispatch` the fallback chain email, then `then`, with the router's request for email
+/// (as the router attaches it), and returns that request.
+async fn fall_back_to_email(
+    codec: &Codec,
+    dispatch: &mut Dispatch,
+    then: Channel,
+) -> NotificationRequest {
+    dispatch.fallback = vec![Channel::Email, then];
+    let request = NotificationRequest::from_json(
+        &serde_json::json!({
+            "event_id": format!("{}:fallback:email", dispatch.event_id),
+            "tenant": dispatch.tenant,
+            "category": dispatch.category,
+            "template": {"id": "t"},
+            "recipient": {"user_id": dispatch.user_id},
+            "channels": ["email"],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    dispatch.fallback_request = Some(codec.encode_request(&request).await.unwrap());
+    request
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
     let env = tokio::task::block_in_place(|| webhook_env("deliver"));
@@ -90,20 +114,7 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
     // (c) 400: dead-lettered at once
     // with a fallback chain: the router's request for email goes back to the router
     let mut bad = dispatch_to(&standin, "bad", "u3");
-    bad.fallback = vec![Channel::Email, Channel::Sms];
-    let fallback = NotificationRequest::from_json(
-        &serde_json::json!({
-            "event_id": format!("{}:fallback:email", bad.event_id),
-            "tenant": bad.tenant,
-            "category": bad.category,
-            "template": {"id": "t"},
-            "recipient": {"user_id": bad.user_id},
-            "channels": ["email"],
-        })
-        .to_string(),
-    )
-    .unwrap();
-    bad.fallback_request = Some(codec.encode_request(&fallback).await.unwrap());
+    let fallback = fall_back_to_email(&codec, &mut bad, Channel::Sms).await;
     produce(&env, &codec, Lane::Bulk, &bad).await;
     // (f) past its deadline already: not sent
     let mut stale = dispatch_to(&standin, "ok", "u5");
@@ -176,6 +187,7 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
             })
             .unwrap();
         assert_eq!(suppressed["value"]["reason"], "expired");
+        assert!(suppressed["value"]["provider"].is_null(), "{suppressed}");
     }
 
     // the flaky dispatch went through tiers 1 and 2 with attempt and due-time headers
@@ -264,20 +276,7 @@ async fn a_dispatch_failing_at_every_tier_is_dead_lettered_and_falls_back() {
 
     // 500 on every call; the chain goes on to email, then push
     let mut always = dispatch_to(&standin, "flaky1000", "u9");
-    always.fallback = vec![Channel::Email, Channel::Push];
-    let fallback = NotificationRequest::from_json(
-        &serde_json::json!({
-            "event_id": format!("{}:fallback:email", always.event_id),
-            "tenant": always.tenant,
-            "category": always.category,
-            "template": {"id": "t"},
-            "recipient": {"user_id": always.user_id},
-            "channels": ["email"],
-        })
-        .to_string(),
-    )
-    .unwrap();
-    always.fallback_request = Some(codec.encode_request(&fallback).await.unwrap());
+    let fallback = fall_back_to_email(&codec, &mut always, Channel::Push).await;
     produce(&env, &codec, Lane::Bulk, &always).await;
 
     let mut worker = tokio::task::block_in_place(|| spawn_worker(&env));

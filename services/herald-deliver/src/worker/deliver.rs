@@ -309,7 +309,9 @@ impl Deliverer {
     ) -> Result<OutRecord, Transient> {
         metrics::counter!(DELIVER_EXPIRED, "when" => when).increment(1);
         tracing::info!(dispatch_id = %dispatch.dispatch_id, when, "deadline passed; not sent");
-        let status = self.failure_status(dispatch, Status::Suppressed, reason::EXPIRED, attempt);
+        // No provider: it was not called for this outcome (any failed call has its own status).
+        let mut status = self.status_event(dispatch, Status::Suppressed, attempt);
+        status.reason = Some(reason::EXPIRED.to_owned());
         self.status_record(input, &status).await
     }
 
