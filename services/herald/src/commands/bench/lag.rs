@@ -8,6 +8,9 @@ use std::time::Duration;
 use herald_kafka::KafkaConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long lag reads may keep failing before the bench gives up: right after a broker start
+/// the group coordinator answers "not coordinator" or "loading" for a while.
+const FAILING_FOR_AT_MOST: Duration = Duration::from_secs(60);
 
 /// Records of `topic` not yet committed by `group`.
 pub(super) fn lag(
@@ -48,11 +51,27 @@ pub(super) async fn wait_until_caught_up(
     mut on_poll: impl FnMut(),
 ) -> anyhow::Result<Duration> {
     let started = std::time::Instant::now();
+    let mut failing_since = None;
     loop {
         let (kafka, group, topic) = (kafka.clone(), group.to_owned(), topic.to_owned());
-        let behind =
-            tokio::task::spawn_blocking(move || lag(&kafka, &group, &topic, partitions)).await??;
+        let read =
+            tokio::task::spawn_blocking(move || lag(&kafka, &group, &topic, partitions)).await?;
         on_poll();
+        let behind = match read {
+            Ok(behind) => {
+                failing_since = None;
+                behind
+            }
+            Err(error) => {
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > FAILING_FOR_AT_MOST {
+                    return Err(error);
+                }
+                eprintln!("bench: {error:#}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         if behind == 0 {
             return Ok(started.elapsed());
         }
