@@ -3,6 +3,7 @@
 //! version into them, so a BACKWARD-compatible change upstream needs no Herald release.
 
 use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
@@ -99,6 +100,52 @@ pub struct Codec {
     topics: TopicNames,
     encoder: AvroEncoder,
     decoder: AvroDecoder,
+    /// One per [`SchemaKind`], in [`SchemaKind::ALL`] order.
+    writers: [KnownWriter; 3],
+}
+
+/// Writes one of Herald's record types once the registry has given its schema id.
+///
+/// The registry client rebuilds its cache key (a copy of the whole schema text) and hashes it on
+/// every encode; after the first encode of a kind the id is known and cannot change, so later
+/// records are framed here directly. The bytes are the same: the client also validates the value
+/// and writes it with the same schema.
+struct KnownWriter {
+    writer: GenericDatumWriter<'static>,
+    schema_id: std::sync::OnceLock<u32>,
+}
+
+impl std::fmt::Debug for KnownWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnownWriter")
+            .field("schema_id", &self.schema_id.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KnownWriter {
+    fn new(kind: SchemaKind) -> Result<Self, CodecError> {
+        Ok(Self {
+            writer: GenericDatumWriter::builder(kind.schema())
+                .build()
+                .map_err(|e| CodecError::Encode(e.to_string()))?,
+            schema_id: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The framed record, or `None` while the schema id is not known yet.
+    fn write(&self, value: &Value) -> Option<Result<Vec<u8>, CodecError>> {
+        let schema_id = self.schema_id.get()?;
+        let mut framed = Vec::with_capacity(512);
+        framed.push(0);
+        framed.extend_from_slice(&schema_id.to_be_bytes());
+        Some(
+            self.writer
+                .write_value_ref(&mut framed, value)
+                .map(|_| framed)
+                .map_err(|e| CodecError::Encode(e.to_string())),
+        )
+    }
 }
 
 fn supplied(kind: SchemaKind) -> SuppliedSchema {
@@ -135,7 +182,41 @@ impl Codec {
             topics,
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings),
+            writers: [
+                KnownWriter::new(SchemaKind::ALL[0])?,
+                KnownWriter::new(SchemaKind::ALL[1])?,
+                KnownWriter::new(SchemaKind::ALL[2])?,
+            ],
         })
+    }
+
+    fn known_writer(&self, kind: SchemaKind) -> &KnownWriter {
+        let index = SchemaKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or_default();
+        &self.writers[index]
+    }
+
+    /// Encodes through the registry client the first time (registering the schema under the
+    /// strategy's subject), directly once the schema id is known.
+    async fn encode_framed(
+        &self,
+        kind: SchemaKind,
+        value: Value,
+        strategy: impl FnOnce() -> SubjectNameStrategy,
+    ) -> Result<Vec<u8>, CodecError> {
+        let known = self.known_writer(kind);
+        if let Some(framed) = known.write(&value) {
+            return framed;
+        }
+        let framed = self
+            .encoder
+            .encode_value(value, &strategy())
+            .await
+            .map_err(registry_error)?;
+        let _ = known.schema_id.set(schema_id(&framed)?);
+        Ok(framed)
     }
 
     pub fn topics(&self) -> &TopicNames {
@@ -147,15 +228,14 @@ impl Codec {
         &self,
         request: &NotificationRequest,
     ) -> Result<Vec<u8>, CodecError> {
-        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
-            self.topics.requested(),
-            false,
-            supplied(SchemaKind::Requested),
-        );
-        self.encoder
-            .encode_value(request.to_avro(), &strategy)
-            .await
-            .map_err(registry_error)
+        self.encode_framed(SchemaKind::Requested, request.to_avro(), || {
+            SubjectNameStrategy::TopicNameStrategyWithSchema(
+                self.topics.requested(),
+                false,
+                supplied(SchemaKind::Requested),
+            )
+        })
+        .await
     }
 
     pub async fn encode_dispatch(&self, dispatch: &Dispatch) -> Result<Vec<u8>, CodecError> {
@@ -169,11 +249,10 @@ impl Codec {
     }
 
     async fn encode_record(&self, kind: SchemaKind, value: Value) -> Result<Vec<u8>, CodecError> {
-        let strategy = SubjectNameStrategy::RecordNameStrategyWithSchema(supplied(kind));
-        self.encoder
-            .encode_value(value, &strategy)
-            .await
-            .map_err(registry_error)
+        self.encode_framed(kind, value, || {
+            SubjectNameStrategy::RecordNameStrategyWithSchema(supplied(kind))
+        })
+        .await
     }
 
     /// Decodes any Confluent-framed record; Herald's own records are resolved into the
