@@ -185,7 +185,11 @@ impl Renderer {
         data: &serde_json::Value,
     ) -> Result<RenderedContent, RenderError> {
         check_channel_parts(key, source)?;
-        let rendered = self.render_parts(key, source, data);
+        // One copy of the data for every part (`Handlebars::render` would copy it per part).
+        // (Copying a JSON value into a context cannot fail; the part named is the first.)
+        let context = handlebars::Context::wraps(data)
+            .map_err(|e| render_error(key, TemplatePart::Subject, e))?;
+        let rendered = self.render_parts(key, source, &context);
         // After rendering, so a capacity of 0 still renders (and then forgets) the template.
         self.evict_beyond_capacity();
         let mut content = rendered?;
@@ -208,7 +212,7 @@ impl Renderer {
         &mut self,
         key: &TemplateKey,
         source: &TemplateSource,
-        data: &serde_json::Value,
+        context: &handlebars::Context,
     ) -> Result<RenderedContent, RenderError> {
         let mut content = RenderedContent::default();
         for part in TemplatePart::ALL {
@@ -216,10 +220,13 @@ impl Renderer {
                 continue;
             };
             let name = self.compile(key, part, body)?;
-            let rendered = self
-                .registry_for(part)
-                .render(&name, data)
+            // Into a buffer that grows as needed: `render` starts every part at 8 KiB.
+            let mut buffer = Vec::new();
+            self.registry_for(part)
+                .render_with_context_to_write(&name, context, &mut buffer)
                 .map_err(|e| render_error(key, part, e))?;
+            let rendered = String::from_utf8(buffer)
+                .map_err(|e| render_error(key, part, handlebars::RenderError::from(e)))?;
             let slot = match part {
                 TemplatePart::Subject => &mut content.subject,
                 TemplatePart::Text => &mut content.text,

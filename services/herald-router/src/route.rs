@@ -66,19 +66,69 @@ impl Input {
     }
 }
 
-/// Times the stages of one event, each from the end of the previous one.
-struct Stages(std::time::Instant);
+/// The stages of routing one event, as timed in the stage-latency histogram.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Decode,
+    Dedupe,
+    Enrich,
+    Policy,
+    Render,
+    Emit,
+}
 
-impl Stages {
-    fn start() -> Self {
-        Self(std::time::Instant::now())
+impl Stage {
+    const ALL: [Stage; 6] = [
+        Stage::Decode,
+        Stage::Dedupe,
+        Stage::Enrich,
+        Stage::Policy,
+        Stage::Render,
+        Stage::Emit,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Dedupe => "dedupe",
+            Stage::Enrich => "enrich",
+            Stage::Policy => "policy",
+            Stage::Render => "render",
+            Stage::Emit => "emit",
+        }
+    }
+}
+
+/// One histogram handle per stage, looked up once: `histogram!` with a label builds and hashes
+/// the key on every call.
+struct StageHistograms([metrics::Histogram; 6]);
+
+impl StageHistograms {
+    fn register() -> Self {
+        Self(Stage::ALL.map(|stage| {
+            metrics::histogram!(herald_runtime::metric_names::ROUTER_STAGE_SECONDS, "stage" => stage.label())
+        }))
+    }
+}
+
+/// Times the stages of one event, each from the end of the previous one.
+struct Stages<'a> {
+    histograms: &'a StageHistograms,
+    lap_started: std::time::Instant,
+}
+
+impl<'a> Stages<'a> {
+    fn start(histograms: &'a StageHistograms) -> Self {
+        Self {
+            histograms,
+            lap_started: std::time::Instant::now(),
+        }
     }
 
-    fn lap(&mut self, stage: &'static str) {
+    fn lap(&mut self, stage: Stage) {
         let now = std::time::Instant::now();
-        metrics::histogram!(herald_runtime::metric_names::ROUTER_STAGE_SECONDS, "stage" => stage)
-            .record((now - self.0).as_secs_f64());
-        self.0 = now;
+        self.histograms.0[stage as usize].record((now - self.lap_started).as_secs_f64());
+        self.lap_started = now;
     }
 }
 
@@ -128,6 +178,8 @@ pub struct Router {
     templates: Cache<Arc<Vec<TemplateRow>>>,
     renderer: Mutex<Renderer>,
     default_locale: String,
+    stage_histograms: StageHistograms,
+    event_histogram: metrics::Histogram,
 }
 
 impl std::fmt::Debug for Router {
@@ -182,6 +234,10 @@ impl Router {
             )),
             renderer: Mutex::new(Renderer::new(config.template_cache_capacity)),
             default_locale: config.default_locale.clone(),
+            stage_histograms: StageHistograms::register(),
+            event_histogram: metrics::histogram!(
+                herald_runtime::metric_names::ROUTER_EVENT_SECONDS
+            ),
         }
     }
 
@@ -189,8 +245,7 @@ impl Router {
     pub async fn route(&self, input: &Input) -> Result<Vec<OutRecord>, Transient> {
         let started = std::time::Instant::now();
         let result = self.route_inner(input).instrument(event_span(input)).await;
-        metrics::histogram!(herald_runtime::metric_names::ROUTER_EVENT_SECONDS)
-            .record(started.elapsed().as_secs_f64());
+        self.event_histogram.record(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(records)) => Ok(records),
             Ok(Err(poison)) => {
@@ -221,7 +276,7 @@ impl Router {
                 message: "the record has no value".into(),
             }));
         };
-        let mut stages = Stages::start();
+        let mut stages = Stages::start(&self.stage_histograms);
         let request = match self.codec.decode_request(payload).await {
             Ok(request) => request,
             Err(e) if e.is_transient() => return Err(Transient::Registry(e)),
@@ -234,7 +289,7 @@ impl Router {
             }
         };
 
-        stages.lap("decode");
+        stages.lap(Stage::Decode);
         tracing::Span::current().record("event_id", request.event_id.as_str());
         // A release from the schedule is the same event a second time, on purpose: it is
         // deduplicated under its own key, so a release published twice routes once.
@@ -267,7 +322,7 @@ impl Router {
             }
         }
 
-        stages.lap("dedupe");
+        stages.lap(Stage::Dedupe);
         let now = Utc::now();
         if request.expires_at.is_some_and(|at| at <= now) {
             return self
@@ -289,7 +344,7 @@ impl Router {
 
         let profile = self.profile(&request).await?;
         let defaults = self.category(&request).await?;
-        stages.lap("enrich");
+        stages.lap(Stage::Enrich);
         let (targets, mut skipped, fallback) = match decide(&request, &profile, defaults.as_ref()) {
             Decision::Suppressed { reason } => {
                 return self.suppressed(input, &request, reason).await.map(Ok);
@@ -321,7 +376,7 @@ impl Router {
             .rate_limit(input, &request, defaults.as_ref(), targets, &mut skipped)
             .await?;
 
-        stages.lap("policy");
+        stages.lap(Stage::Policy);
         let locale = request
             .locale
             .clone()
@@ -332,7 +387,7 @@ impl Router {
             Err(poison) => return Ok(Err(poison)),
         };
 
-        stages.lap("render");
+        stages.lap(Stage::Render);
         let fallback_request = match fallback.first() {
             Some(next) => Some(
                 self.codec
@@ -407,7 +462,7 @@ impl Router {
                 .await?,
             );
         }
-        stages.lap("emit");
+        stages.lap(Stage::Emit);
         let outcome = if targets.is_empty() {
             "suppressed"
         } else {
