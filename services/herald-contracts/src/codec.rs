@@ -100,8 +100,9 @@ pub struct Codec {
     topics: TopicNames,
     encoder: AvroEncoder,
     decoder: AvroDecoder,
-    /// One per [`SchemaKind`], in [`SchemaKind::ALL`] order.
-    writers: [KnownWriter; 3],
+    requested_writer: KnownWriter,
+    dispatch_writer: KnownWriter,
+    status_writer: KnownWriter,
 }
 
 /// Writes one of Herald's record types once the registry has given its schema id.
@@ -182,20 +183,18 @@ impl Codec {
             topics,
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings),
-            writers: [
-                KnownWriter::new(SchemaKind::ALL[0])?,
-                KnownWriter::new(SchemaKind::ALL[1])?,
-                KnownWriter::new(SchemaKind::ALL[2])?,
-            ],
+            requested_writer: KnownWriter::new(SchemaKind::Requested)?,
+            dispatch_writer: KnownWriter::new(SchemaKind::Dispatch)?,
+            status_writer: KnownWriter::new(SchemaKind::Status)?,
         })
     }
 
     fn known_writer(&self, kind: SchemaKind) -> &KnownWriter {
-        let index = SchemaKind::ALL
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or_default();
-        &self.writers[index]
+        match kind {
+            SchemaKind::Requested => &self.requested_writer,
+            SchemaKind::Dispatch => &self.dispatch_writer,
+            SchemaKind::Status => &self.status_writer,
+        }
     }
 
     /// Encodes through the registry client the first time (registering the schema under the
