@@ -11,6 +11,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::renewal::needs_new_client;
 use crate::{HeraldContext, KafkaConfig};
 
 /// How long a blocking transactional call (init, commit, abort, send offsets) may take.
@@ -79,23 +80,18 @@ pub async fn init_producer(
 }
 
 /// Aborts the open transaction after a failed batch. A producer that cannot go on — fenced,
-/// fatally failed, or after an ambiguous timeout (`kafka_error` says which) — is replaced by a
-/// new one; `kafka_error` is None when the batch failed for a reason outside Kafka.
+/// fatally failed, after an ambiguous timeout, or with records that timed out
+/// ([`needs_new_client`]) — is replaced by a new one; `kafka_error` is None when the batch
+/// failed for a reason outside Kafka.
 pub async fn recover(
     kafka: &KafkaConfig,
     txn: &TransactionalId,
     producer: TxProducer,
     kafka_error: Option<&KafkaError>,
 ) -> Result<TxProducer, KafkaError> {
-    let rebuild = match kafka_error {
-        Some(KafkaError::Transaction(e)) => e.is_fatal() || !e.txn_requires_abort(),
-        Some(e) => matches!(
-            e.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
-        ),
-        None => false,
-    };
-    if !rebuild {
+    if let Some(error) = kafka_error.filter(|e| needs_new_client(e)) {
+        tracing::warn!(error = %error, "replacing the transactional producer");
+    } else {
         match blocking(&producer, |p| p.abort_transaction(CLIENT_TIMEOUT)).await {
             Ok(()) => return Ok(producer),
             // Nothing was begun (the fault came before the first send).
@@ -136,12 +132,8 @@ pub async fn produce_and_commit<C: ConsumerContext + 'static>(
         }
         deliveries.push(producer.send_result(future).map_err(|(e, _)| e)?);
     }
-    for delivery in deliveries {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(e),
-            Err(_canceled) => return Err(KafkaError::Canceled),
-        }
+    if let Some(error) = first_failure(deliveries).await {
+        return Err(error);
     }
     let group = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
     blocking(producer, move |p| {
@@ -149,6 +141,30 @@ pub async fn produce_and_commit<C: ConsumerContext + 'static>(
     })
     .await?;
     blocking(producer, |p| p.commit_transaction(CLIENT_TIMEOUT)).await
+}
+
+/// Waits for every delivery and returns a failure, if any: the first one that calls for a new
+/// client when there is one (a record that timed out, say, rather than the records purged
+/// because of it), so that `recover` replaces the client.
+async fn first_failure(deliveries: Vec<rdkafka::producer::DeliveryFuture>) -> Option<KafkaError> {
+    let mut failure = None;
+    for delivery in deliveries {
+        let error = match delivery.await {
+            Ok(Ok(_)) => continue,
+            Ok(Err((e, _))) => e,
+            Err(_canceled) => KafkaError::Canceled,
+        };
+        failure = Some(telling(failure, error));
+    }
+    failure
+}
+
+/// Of a failure kept so far and a new one, the one to report.
+fn telling(kept: Option<KafkaError>, error: KafkaError) -> KafkaError {
+    match kept {
+        Some(kept) if needs_new_client(&kept) || !needs_new_client(&error) => kept,
+        _ => error,
+    }
 }
 
 /// Groups record indices by record key, each group in the order given: one key's records are
@@ -300,6 +316,19 @@ mod tests {
             );
         }
         assert!(!recovers_by_itself(&KafkaError::Canceled));
+    }
+
+    #[test]
+    fn a_timed_out_record_is_reported_over_the_records_purged_with_it() {
+        let purged = || KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue);
+        let timed_out = || KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        let reported = [purged(), timed_out(), purged()]
+            .into_iter()
+            .fold(None, |kept, e| Some(telling(kept, e)));
+        assert_eq!(reported, Some(timed_out()));
+        // Otherwise the first failure.
+        let first = KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas);
+        assert_eq!(telling(Some(first.clone()), purged()), first);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub enum RouterError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("processing: {0}")]
     Processor(#[from] processor::ProcessorError),
+    #[error("scheduler: {0}")]
+    Scheduler(#[from] scheduler::SchedulerError),
     #[error("admin server on {addr}: {source}")]
     Admin {
         addr: std::net::SocketAddr,
@@ -89,15 +91,12 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let transactional_id = config.router.transactional_id(&group);
     let scheduler = scheduler::Scheduler::new(
         schedule,
-        config
-            .kafka
-            .producer_config()
-            .create_with_context(HeraldContext::default())?,
+        config.kafka.producer_config(),
         topics.requested(),
         transactional_id.clone(),
         config.router.scheduler_interval,
         config.router.schedule_claim_lease,
-    );
+    )?;
     let scheduler_task = tokio::spawn(scheduler.run(shutdown.clone()));
     let mut consumer_config = config.kafka.consumer_config(&group);
     if config.router.instance_id.is_some() {

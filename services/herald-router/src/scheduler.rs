@@ -9,13 +9,14 @@
 //! is dropped by the router's deduplication.
 
 use chrono::{DateTime, Utc};
+use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use herald_contracts::headers;
-use herald_kafka::HeraldContext;
+use herald_kafka::RenewingProducer;
 use herald_runtime::metric_names::{
     SCHEDULER_RELEASE_DELAY_SECONDS, SCHEDULER_RELEASED, SCHEDULER_SWEEP_ERRORS,
 };
@@ -26,7 +27,8 @@ use herald_store::schedule::{SHARDS, Schedule, ScheduledItem, minute_of};
 /// this far per tick, so a tick stays short and shutdown stays prompt.
 const MAX_BUCKETS_PER_SWEEP: i64 = 120;
 
-/// How long publishing one release may take.
+/// How long publishing one release may take, queued and in flight; a release that takes longer
+/// is retried on the next tick (and replaces the producer client, see `RenewingProducer`).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +41,7 @@ pub enum SchedulerError {
 
 pub struct Scheduler {
     schedule: Schedule,
-    producer: FutureProducer<HeraldContext>,
+    producer: RenewingProducer,
     requested_topic: String,
     owner: String,
     interval: Duration,
@@ -64,22 +66,27 @@ pub struct Sweep {
 }
 
 impl Scheduler {
+    /// `producer` is the configuration of the producer it publishes with.
     pub fn new(
         schedule: Schedule,
-        producer: FutureProducer<HeraldContext>,
+        mut producer: ClientConfig,
         requested_topic: String,
         owner: String,
         interval: Duration,
         lease: Duration,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, SchedulerError> {
+        producer.set(
+            "message.timeout.ms",
+            PUBLISH_TIMEOUT.as_millis().to_string(),
+        );
+        Ok(Self {
             schedule,
-            producer,
+            producer: RenewingProducer::new(producer)?,
             requested_topic,
             owner,
             interval,
             lease,
-        }
+        })
     }
 
     /// Sweeps every `interval` until `shutdown`. Errors are logged and the sweep is tried
@@ -174,10 +181,11 @@ impl Scheduler {
             .key(&key)
             .payload(&due.payload)
             .headers(record_headers);
-        self.producer
-            .send(record, PUBLISH_TIMEOUT)
-            .await
-            .map_err(|(e, _)| e)?;
+        let client = self.producer.lease();
+        if let Err((e, _)) = client.producer.send(record, PUBLISH_TIMEOUT).await {
+            self.producer.failed(&client, &e)?;
+            return Err(e.into());
+        }
         if !self.schedule.remove(item, &marker).await? {
             // Taken over meanwhile: the other scheduler publishes it again, and the router
             // drops that second copy.

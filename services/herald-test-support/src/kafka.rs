@@ -22,14 +22,17 @@ pub fn topics_with_prefix(kafka: &KafkaConfig, prefix: &str) -> HashMap<String, 
         .collect()
 }
 
-/// Waits (up to `within`) until every partition of `topic` has a leader that answers: after
-/// a broker restart or freeze, the broker re-registers with its controller and partitions
-/// are leaderless for a while, so clients' requests time out.
-pub fn wait_for_leaders(kafka: &KafkaConfig, topic: &str, within: Duration) {
+/// Waits (up to `within`) until every partition of `topic` has had a leader for `settle`
+/// without a break. After a broker restart or a freeze longer than its session timeout, the
+/// broker first answers with the leaders it had, then its controller fences it (no leaders)
+/// and unfences it again: a producer that starts inside that window can be left with a
+/// partition it never delivers to (librdkafka#5430), so a leader seen once is not enough.
+pub fn wait_for_leaders(kafka: &KafkaConfig, topic: &str, settle: Duration, within: Duration) {
     let consumer: BaseConsumer = kafka.client_config().create().unwrap();
     let deadline = std::time::Instant::now() + within;
+    let mut led_since = None;
     loop {
-        let ready = consumer
+        let led = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(5))
             .is_ok_and(|metadata| {
                 metadata.topics().iter().any(|t| {
@@ -40,14 +43,16 @@ pub fn wait_for_leaders(kafka: &KafkaConfig, topic: &str, within: Duration) {
                             .all(|p| p.leader() >= 0 && p.error().is_none())
                 })
             });
-        if ready {
+        let now = std::time::Instant::now();
+        led_since = if led { led_since.or(Some(now)) } else { None };
+        if led_since.is_some_and(|since| now.duration_since(since) >= settle) {
             return;
         }
         assert!(
-            std::time::Instant::now() < deadline,
-            "{topic}: partitions without a leader after {within:?}"
+            now < deadline,
+            "{topic}: partitions without a steady leader after {within:?}"
         );
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -45,12 +45,14 @@ fn a_broker_outage_pauses_routing_without_loss_or_duplicates() {
         let _frozen = env.stack.freeze_broker();
         std::thread::sleep(Duration::from_secs(15));
     }
-    // More events once the broker is back: the broker re-registers with its controller
-    // first, and a producer started before its partitions have leaders again can time out
-    // (that is the producer's business, not the router's).
+    // More events once the broker is back: the broker is fenced and unfenced by its
+    // controller first, and a producer started meanwhile can time out (that is the
+    // producer's business, not the router's; the router's own producer is replaced when its
+    // records time out).
     wait_for_leaders(
         &env.kafka_config(),
         &topics.requested(),
+        Duration::from_secs(5),
         Duration::from_secs(120),
     );
     env.run(

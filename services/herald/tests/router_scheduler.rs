@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use herald_contracts::headers;
-use herald_kafka::HeraldContext;
 use herald_router::scheduler::Scheduler;
 use herald_store::schedule::{Deferred, SHARDS, Schedule, minute_of};
 use herald_test_support::{HeraldEnv, unhex};
@@ -88,19 +87,15 @@ async fn several_schedulers_release_each_due_item_exactly_once() {
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
     for owner in ["scheduler-a", "scheduler-b", "scheduler-c"] {
-        let producer = env
-            .kafka_config()
-            .producer_config()
-            .create_with_context(HeraldContext::default())
-            .unwrap();
         let scheduler = Scheduler::new(
             schedule.clone(),
-            producer,
+            env.kafka_config().producer_config(),
             topic.clone(),
             owner.into(),
             Duration::from_millis(200),
             lease,
-        );
+        )
+        .unwrap();
         tasks.push(tokio::spawn(scheduler.run(shutdown.clone())));
     }
 

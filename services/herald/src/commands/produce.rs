@@ -96,6 +96,12 @@ pub(crate) async fn run(config: &HeraldConfig, args: &ProduceArgs) -> anyhow::Re
         tally(outcome, &mut produced, &mut failed);
     }
     eprintln!("produced {produced}, rejected {rejected}, failed {failed} to {topic}");
+    if failed > 0 {
+        eprintln!(
+            "the lines not produced are named above; producing them again is safe: the router \
+             drops an event id it has already seen"
+        );
+    }
     Ok(if failed > 0 {
         exit::FAILURE
     } else if rejected > 0 {
