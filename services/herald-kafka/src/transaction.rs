@@ -273,7 +273,8 @@ pub async fn recv<C: ConsumerContext + 'static>(
     }
 }
 
-fn recovers_by_itself(error: &KafkaError) -> bool {
+/// Whether the consumer client gets past `error` by itself (see [`recv`]).
+pub fn recovers_by_itself(error: &KafkaError) -> bool {
     let code = match error {
         KafkaError::PartitionEOF(_) => return true,
         KafkaError::MessageConsumption(code) | KafkaError::Global(code) => *code,

@@ -1,14 +1,15 @@
 //! The broker stops answering for 15 s while the router works (its transaction cannot commit,
 //! its fetches and produces time out). When it comes back, the router carries on by itself:
-//! every event is routed exactly once, nothing is dead-lettered. Its own test binary: it
-//! freezes the shared broker.
+//! every event is routed exactly once, nothing is dead-lettered; an operator's
+//! `herald tail --follow` of the statuses carries on too. Its own test binary: it freezes the
+//! shared broker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use herald_test_support::kafka::wait_for_leaders;
-use herald_test_support::{HeraldEnv, invoice_requests};
+use herald_test_support::{HeraldEnv, invoice_requests, wait_for};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const EVENTS: usize = 2_000;
@@ -20,6 +21,7 @@ fn a_broker_outage_pauses_routing_without_loss_or_duplicates() {
     env.seed_demo();
     let topics = env.topics();
 
+    let follower = env.spawn("tail", &["tail", "--follow", &topics.status()], &[]);
     let mut router = env.spawn(
         "router",
         &["router"],
@@ -75,6 +77,26 @@ fn a_broker_outage_pauses_routing_without_loss_or_duplicates() {
     assert_eq!(ids.len(), EVENTS, "no loss");
     assert_eq!(statuses.len(), EVENTS, "no duplicates");
     assert!(statuses.iter().all(|s| s["value"]["status"] == "routed"));
+    // The follower saw each of them once (its stdout and its log share a file).
+    let followed = wait_for(
+        "tail --follow to show every status",
+        Duration::from_secs(60),
+        || {
+            let text = follower.log_text();
+            let followed: Vec<String> = text
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter_map(|r| r["value"]["event_id"].as_str().map(str::to_owned))
+                .collect();
+            (followed.len() >= EVENTS).then_some(followed)
+        },
+    );
+    assert_eq!(followed.len(), EVENTS, "tail --follow: no duplicates");
+    assert_eq!(
+        followed.iter().collect::<HashSet<_>>().len(),
+        EVENTS,
+        "tail --follow: every status"
+    );
     let dlq = env.run(&["tail", &topics.dlq()], None);
     dlq.assert_code(0);
     assert_eq!(dlq.stdout.trim(), "", "nothing dead-lettered");
