@@ -8,6 +8,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use crate::env_text::EnvText;
 use herald_contracts::registry::RegistryConfig;
 use herald_kafka::KafkaConfig;
 use herald_store::StoreConfig;
@@ -379,8 +380,10 @@ impl HeraldConfig {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(env.filter(|key| key.as_str().contains("__")).split("__"));
-        let config: HeraldConfig = figment.extract().map_err(describe)?;
+        figment = figment.merge(EnvText(
+            env.filter(|key| key.as_str().contains("__")).split("__"),
+        ));
+        let config: HeraldConfig = figment.extract_lossy().map_err(describe)?;
         config.validate()?;
         Ok(config)
     }
@@ -496,6 +499,43 @@ mod tests {
         assert_eq!(config.kafka.bootstrap_servers, "env:9092");
         assert_eq!(config.kafka.topic_prefix, "t.");
         assert_eq!(config.registry.timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn environment_text_stays_text_and_numbers_lists_and_booleans_still_read() {
+        let config = load_in_jail(
+            "",
+            &[
+                ("HERALD_STORE__PASSWORD", "0123"),
+                ("HERALD_STORE__USERNAME", "42"),
+                ("HERALD_ROUTER__INSTANCE_ID", "7"),
+                ("HERALD_DELIVER__PROVIDERS__TWILIO__ACCOUNT_SID", "AC1"),
+                ("HERALD_DELIVER__PROVIDERS__TWILIO__AUTH_TOKEN", "000"),
+                ("HERALD_DELIVER__PROVIDERS__TWILIO__FROM", "+15005550006"),
+                ("HERALD_STORE__NODES", "[\"a:9042\", \"b:9042\"]"),
+                ("HERALD_STORE__REPLICATION_FACTOR", "3"),
+                ("HERALD_DELIVER__MAX_IN_FLIGHT", "64"),
+                ("HERALD_DELIVER__BREAKER__ENABLED", "false"),
+            ],
+        )
+        .unwrap();
+        let password = config
+            .store
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned());
+        assert_eq!(password.as_deref(), Some("0123"));
+        assert_eq!(config.store.username.as_deref(), Some("42"));
+        assert_eq!(config.router.instance_id.as_deref(), Some("7"));
+        let twilio = config.deliver.providers.twilio.unwrap();
+        assert_eq!(twilio.auth_token.expose(), "000");
+        assert_eq!(twilio.from.as_deref(), Some("+15005550006"));
+        assert_eq!(config.store.nodes, ["a:9042", "b:9042"]);
+        assert_eq!(config.store.replication_factor, 3);
+        assert_eq!(config.deliver.max_in_flight, 64);
+        assert!(!config.deliver.breaker.enabled);
+        let err = load_in_jail("", &[("HERALD_DELIVER__MAX_IN_FLIGHT", "many")]).unwrap_err();
+        assert!(err.contains("deliver.max_in_flight"), "{err}");
     }
 
     #[test]
