@@ -41,6 +41,9 @@ pub(crate) enum Command {
     /// per the send ledger), statuses, retry tiers and DLQ records out. Stops on SIGTERM after
     /// finishing the sends in flight and committing.
     Deliver(DeliverArgs),
+    /// Check the configuration (file and `HERALD_*` environment) without connecting anywhere.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Measure a role's throughput and latency against a baseline in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -108,6 +111,7 @@ impl Command {
             Command::Router => "router",
             Command::Deliver(_) => "deliver",
             Command::Bench(_) => "bench",
+            Command::Config(_) => "config",
         }
     }
 
@@ -122,6 +126,21 @@ pub(crate) struct DeliverArgs {
     /// The channel this process delivers: email, sms, push, webhook or inapp.
     #[arg(long)]
     pub(crate) channel: herald_contracts::Channel,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Load and validate the configuration and print what the process would use; with
+    /// --channel, also build that channel's provider from it (reading any key files). Exit
+    /// code 2 and the offending key on a mistake.
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConfigCheckArgs {
+    /// Also check the provider configuration of this delivery channel.
+    #[arg(long)]
+    pub(crate) channel: Option<herald_contracts::Channel>,
 }
 
 #[derive(Debug, Subcommand)]

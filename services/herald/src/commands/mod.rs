@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod bench;
+mod config;
 mod db;
 mod produce;
 mod schemas;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use herald_runtime::HeraldConfig;
 
-use crate::cli::{Command, DbCommand, SchemasCommand, TopicsCommand};
+use crate::cli::{Command, ConfigCommand, DbCommand, SchemasCommand, TopicsCommand};
 
 pub(crate) async fn run(command: Command, config: HeraldConfig) -> anyhow::Result<ExitCode> {
     match command {
@@ -23,6 +24,7 @@ pub(crate) async fn run(command: Command, config: HeraldConfig) -> anyhow::Resul
         Command::Tail(args) => tail::run(&config, &args).await,
         Command::Seed(args) => seed::run(&config, &args).await,
         Command::Bench(bench_command) => bench::run(&config, &bench_command).await,
+        Command::Config(ConfigCommand::Check(args)) => Ok(config::check(&config, &args).await),
         Command::Router => {
             herald_router::run(config, herald_runtime::shutdown::on_signal()).await?;
             Ok(crate::exit::SUCCESS)
