@@ -423,14 +423,23 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The Python interpreter with the test requirements (`dev/pyenv` prints it; the test command
-/// exports it as `HERALD_TEST_PYTHON`).
+/// The Python interpreter with the test requirements (`dev/test` installs it with
+/// `dev/pyenv` and exports it as `HERALD_TEST_PYTHON`).
 pub fn python() -> PathBuf {
-    match std::env::var("HERALD_TEST_PYTHON") {
-        Ok(path) => PathBuf::from(path),
-        Err(_) => panic!(
-            "HERALD_TEST_PYTHON is not set: run the tests with dev/test, or export \
-             HERALD_TEST_PYTHON=$(dev/pyenv | tail -n1)"
-        ),
-    }
+    exported_tool("HERALD_TEST_PYTHON", "dev/pyenv")
+}
+
+/// The `helm` binary the chart tests render with (`dev/test` builds it with `dev/helm` and
+/// exports it as `HERALD_TEST_HELM`).
+pub fn helm() -> PathBuf {
+    exported_tool("HERALD_TEST_HELM", "dev/helm")
+}
+
+/// A tool's path that `dev/test` exports in `var`, from the script that prints it last.
+fn exported_tool(var: &str, script: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!(
+            "{var} is not set: run the tests with dev/test, or export {var}=$({script} | tail -n1)"
+        )
+    })
 }
