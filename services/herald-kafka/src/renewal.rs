@@ -47,7 +47,6 @@ pub struct RenewingProducer {
     current: Arc<RwLock<Generation>>,
 }
 
-#[derive(Clone)]
 struct Generation {
     number: u64,
     producer: FutureProducer<HeraldContext>,

@@ -18,7 +18,7 @@ use crate::{HeraldContext, KafkaConfig};
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long to wait after a consumer error the client recovers from by itself.
-const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(200);
+pub const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(200);
 
 pub type TxProducer = FutureProducer<HeraldContext>;
 

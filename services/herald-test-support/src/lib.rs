@@ -99,6 +99,14 @@ pub fn unique(name: &str) -> String {
     format!("{name}_{}", &id[..12])
 }
 
+/// A new directory of its own for one test's files, under `<tmp>/herald-tests/`, named
+/// `unique(name)`.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("herald-tests").join(unique(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// What a finished `herald` invocation printed.
 #[derive(Debug)]
 pub struct Run {
@@ -132,9 +140,8 @@ impl HeraldEnv {
     /// `bin` is `env!("CARGO_BIN_EXE_herald")` in the calling test.
     pub fn new(bin: &str, name: &str) -> Self {
         let stack = Stack::from_env();
-        let name = unique(name);
-        let dir = std::env::temp_dir().join("herald-tests").join(&name);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir(name);
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap().to_owned();
         let config_path = dir.join("herald.toml");
         let config = format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{name}.\"\n\n\

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{python, repo_root, unique, wait_for};
+use crate::{python, repo_root, test_dir, wait_for};
 
 /// How the sink secures connections.
 #[derive(Debug, Clone, Default)]
@@ -74,10 +74,7 @@ fn header_in(headers: &serde_json::Value, name: &str) -> Option<String> {
 
 impl SmtpSink {
     pub fn start(options: SinkOptions) -> Self {
-        let dir = std::env::temp_dir()
-            .join("herald-tests")
-            .join(unique("smtp"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("smtp");
         let script = repo_root().join("services/herald-test-support/python/smtp_sink.py");
         let mut command = Command::new(python());
         command.arg(&script).arg(&dir);

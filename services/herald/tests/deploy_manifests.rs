@@ -9,15 +9,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use herald_test_support::{helm, run};
+use herald_test_support::{helm, repo_root, run, test_dir};
 use serde::Deserialize;
 use serde_yaml::Value;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// One Herald process as a deployment file describes it.
 #[derive(Debug)]
@@ -137,7 +133,7 @@ fn compose_default(value: &str) -> String {
 
 /// `COPY <sources...> <dir>/` lines of the Dockerfile's final stage: image path → repo path.
 fn image_files() -> BTreeMap<String, PathBuf> {
-    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
     let mut files = BTreeMap::new();
     for line in dockerfile.lines() {
         let Some(rest) = line.strip_prefix("COPY ") else {
@@ -151,7 +147,7 @@ fn image_files() -> BTreeMap<String, PathBuf> {
         // Named files only (not the build stage's `COPY . .`).
         for source in sources {
             if let Some(name) = Path::new(source).file_name().and_then(|n| n.to_str()) {
-                files.insert(format!("{dir}{name}"), repo().join(source));
+                files.insert(format!("{dir}{name}"), repo_root().join(source));
             }
         }
     }
@@ -159,7 +155,7 @@ fn image_files() -> BTreeMap<String, PathBuf> {
 }
 
 fn compose_processes() -> Vec<HeraldProcess> {
-    let text = std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap();
+    let text = std::fs::read_to_string(repo_root().join("docker-compose.yml")).unwrap();
     let mut doc: Value = serde_yaml::from_str(&text).unwrap();
     doc.apply_merge().unwrap();
     let image_files = image_files();
@@ -182,7 +178,7 @@ fn compose_processes() -> Vec<HeraldProcess> {
             .find_map(|volume| {
                 let mut parts = volume.split(':');
                 let (host, target) = (parts.next()?, parts.next()?);
-                (target == in_container).then(|| repo().join(host))
+                (target == in_container).then(|| repo_root().join(host))
             })
             .unwrap_or_else(|| panic!("{name}: nothing mounted at {in_container}"));
         let invocations = invocations(
@@ -238,16 +234,20 @@ fn every_herald_service_in_docker_compose_runs_with_a_valid_configuration() {
     assert_eq!(ids.len(), roles.len(), "one instance id per role");
 }
 
-/// The chart rendered with `values`, as one document per manifest.
-fn render_chart(set: &[&str]) -> Vec<Value> {
+/// `helm <args>` in the repository.
+fn helm_in_repo(args: &[&str]) -> herald_test_support::Run {
     let mut command = Command::new(helm());
-    command
-        .args(["template", "herald", "helm/herald"])
-        .current_dir(repo());
+    command.args(args).current_dir(repo_root());
+    run(command, None)
+}
+
+/// The chart rendered with `--set` values, as one document per manifest.
+fn render_chart(set: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", "herald", "helm/herald"];
     for value in set {
-        command.args(["--set", value]);
+        args.extend(["--set", value]);
     }
-    let output = run(command, None);
+    let output = helm_in_repo(&args);
     assert_eq!(output.code, 0, "helm template: {}", output.stderr);
     serde_yaml::Deserializer::from_str(&output.stdout)
         .map(|doc| Value::deserialize(doc).unwrap())
@@ -341,19 +341,8 @@ fn chart_processes(manifests: &[Value], dir: &Path) -> Vec<HeraldProcess> {
 
 #[test]
 fn every_herald_container_the_helm_chart_renders_runs_with_a_valid_configuration() {
-    let dir = std::env::temp_dir()
-        .join("herald-tests")
-        .join(format!("helm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let lint = run(
-        {
-            let mut c = Command::new(helm());
-            c.args(["lint", "--strict", "helm/herald"])
-                .current_dir(repo());
-            c
-        },
-        None,
-    );
+    let dir = test_dir("helm");
+    let lint = helm_in_repo(&["lint", "--strict", "helm/herald"]);
     assert_eq!(lint.code, 0, "helm lint: {}{}", lint.stdout, lint.stderr);
 
     // The defaults (setup job, router, the email, webhook and in-app workers), with the one

@@ -15,15 +15,13 @@ use herald_contracts::codec::hex;
 use herald_contracts::time::from_millis;
 use herald_kafka::HeraldContext;
 use herald_kafka::headers::to_pairs;
-use herald_kafka::transaction::recovers_by_itself;
+use herald_kafka::transaction::{CONSUMER_ERROR_PAUSE, recovers_by_itself};
 use herald_runtime::HeraldConfig;
 
 use crate::cli::TailArgs;
 use crate::exit;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long to wait after a consumer error the client recovers from by itself.
-const RECOVERY_PAUSE: Duration = Duration::from_millis(200);
 
 pub(crate) async fn run(config: &HeraldConfig, args: &TailArgs) -> anyhow::Result<ExitCode> {
     let codec = Codec::new(&config.registry, config.kafka.topics())?;
@@ -79,7 +77,7 @@ pub(crate) async fn run(config: &HeraldConfig, args: &TailArgs) -> anyhow::Resul
             // A broker outage is waited out (until the timeout, without --follow).
             Err(e) if recovers_by_itself(&e) => {
                 tracing::warn!(error = %e, "waiting for the Kafka client to recover");
-                tokio::time::sleep(RECOVERY_PAUSE).await;
+                tokio::time::sleep(CONSUMER_ERROR_PAUSE).await;
             }
             Err(e) => return Err(e).context(format!("reading {}", args.topic)),
         }
