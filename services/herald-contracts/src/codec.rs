@@ -291,6 +291,25 @@ impl Codec {
         })
     }
 
+    /// Whom a request record is about, read from the record as its writer wrote it: for the
+    /// dead-letter status of a request that decoded but was refused (an invalid field, a
+    /// schema Herald cannot read). `None` for bytes that are not a request record or lack an id.
+    pub async fn request_identity(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Option<crate::RequestIdentity>, CodecError> {
+        let decoded = match self.decoder.decode(Some(bytes)).await {
+            Ok(decoded) => decoded,
+            Err(e) if e.retriable => return Err(CodecError::RegistryUnavailable(e.to_string())),
+            Err(_) => return Ok(None),
+        };
+        let name = decoded.name.map(|n| n.fullname(None));
+        if name.as_deref() != Some(SchemaKind::Requested.full_name()) {
+            return Ok(None);
+        }
+        Ok(crate::RequestIdentity::of_record(&decoded.value))
+    }
+
     /// Decodes a record that must be a request.
     pub async fn decode_request(&self, bytes: &[u8]) -> Result<NotificationRequest, CodecError> {
         match self.decode(bytes).await? {

@@ -19,6 +19,6 @@ pub mod topics;
 pub use channel::{Channel, Priority};
 pub use codec::{Codec, CodecError, Decoded};
 pub use dispatch::{Dispatch, RenderedContent, SmsEncoding};
-pub use request::{NotificationRequest, Recipient, RequestError, TemplateRef};
+pub use request::{NotificationRequest, Recipient, RequestError, RequestIdentity, TemplateRef};
 pub use status::{Status, StatusEvent};
 pub use topics::{Lane, TopicNames};

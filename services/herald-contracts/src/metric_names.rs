@@ -18,6 +18,9 @@ pub const ROUTER_STAGE_SECONDS: &str = "herald_router_stage_seconds";
 pub const ROUTER_EVENT_SECONDS: &str = "herald_router_event_seconds";
 /// Router: cache lookups, by cache (`profile`, `category`, `template`) and result (`hit`, `miss`).
 pub const ROUTER_CACHE_LOOKUPS: &str = "herald_router_cache_lookups_total";
+/// Router: records dead-lettered without a status because they name no event (undecodable
+/// bytes, no event id, tenant or user id), by error class. Each such record is on the DLQ only.
+pub const ROUTER_UNIDENTIFIED_DEAD_LETTERS: &str = "herald_router_unidentified_dead_letters_total";
 /// Router: transient faults (database, registry) that paused processing, by stage.
 pub const ROUTER_TRANSIENT_FAULTS: &str = "herald_router_transient_faults_total";
 /// Scheduler: deferred notifications published again because they were due.
@@ -30,6 +33,8 @@ pub const SCHEDULER_SWEEP_ERRORS: &str = "herald_scheduler_sweep_errors_total";
 /// Every consumer: records not yet consumed per partition (last stable offset minus the
 /// consumer's position), by topic and partition; from librdkafka statistics.
 pub const CONSUMER_LAG: &str = "herald_consumer_lag_records";
+/// Every consumer in a group: partitions assigned to it now (after each rebalance).
+pub const CONSUMER_ASSIGNED_PARTITIONS: &str = "herald_consumer_assigned_partitions";
 
 /// Delivery: provider calls, by provider and outcome class (`sent`, `transient`, `permanent`).
 pub const DELIVER_OUTCOMES: &str = "herald_deliver_outcomes_total";

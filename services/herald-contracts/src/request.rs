@@ -11,8 +11,9 @@ use crate::schemas::SchemaKind;
 use crate::time::now_millis;
 use crate::{Channel, Priority};
 
-/// The largest `data` object accepted, as encoded JSON. Kafka's default message limit is 1 MiB;
-/// a notification's variables are far smaller, and an oversized one is almost always a bug.
+/// The default for the largest `data` object accepted, as encoded JSON (`router.max_data_bytes`).
+/// Kafka's default message limit is 1 MiB; a notification's variables are far smaller, and an
+/// oversized one is almost always a bug.
 pub const MAX_DATA_BYTES: usize = 64 * 1024;
 const MAX_ID_LEN: usize = 128;
 const MAX_ADDRESS_LEN: usize = 2048;
@@ -83,6 +84,43 @@ pub struct Recipient {
     pub webhook_url: Option<String>,
 }
 
+/// Whom a request is about: enough to record a status for it even when the rest of it is
+/// refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestIdentity {
+    pub event_id: String,
+    pub tenant: String,
+    pub user_id: String,
+}
+
+impl RequestIdentity {
+    /// The three ids of a request record as its writer wrote it (not resolved or validated),
+    /// if it has all three, non-empty.
+    pub fn of_record(value: &Value) -> Option<Self> {
+        fn field<'v>(value: &'v Value, name: &str) -> Option<&'v Value> {
+            let Value::Record(fields) = value else {
+                return None;
+            };
+            let found = fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)?;
+            Some(match found {
+                Value::Union(_, inner) => inner,
+                other => other,
+            })
+        }
+        fn text(value: Option<&Value>) -> Option<String> {
+            match value? {
+                Value::String(s) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            }
+        }
+        Some(Self {
+            event_id: text(field(value, "event_id"))?,
+            tenant: text(field(value, "tenant"))?,
+            user_id: text(field(value, "recipient").and_then(|r| field(r, "user_id")))?,
+        })
+    }
+}
+
 /// Why a request is refused. Each names the field and says what would be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -93,8 +131,8 @@ pub enum RequestError {
         field: &'static str,
         problem: String,
     },
-    #[error("`data` is {size} bytes encoded; the limit is {MAX_DATA_BYTES}")]
-    DataTooLarge { size: usize },
+    #[error("`data` is {size} bytes encoded; the limit is {limit} (router.max_data_bytes)")]
+    DataTooLarge { size: usize, limit: usize },
     #[error("{0}")]
     Field(#[from] FieldError),
 }
@@ -170,11 +208,27 @@ impl NotificationRequest {
         if !self.data.is_object() {
             return Err(invalid("data", "must be a JSON object"));
         }
+        Ok(())
+    }
+
+    /// Refuses `data` larger than `limit` bytes as encoded JSON. Not part of [`Self::validated`]:
+    /// the limit is configuration, and whoever accepts a request (`herald produce`, the router)
+    /// checks it against the configured value.
+    pub fn check_data_size(&self, limit: usize) -> Result<(), RequestError> {
         let size = self.data.to_string().len();
-        if size > MAX_DATA_BYTES {
-            return Err(RequestError::DataTooLarge { size });
+        if size > limit {
+            return Err(RequestError::DataTooLarge { size, limit });
         }
         Ok(())
+    }
+
+    /// The event id, tenant and user of this request.
+    pub fn identity(&self) -> RequestIdentity {
+        RequestIdentity {
+            event_id: self.event_id.clone(),
+            tenant: self.tenant.clone(),
+            user_id: self.recipient.user_id.clone(),
+        }
     }
 
     /// The Kafka record key: `tenant:user_id`, so one recipient's events stay in order.
@@ -483,10 +537,6 @@ mod tests {
                 with(|v| v["template"]["version"] = 0.into()),
                 "`template.version` must be 1 or more",
             ),
-            (
-                with(|v| v["data"] = serde_json::json!({"blob": "x".repeat(MAX_DATA_BYTES)})),
-                "the limit is 65536",
-            ),
         ];
         for (json, expected) in cases {
             let error = parse(&json).expect_err(expected).to_string();
@@ -495,5 +545,43 @@ mod tests {
                 "{error:?} should contain {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn data_is_limited_by_the_configured_size() {
+        let big = serde_json::json!({
+            "tenant": "acme", "category": "c", "template": {"id": "t"},
+            "recipient": {"user_id": "ada"}, "data": {"blob": "x".repeat(MAX_DATA_BYTES)},
+        });
+        let request = NotificationRequest::from_json(&big.to_string()).unwrap();
+        let error = request
+            .check_data_size(MAX_DATA_BYTES)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("the limit is 65536 (router.max_data_bytes)"),
+            "{error}"
+        );
+        request.check_data_size(2 * MAX_DATA_BYTES).unwrap();
+    }
+
+    #[test]
+    fn the_identity_of_a_raw_record_needs_all_three_ids() {
+        let request = NotificationRequest::from_json(
+            &serde_json::json!({
+                "event_id": "e-1", "tenant": "acme", "category": "c", "template": {"id": "t"},
+                "recipient": {"user_id": "ada"}, "data": {},
+            })
+            .to_string(),
+        )
+        .unwrap();
+        assert_eq!(
+            RequestIdentity::of_record(&request.to_avro()),
+            Some(request.identity())
+        );
+        let mut no_user = request.clone();
+        no_user.recipient.user_id.clear();
+        assert_eq!(RequestIdentity::of_record(&no_user.to_avro()), None);
+        assert_eq!(RequestIdentity::of_record(&Value::Null), None);
     }
 }

@@ -42,6 +42,9 @@ pub mod reason {
     pub const NO_ADDRESS: &str = "no_address";
     pub const NO_CHANNEL: &str = "no_channel";
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// The request's channel override named a channel the user does not allow for the
+    /// category (not among their channels, the category's defaults or its fallbacks).
+    pub const NOT_ALLOWED: &str = "not_allowed";
     /// Deferred (status SCHEDULED) until the recipient's quiet hours end.
     pub const QUIET_HOURS: &str = "quiet_hours";
     /// Deferred (status SCHEDULED) until the request's `send_at`.

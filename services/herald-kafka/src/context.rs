@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use herald_contracts::metric_names::CONSUMER_LAG;
+use herald_contracts::metric_names::{CONSUMER_ASSIGNED_PARTITIONS, CONSUMER_LAG};
 
 #[derive(Debug, Clone, Default)]
 pub struct HeraldContext {
@@ -116,6 +116,18 @@ impl ConsumerContext for HeraldContext {
                 self.revocations.fetch_add(1, Ordering::SeqCst);
                 tracing::warn!(error = %e, "rebalance error");
             }
+        }
+    }
+
+    fn post_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        _rebalance: &Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::Consumer as _;
+        // The whole assignment, whatever the protocol handed over incrementally.
+        if let Ok(assignment) = consumer.assignment() {
+            metrics::gauge!(CONSUMER_ASSIGNED_PARTITIONS).set(assignment.count() as f64);
         }
     }
 }

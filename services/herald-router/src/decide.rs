@@ -83,13 +83,31 @@ pub fn decide(
             reason: reason::OPTED_OUT,
         };
     }
-    let candidates: Vec<Channel> = match (&request.channels, &preference.channels, defaults) {
-        (Some(chosen), _, _) => chosen.clone(),
-        (None, Some(chosen), _) => chosen.clone(),
-        (None, None, Some(d)) => d.channels.clone(),
-        (None, None, None) => Vec::new(),
+    // The user's channels for the category, else the category's defaults: what is sent when
+    // the request does not say.
+    let chosen: Option<&[Channel]> = preference
+        .channels
+        .as_deref()
+        .or(defaults.map(|d| d.channels.as_slice()));
+    let mut skipped = Vec::new();
+    let candidates: Vec<Channel> = match (&request.channels, chosen) {
+        // An override narrows what the user allows and never widens it (the schema's
+        // contract), except for a mandatory category. The category's fallback channels count
+        // as allowed: Herald itself sends a fallback request for one of them.
+        (Some(requested), Some(chosen)) if !mandatory => {
+            let fallback = defaults.map(|d| d.fallback.as_slice()).unwrap_or_default();
+            let (allowed, refused): (Vec<Channel>, Vec<Channel>) = requested
+                .iter()
+                .partition(|c| chosen.contains(c) || fallback.contains(c));
+            skipped.extend(refused.into_iter().map(|c| (c, reason::NOT_ALLOWED)));
+            allowed
+        }
+        // Nothing configured for the category: nothing to narrow to.
+        (Some(requested), _) => requested.clone(),
+        (None, Some(chosen)) => chosen.to_vec(),
+        (None, None) => Vec::new(),
     };
-    if candidates.is_empty() {
+    if candidates.is_empty() && skipped.is_empty() {
         return Decision::Suppressed {
             reason: reason::NO_CHANNEL,
         };
@@ -97,7 +115,6 @@ pub fn decide(
     let allowed = |c: &Channel| mandatory || !preference.opted_out_channels.contains(c);
 
     let mut targets = Vec::new();
-    let mut skipped = Vec::new();
     for channel in candidates {
         if !allowed(&channel) {
             skipped.push((channel, reason::OPTED_OUT));
@@ -208,10 +225,64 @@ mod tests {
             channels_of(&decide(&request(None), &profile, Some(&d))),
             vec![Channel::Sms]
         );
+        // The override narrows to what the user chose: email is not among their channels.
         let overridden = request(Some(vec![Channel::Email, Channel::Sms]));
+        let decision = decide(&overridden, &profile, Some(&d));
+        assert_eq!(channels_of(&decision), vec![Channel::Sms]);
+        let Decision::Route { skipped, .. } = decision else {
+            panic!()
+        };
+        assert_eq!(skipped, vec![(Channel::Email, reason::NOT_ALLOWED)]);
+    }
+
+    #[test]
+    fn an_override_narrows_the_users_channels_and_never_widens_them() {
+        let mut profile = ada();
+        profile.push_tokens = vec!["token".into()];
+        profile.preferences.insert(
+            "billing".into(),
+            CategoryPreference {
+                channels: Some(vec![Channel::Email, Channel::Push]),
+                ..CategoryPreference::default()
+            },
+        );
+        let d = defaults(vec![Channel::Email], vec![Channel::Sms], false);
+        // Narrowing to one of the user's channels.
+        let push_only = request(Some(vec![Channel::Push]));
         assert_eq!(
-            channels_of(&decide(&overridden, &profile, Some(&d))),
-            vec![Channel::Email, Channel::Sms]
+            channels_of(&decide(&push_only, &profile, Some(&d))),
+            vec![Channel::Push]
+        );
+        // The category's fallback channel is allowed (a fallback request asks for it); a
+        // channel neither chose nor falls back to is not.
+        let widened = request(Some(vec![Channel::Sms, Channel::Inapp]));
+        let decision = decide(&widened, &profile, Some(&d));
+        assert_eq!(channels_of(&decision), vec![Channel::Sms]);
+        let Decision::Route { skipped, .. } = decision else {
+            panic!()
+        };
+        assert_eq!(skipped, vec![(Channel::Inapp, reason::NOT_ALLOWED)]);
+        // Nothing left: every requested channel gets its reason, nothing is sent.
+        let refused = request(Some(vec![Channel::Webhook]));
+        let Decision::Route {
+            targets, skipped, ..
+        } = decide(&refused, &profile, Some(&d))
+        else {
+            panic!()
+        };
+        assert!(targets.is_empty());
+        assert_eq!(skipped, vec![(Channel::Webhook, reason::NOT_ALLOWED)]);
+        // Without preferences the category's defaults are what the user allows.
+        assert_eq!(
+            channels_of(&decide(&widened, &ada(), Some(&d))),
+            vec![Channel::Sms]
+        );
+        // A mandatory category's override is taken as it is.
+        let mandatory = defaults(vec![Channel::Email], vec![], true);
+        let both = request(Some(vec![Channel::Sms, Channel::Email]));
+        assert_eq!(
+            channels_of(&decide(&both, &ada(), Some(&mandatory))),
+            vec![Channel::Sms, Channel::Email]
         );
     }
 

@@ -29,6 +29,16 @@ pub struct TemplateSource {
 }
 
 impl TemplateSource {
+    /// A fingerprint of every part's body: two sources with the same digest compile the same.
+    fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for part in TemplatePart::ALL {
+            self.part(part).hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+
     /// The stored body of one part, if the template has it.
     pub fn part(&self, part: TemplatePart) -> Option<&str> {
         match part {
@@ -42,8 +52,9 @@ impl TemplateSource {
 
 /// Identifies a compiled template in the cache.
 ///
-/// A published template version never changes, so a key's compiled parts are reused for as
-/// long as the key stays cached, whatever source later calls pass with it.
+/// A key's compiled parts are reused only while its source stays the same: `herald seed`
+/// upserts, so a version's body can change under the same key, and the new body must go live
+/// once the router's template rows are reloaded (within `router.cache_ttl`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TemplateKey {
     pub tenant: String,
@@ -146,6 +157,13 @@ pub enum RenderError {
     },
 }
 
+/// What the registries hold for one key.
+#[derive(Debug, Default)]
+struct Compiled {
+    digest: u64,
+    parts: Vec<TemplatePart>,
+}
+
 /// Compiled templates, cached by key (bounded: at most `capacity` keys; evict the least
 /// recently inserted when full).
 #[derive(Debug)]
@@ -157,8 +175,9 @@ pub struct Renderer {
     html: Handlebars<'static>,
     /// Json: values escaped as JSON string contents.
     json: Handlebars<'static>,
-    /// The parts compiled into the registries for each cached key.
-    compiled: HashMap<TemplateKey, Vec<TemplatePart>>,
+    /// The parts compiled into the registries for each cached key, and the digest of the
+    /// source they were compiled from.
+    compiled: HashMap<TemplateKey, Compiled>,
     /// Cached keys, oldest first, for eviction.
     inserted: VecDeque<TemplateKey>,
 }
@@ -185,11 +204,13 @@ impl Renderer {
         data: &serde_json::Value,
     ) -> Result<RenderedContent, RenderError> {
         check_channel_parts(key, source)?;
+        let digest = source.digest();
+        self.forget_if_changed(key, digest);
         // One copy of the data for every part (`Handlebars::render` would copy it per part).
         // (Copying a JSON value into a context cannot fail; the part named is the first.)
         let context = handlebars::Context::wraps(data)
             .map_err(|e| render_error(key, TemplatePart::Subject, e))?;
-        let rendered = self.render_parts(key, source, &context);
+        let rendered = self.render_parts(key, source, digest, &context);
         // After rendering, so a capacity of 0 still renders (and then forgets) the template.
         self.evict_beyond_capacity();
         let mut content = rendered?;
@@ -208,10 +229,27 @@ impl Renderer {
         self.compiled.len()
     }
 
+    /// Drops the key's compiled parts if they were compiled from another source.
+    fn forget_if_changed(&mut self, key: &TemplateKey, digest: u64) {
+        let Some(compiled) = self.compiled.get_mut(key) else {
+            return;
+        };
+        if compiled.digest == digest {
+            return;
+        }
+        let stale = std::mem::take(&mut compiled.parts);
+        compiled.digest = digest;
+        for part in stale {
+            let name = template_name(key, part);
+            self.registry_for_mut(part).unregister_template(&name);
+        }
+    }
+
     fn render_parts(
         &mut self,
         key: &TemplateKey,
         source: &TemplateSource,
+        digest: u64,
         context: &handlebars::Context,
     ) -> Result<RenderedContent, RenderError> {
         let mut content = RenderedContent::default();
@@ -219,7 +257,7 @@ impl Renderer {
             let Some(body) = source.part(part) else {
                 continue;
             };
-            let name = self.compile(key, part, body)?;
+            let name = self.compile(key, part, body, digest)?;
             // Into a buffer that grows as needed: `render` starts every part at 8 KiB.
             let mut buffer = Vec::new();
             self.registry_for(part)
@@ -252,12 +290,13 @@ impl Renderer {
         key: &TemplateKey,
         part: TemplatePart,
         body: &str,
+        digest: u64,
     ) -> Result<String, RenderError> {
         let name = template_name(key, part);
         if self
             .compiled
             .get(key)
-            .is_some_and(|parts| parts.contains(&part))
+            .is_some_and(|compiled| compiled.parts.contains(&part))
         {
             return Ok(name);
         }
@@ -284,11 +323,14 @@ impl Renderer {
             .register_template(&name, template);
         // A key takes a cache slot once it has a compiled part, so one that never compiles
         // does not push working templates out.
-        let parts = self.compiled.entry(key.clone()).or_insert_with(|| {
+        let compiled = self.compiled.entry(key.clone()).or_insert_with(|| {
             self.inserted.push_back(key.clone());
-            Vec::new()
+            Compiled {
+                digest,
+                parts: Vec::new(),
+            }
         });
-        parts.push(part);
+        compiled.parts.push(part);
         Ok(name)
     }
 
@@ -297,7 +339,7 @@ impl Renderer {
             let Some(oldest) = self.inserted.pop_front() else {
                 break;
             };
-            for part in self.compiled.remove(&oldest).unwrap_or_default() {
+            for part in self.compiled.remove(&oldest).unwrap_or_default().parts {
                 let name = template_name(&oldest, part);
                 self.registry_for_mut(part).unregister_template(&name);
             }
@@ -661,12 +703,35 @@ mod tests {
         assert_eq!(first.text.as_deref(), Some("Hi Ada"));
         assert_eq!(second.text.as_deref(), Some("Hi Grace"));
         assert_eq!(renderer.cached(), 1);
-        // Reuse means the cached compilation wins over a different body for the same key.
-        let third = renderer
-            .render(&k, &text("Bye {{name}}"), &json!({"name": "Ada"}))
+    }
+
+    #[test]
+    fn a_changed_body_under_the_same_key_is_compiled_anew() {
+        // `herald seed` upserts: the same version can come back with another body.
+        let mut renderer = Renderer::new(8);
+        let k = key(Channel::Email);
+        let email = |subject: &str, html: Option<&str>| TemplateSource {
+            subject: Some(subject.into()),
+            text: Some("Body {{name}}".into()),
+            html: html.map(str::to_owned),
+            json: None,
+        };
+        let first = renderer
+            .render(
+                &k,
+                &email("Hi {{name}}", Some("<p>x</p>")),
+                &json!({"name": "Ada"}),
+            )
             .unwrap();
-        assert_eq!(third.text.as_deref(), Some("Hi Ada"));
-        assert_eq!(renderer.plain.get_templates().len(), 1);
+        assert_eq!(first.subject.as_deref(), Some("Hi Ada"));
+        let second = renderer
+            .render(&k, &email("Bye {{name}}", None), &json!({"name": "Ada"}))
+            .unwrap();
+        assert_eq!(second.subject.as_deref(), Some("Bye Ada"));
+        assert_eq!(second.html, None, "a part the new body lacks is gone");
+        assert_eq!(renderer.cached(), 1);
+        assert_eq!(renderer.plain.get_templates().len(), 2, "subject and text");
+        assert_eq!(renderer.html.get_templates().len(), 0);
     }
 
     #[test]
@@ -763,8 +828,9 @@ mod tests {
         assert!(!renderer.compiled.contains_key(&keys[1]));
         assert!(renderer.compiled.contains_key(&keys[2]));
         // The evicted key was compiled afresh from the source it came with.
-        let content = renderer.render(&keys[0], &email(5), &json!({})).unwrap();
+        let content = renderer.render(&keys[0], &email(9), &json!({})).unwrap();
         assert_eq!(content.text.as_deref(), Some("T9"));
+        assert_eq!(renderer.cached(), 2);
     }
 
     #[test]

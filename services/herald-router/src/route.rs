@@ -4,16 +4,17 @@
 //! the batch must be retried.
 
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use herald_contracts::status::reason;
 use herald_contracts::{
-    Codec, CodecError, Dispatch, Lane, NotificationRequest, Status, StatusEvent, TopicNames,
-    headers,
+    Codec, CodecError, Dispatch, Lane, NotificationRequest, RequestIdentity, Status, StatusEvent,
+    TopicNames, headers,
 };
 use herald_runtime::config::RouterConfig;
-use herald_runtime::metric_names::{ROUTER_CACHE_LOOKUPS, ROUTER_DISPATCHES, ROUTER_EVENTS};
+use herald_runtime::metric_names::{
+    ROUTER_CACHE_LOOKUPS, ROUTER_DISPATCHES, ROUTER_EVENTS, ROUTER_UNIDENTIFIED_DEAD_LETTERS,
+};
 use herald_store::StoreError;
 use herald_store::dedupe::{DedupeLedger, Seen};
 use herald_store::directory::{CategoryDefaults, Directory, Profile, TemplateRow};
@@ -155,16 +156,37 @@ struct Poison {
     stage: &'static str,
     class: &'static str,
     message: String,
+    /// Whom the event is about, once it decoded far enough to say: its `dead_lettered` status
+    /// goes to them. Left `None` by the decode stage, which looks it up from the raw record.
+    identity: Option<RequestIdentity>,
+}
+
+impl Poison {
+    fn new(stage: &'static str, class: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            stage,
+            class,
+            message: message.into(),
+            identity: None,
+        }
+    }
+
+    fn about(mut self, request: &NotificationRequest) -> Self {
+        self.identity = Some(request.identity());
+        self
+    }
 }
 
 /// Cached by (tenant, key): profiles by user id, defaults by category, templates by id.
 type Cache<V> = Mutex<TtlCache<(String, String), V>>;
 
-/// Rendered content for one target, with the template version that rendered it.
-type Rendered = (
-    herald_contracts::RenderedContent,
-    herald_contracts::TemplateRef,
-);
+/// Rendered content for one target, with the template version and locale that rendered it.
+struct Rendered {
+    content: herald_contracts::RenderedContent,
+    template: herald_contracts::TemplateRef,
+    /// The template's locale (`fr` for a `fr-CA` recipient without a `fr-CA` template).
+    locale: String,
+}
 
 pub struct Router {
     codec: Codec,
@@ -178,6 +200,7 @@ pub struct Router {
     templates: Cache<Arc<Vec<TemplateRow>>>,
     renderer: Mutex<Renderer>,
     default_locale: String,
+    max_data_bytes: usize,
     stage_histograms: StageHistograms,
     event_histogram: metrics::Histogram,
 }
@@ -234,6 +257,7 @@ impl Router {
             )),
             renderer: Mutex::new(Renderer::new(config.template_cache_capacity)),
             default_locale: config.default_locale.clone(),
+            max_data_bytes: config.max_data_bytes,
             stage_histograms: StageHistograms::register(),
             event_histogram: metrics::histogram!(
                 herald_runtime::metric_names::ROUTER_EVENT_SECONDS
@@ -257,9 +281,10 @@ impl Router {
                     error = %poison.message,
                     partition = input.partition,
                     offset = input.offset,
+                    event_id = poison.identity.as_ref().map(|i| i.event_id.as_str()),
                     "event dead-lettered"
                 );
-                Ok(vec![self.dead_letter(input, poison)])
+                self.dead_letter_with_status(input, poison).await
             }
             Err(transient) => Err(transient),
         }
@@ -270,27 +295,24 @@ impl Router {
         input: &Input,
     ) -> Result<Result<Vec<OutRecord>, Poison>, Transient> {
         let Some(payload) = input.payload.as_deref() else {
-            return Ok(Err(Poison {
-                stage: "decode",
-                class: "empty",
-                message: "the record has no value".into(),
-            }));
+            return Ok(Err(Poison::new(
+                "decode",
+                "empty",
+                "the record has no value",
+            )));
         };
         let mut stages = Stages::start(&self.stage_histograms);
         let request = match self.codec.decode_request(payload).await {
             Ok(request) => request,
             Err(e) if e.is_transient() => return Err(Transient::Registry(e)),
-            Err(e) => {
-                return Ok(Err(Poison {
-                    stage: "decode",
-                    class: e.class(),
-                    message: e.to_string(),
-                }));
-            }
+            Err(e) => return Ok(Err(Poison::new("decode", e.class(), e.to_string()))),
         };
 
         stages.lap(Stage::Decode);
         tracing::Span::current().record("event_id", request.event_id.as_str());
+        if let Err(poison) = self.check(input, &request) {
+            return Ok(Err(poison.about(&request)));
+        }
         // A release from the schedule is the same event a second time, on purpose: it is
         // deduplicated under its own key, so a release published twice routes once.
         let released = input.scheduled_for();
@@ -373,7 +395,14 @@ impl Router {
         }
 
         let targets = self
-            .rate_limit(input, &request, defaults.as_ref(), targets, &mut skipped)
+            .rate_limit(
+                input,
+                &request,
+                policy_time,
+                defaults.as_ref(),
+                targets,
+                &mut skipped,
+            )
             .await?;
 
         stages.lap(Stage::Policy);
@@ -384,7 +413,7 @@ impl Router {
             .unwrap_or_else(|| self.default_locale.clone());
         let rendered = match self.render(&request, &locale, &targets).await? {
             Ok(rendered) => rendered,
-            Err(poison) => return Ok(Err(poison)),
+            Err(poison) => return Ok(Err(poison.about(&request))),
         };
 
         stages.lap(Stage::Render);
@@ -399,7 +428,7 @@ impl Router {
         };
         let mut out = Vec::with_capacity(targets.len() * 2 + skipped.len());
         let routed_at = herald_contracts::time::now_millis();
-        for (target, (content, template)) in targets.iter().zip(rendered) {
+        for (target, rendered) in targets.iter().zip(rendered) {
             let dispatch = Dispatch {
                 dispatch_id: format!("{}:{}", request.event_id, target.channel),
                 event_id: request.event_id.clone(),
@@ -409,9 +438,9 @@ impl Router {
                 channel: target.channel,
                 priority: request.priority,
                 address: target.address.clone(),
-                content,
-                template,
-                locale: locale.clone(),
+                content: rendered.content,
+                template: rendered.template,
+                locale: rendered.locale,
                 attempt: 0,
                 deadline: request.expires_at,
                 fallback: fallback.clone(),
@@ -478,11 +507,14 @@ impl Router {
     }
 
     /// Drops the targets over the category's frequency cap (critical priority is exempt),
-    /// adding them to `skipped`.
+    /// adding them to `skipped`. `at` is when the event is routed: its creation, or for a
+    /// release from the schedule the time it was due, so that events deferred through quiet
+    /// hours count in the window they are delivered in, not the one they were created in.
     async fn rate_limit(
         &self,
         input: &Input,
         request: &NotificationRequest,
+        at: DateTime<Utc>,
         defaults: Option<&CategoryDefaults>,
         targets: Vec<Target>,
         skipped: &mut Vec<(herald_contracts::Channel, &'static str)>,
@@ -497,9 +529,8 @@ impl Router {
             count,
             window_seconds,
         };
-        // The event's own creation time, not the clock: a retried batch must land in the
-        // same window.
-        let at = request.created_at().timestamp();
+        // The event's own time, not the clock: a retried batch must land in the same window.
+        let at = at.timestamp();
         let mut allowed = Vec::with_capacity(targets.len());
         for target in targets {
             let subject = Subject {
@@ -561,46 +592,34 @@ impl Router {
         targets: &[Target],
     ) -> Result<Result<Vec<Rendered>, Poison>, Transient> {
         let rows = self.template_rows(request).await?;
-        let version = match request.template.version {
-            Some(v) => Some(v),
-            None => rows.iter().map(|r| r.version).max(),
-        };
-        let unknown = |what: String| Poison {
-            stage: "render",
-            class: "unknown_template",
-            message: what,
-        };
-        let Some(version) = version else {
+        let unknown = |what: String| Poison::new("render", "unknown_template", what);
+        if rows.is_empty() {
             return Ok(Err(unknown(format!(
                 "template {}/{} does not exist",
                 request.tenant, request.template.id
             ))));
-        };
+        }
         let chain = locale_chain(locale);
         let mut rendered = Vec::with_capacity(targets.len());
         let mut renderer = lock(&self.renderer);
         for target in targets {
-            let candidates: HashMap<String, &TemplateRow> = rows
-                .iter()
-                .filter(|r| r.version == version && r.channel == Some(target.channel))
-                .map(|r| (r.locale.to_ascii_lowercase(), r))
-                .collect();
-            let Some((found_locale, row)) = chain.iter().find_map(|l| {
-                candidates
-                    .get(&l.to_ascii_lowercase())
-                    .map(|r| (l.clone(), *r))
-            }) else {
+            let Some(row) = template_for(&rows, request.template.version, target.channel, &chain)
+            else {
+                let version = match request.template.version {
+                    Some(v) => format!("version {v}"),
+                    None => "any version".to_owned(),
+                };
                 return Ok(Err(unknown(format!(
-                    "template {}/{} version {version} has no {} part for locale {locale} or its fallbacks",
+                    "template {}/{} has no {} part in {version} for locale {locale} or its fallbacks",
                     request.tenant, request.template.id, target.channel
                 ))));
             };
             let key = TemplateKey {
                 tenant: request.tenant.clone(),
                 template_id: request.template.id.clone(),
-                version,
+                version: row.version,
                 channel: target.channel,
-                locale: found_locale,
+                locale: row.locale.clone(),
             };
             let source = TemplateSource {
                 subject: row.subject.clone(),
@@ -609,20 +628,15 @@ impl Router {
                 json: row.json.clone(),
             };
             match renderer.render(&key, &source, &request.data) {
-                Ok(content) => rendered.push((
+                Ok(content) => rendered.push(Rendered {
                     content,
-                    herald_contracts::TemplateRef {
+                    template: herald_contracts::TemplateRef {
                         id: request.template.id.clone(),
-                        version: Some(version),
+                        version: Some(row.version),
                     },
-                )),
-                Err(e) => {
-                    return Ok(Err(Poison {
-                        stage: "render",
-                        class: "render_error",
-                        message: e.to_string(),
-                    }));
-                }
+                    locale: key.locale,
+                }),
+                Err(e) => return Ok(Err(Poison::new("render", "render_error", e.to_string()))),
             }
         }
         Ok(Ok(rendered))
@@ -726,6 +740,73 @@ impl Router {
         })
     }
 
+    /// What a request must be beyond its shape, checked before anything is done with it.
+    fn check(&self, input: &Input, request: &NotificationRequest) -> Result<(), Poison> {
+        // Dedupe, per-recipient order and frequency caps rely on one recipient's events all
+        // being in one partition, which only the key `tenant:user_id` ensures.
+        let expected = request.key();
+        if input.key.as_deref() != Some(expected.as_bytes()) {
+            let found = match input.key.as_deref() {
+                Some(key) => format!("`{}`", String::from_utf8_lossy(key)),
+                None => "no key".to_owned(),
+            };
+            return Err(Poison::new(
+                "validate",
+                "key_mismatch",
+                format!(
+                    "the record has {found}; a request must be keyed `{expected}` (tenant:user_id)"
+                ),
+            ));
+        }
+        request
+            .check_data_size(self.max_data_bytes)
+            .map_err(|e| Poison::new("validate", "data_too_large", e.to_string()))
+    }
+
+    /// The DLQ record for `poison` and, when the event can be named, its `dead_lettered`
+    /// status in the same transaction (guarantee 1: every event ends in a recorded state).
+    async fn dead_letter_with_status(
+        &self,
+        input: &Input,
+        mut poison: Poison,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        let identity = match poison.identity.take() {
+            Some(identity) => Some(identity),
+            None => match input.payload.as_deref() {
+                Some(payload) => self
+                    .codec
+                    .request_identity(payload)
+                    .await
+                    .map_err(Transient::Registry)?,
+                None => None,
+            },
+        };
+        let status = identity.map(|identity| StatusEvent {
+            event_id: identity.event_id,
+            dispatch_id: None,
+            tenant: identity.tenant,
+            user_id: identity.user_id,
+            channel: None,
+            status: Status::DeadLettered,
+            reason: Some(poison.class.to_owned()),
+            provider: None,
+            provider_message_id: None,
+            attempt: 0,
+            at: herald_contracts::time::now_millis(),
+            scheduled_for: None,
+        });
+        let mut out = Vec::with_capacity(2);
+        match status {
+            Some(status) => out.push(self.status_record(input, &status).await?),
+            None => {
+                metrics::counter!(ROUTER_UNIDENTIFIED_DEAD_LETTERS, "class" => poison.class)
+                    .increment(1);
+            }
+        }
+        out.insert(0, self.dead_letter(input, poison));
+        Ok(out)
+    }
+
     /// The original record, unchanged, with error headers added (guarantee 5).
     fn dead_letter(&self, input: &Input, poison: Poison) -> OutRecord {
         let mut record_headers = input.headers.clone();
@@ -783,6 +864,30 @@ fn fallback_request(
     }
 }
 
+/// The template row that renders `channel`: of the pinned version, or else of the newest
+/// version that has a part for this channel in a locale of the chain (a new version published
+/// for one channel does not take the others with it); within the version, the most specific
+/// locale.
+fn template_for<'r>(
+    rows: &'r [TemplateRow],
+    pinned: Option<i32>,
+    channel: herald_contracts::Channel,
+    chain: &[String],
+) -> Option<&'r TemplateRow> {
+    let in_chain = |row: &TemplateRow| chain.iter().any(|l| l.eq_ignore_ascii_case(&row.locale));
+    let usable = || {
+        rows.iter()
+            .filter(move |r| r.channel == Some(channel) && in_chain(r))
+    };
+    let version = match pinned {
+        Some(v) => v,
+        None => usable().map(|r| r.version).max()?,
+    };
+    chain.iter().find_map(|locale| {
+        usable().find(|r| r.version == version && r.locale.eq_ignore_ascii_case(locale))
+    })
+}
+
 /// If the recipient's quiet hours hold at `at`, when they end. Quiet hours are kept in the
 /// user's time zone; a user without a (valid) zone keeps them in UTC.
 fn quiet_hours_end(profile: &Profile, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -836,4 +941,95 @@ fn trace_headers(input: &Input) -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .filter_map(|name| input.header(name).map(|v| (name.to_owned(), v.to_vec())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use herald_contracts::Channel;
+
+    fn row(version: i32, channel: Channel, locale: &str) -> TemplateRow {
+        TemplateRow {
+            version,
+            channel: Some(channel),
+            locale: locale.into(),
+            subject: None,
+            text: Some(format!("v{version} {locale}")),
+            html: None,
+            json: None,
+        }
+    }
+
+    fn pick(
+        rows: &[TemplateRow],
+        pinned: Option<i32>,
+        channel: Channel,
+        locale: &str,
+    ) -> Option<(i32, String)> {
+        let chain = locale_chain(locale);
+        template_for(rows, pinned, channel, &chain).map(|r| (r.version, r.locale.clone()))
+    }
+
+    #[test]
+    fn a_new_version_for_one_channel_leaves_the_others_on_theirs() {
+        let rows = [
+            row(1, Channel::Email, "default"),
+            row(1, Channel::Sms, "default"),
+            row(2, Channel::Email, "default"),
+        ];
+        assert_eq!(
+            pick(&rows, None, Channel::Email, "en"),
+            Some((2, "default".into()))
+        );
+        assert_eq!(
+            pick(&rows, None, Channel::Sms, "en"),
+            Some((1, "default".into()))
+        );
+        assert_eq!(pick(&rows, None, Channel::Push, "en"), None);
+    }
+
+    #[test]
+    fn a_pinned_version_is_used_for_every_channel() {
+        let rows = [
+            row(1, Channel::Email, "default"),
+            row(1, Channel::Sms, "default"),
+            row(2, Channel::Email, "default"),
+        ];
+        assert_eq!(
+            pick(&rows, Some(1), Channel::Email, "en"),
+            Some((1, "default".into()))
+        );
+        assert_eq!(pick(&rows, Some(2), Channel::Sms, "en"), None);
+    }
+
+    #[test]
+    fn the_newest_version_with_a_locale_in_the_chain_wins_then_the_most_specific_locale() {
+        let rows = [
+            row(1, Channel::Email, "default"),
+            row(1, Channel::Email, "fr"),
+            row(2, Channel::Email, "de"),
+            row(3, Channel::Email, "fr-CA"),
+            row(3, Channel::Email, "default"),
+        ];
+        // v2 has only German: a French reader stays on v3, in fr-CA, and an English one too,
+        // on v3's default.
+        assert_eq!(
+            pick(&rows, None, Channel::Email, "fr-CA"),
+            Some((3, "fr-CA".into()))
+        );
+        assert_eq!(
+            pick(&rows, None, Channel::Email, "fr-FR"),
+            Some((3, "default".into()))
+        );
+        assert_eq!(
+            pick(&rows, Some(1), Channel::Email, "fr-FR"),
+            Some((1, "fr".into()))
+        );
+        // Locales match case-insensitively; the template's own spelling is reported.
+        assert_eq!(
+            pick(&rows, None, Channel::Email, "FR-ca"),
+            Some((3, "fr-CA".into()))
+        );
+    }
 }

@@ -73,6 +73,11 @@ pub struct RouterConfig {
     /// The locale used when neither the request nor the user has one.
     #[serde(default = "default_locale")]
     pub default_locale: String,
+    /// The largest `data` a request may carry, in bytes of encoded JSON. `herald produce`
+    /// refuses a larger one; the router dead-letters it (class `data_too_large`, with a
+    /// `dead_lettered` status). At most 900 KiB: the whole record must fit Kafka's 1 MiB.
+    #[serde(default = "default_max_data_bytes")]
+    pub max_data_bytes: usize,
     /// Longest wait between retries while ScyllaDB or the registry is unreachable.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: std::time::Duration,
@@ -88,6 +93,9 @@ pub struct RouterConfig {
     pub schedule_claim_lease: std::time::Duration,
 }
 
+fn default_max_data_bytes() -> usize {
+    herald_contracts::request::MAX_DATA_BYTES
+}
 fn default_router_group() -> String {
     "herald-router".into()
 }
@@ -152,6 +160,7 @@ impl Default for RouterConfig {
             cache_ttl: default_cache_ttl(),
             template_cache_capacity: default_template_cache(),
             default_locale: default_locale(),
+            max_data_bytes: default_max_data_bytes(),
             max_backoff: default_max_backoff(),
             shutdown_grace: default_grace(),
             scheduler_interval: default_scheduler_interval(),
@@ -411,6 +420,13 @@ impl HeraldConfig {
             return Err(ConfigError::Invalid(
                 "router.max_batch and router.max_in_flight must be at least 1".into(),
             ));
+        }
+        if !(1..=900 * 1024).contains(&self.router.max_data_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "router.max_data_bytes is {}; it must be between 1 and 921600 (900 KiB), so \
+                 that a request fits Kafka's default 1 MiB record",
+                self.router.max_data_bytes
+            )));
         }
         let deliver = &self.deliver;
         if deliver.max_batch == 0 || deliver.max_in_flight == 0 {

@@ -9,6 +9,7 @@
 pub mod deliver;
 pub mod dispatch;
 pub mod kafka;
+pub mod keys;
 pub mod otlp;
 pub mod smtp;
 pub mod standin;
@@ -221,6 +222,17 @@ impl HeraldEnv {
         })
     }
 
+    /// Every record of `topic` now, read to the end of each partition (`read_committed`):
+    /// an exact count once the processes writing to it have stopped.
+    pub fn read_all(&self, topic: &str) -> Vec<serde_json::Value> {
+        let run = self.run(&["tail", topic, "--timeout", "60s"], None);
+        run.assert_code(0);
+        run.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// Loads `dev/demo/seed.json` (users, categories, templates) into this env's keyspace.
     pub fn seed_demo(&self) {
         let seed = repo_root().join("dev/demo/seed.json");
@@ -285,6 +297,8 @@ pub const TEST_PARTITIONS: i32 = 3;
 pub struct RoleProcess {
     child: std::process::Child,
     pub log: PathBuf,
+    /// Where its admin server (`/healthz`, `/readyz`, `/metrics`) listens.
+    pub admin: std::net::SocketAddr,
 }
 
 impl HeraldEnv {
@@ -300,9 +314,10 @@ impl HeraldEnv {
             n += 1;
         };
         let file = std::fs::File::create(&log).unwrap();
+        let admin = free_local_port();
         let mut command = self.command(args);
         command
-            .env("HERALD_ADMIN__LISTEN", "127.0.0.1:0")
+            .env("HERALD_ADMIN__LISTEN", admin.to_string())
             .env(
                 "HERALD_TELEMETRY__LOG_LEVEL",
                 "warn,herald_router=info,herald_kafka=info",
@@ -312,8 +327,49 @@ impl HeraldEnv {
             .stdout(file.try_clone().unwrap())
             .stderr(file);
         let child = command.spawn().unwrap();
-        RoleProcess { child, log }
+        RoleProcess { child, log, admin }
     }
+}
+
+/// A loopback address no one listens on right now, for a child process to bind. (Another
+/// process could take it in between; on a test machine that does not happen in practice.)
+fn free_local_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// `GET http://<addr><path>`: the status code and body, or `None` while nothing answers.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+/// The value of one Prometheus series in a `/metrics` text: `series` is the name with its
+/// labels as rendered (`name` or `name{a="b"}`); the sum when several series match a bare name.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            let matches = name == series
+                || (!series.contains('{') && name.starts_with(&format!("{series}{{")));
+            matches.then(|| value.parse().ok()).flatten()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 impl RoleProcess {
@@ -340,6 +396,25 @@ impl RoleProcess {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET <path>` on the role's admin server, or `None` while it does not answer.
+    pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.admin, path)
+    }
+
+    /// Whether `/readyz` says ready (`None` while the admin server does not answer).
+    pub fn ready(&self) -> Option<bool> {
+        self.admin_get("/readyz").map(|(code, _)| code == 200)
+    }
+
+    /// A series' value on the role's `/metrics` (see [`metric_value`]).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (code, text) = self.admin_get("/metrics")?;
+        if code != 200 {
+            return None;
+        }
+        metric_value(&text, series)
     }
 }
 

@@ -53,7 +53,10 @@ pub(crate) async fn run(config: &HeraldConfig, args: &ProduceArgs) -> anyhow::Re
         if line.trim().is_empty() {
             continue;
         }
-        let request = match NotificationRequest::from_json(&line) {
+        let limit = config.router.max_data_bytes;
+        let request = match NotificationRequest::from_json(&line)
+            .and_then(|request| request.check_data_size(limit).map(|()| request))
+        {
             Ok(request) => request,
             Err(e) => {
                 eprintln!("line {number}: rejected: {e}");
