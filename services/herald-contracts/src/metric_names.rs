@@ -33,6 +33,9 @@ pub const SCHEDULER_SWEEP_ERRORS: &str = "herald_scheduler_sweep_errors_total";
 /// Every consumer: records not yet consumed per partition (last stable offset minus the
 /// consumer's position), by topic and partition; from librdkafka statistics.
 pub const CONSUMER_LAG: &str = "herald_consumer_lag_records";
+/// Every role: 1 while a dependency (`kafka`, `database`, `registry`) answered its last
+/// readiness check, else 0.
+pub const DEPENDENCY_UP: &str = "herald_dependency_up";
 /// Every consumer in a group: partitions assigned to it now (after each rebalance).
 pub const CONSUMER_ASSIGNED_PARTITIONS: &str = "herald_consumer_assigned_partitions";
 

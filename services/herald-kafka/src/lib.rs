@@ -5,6 +5,7 @@
 pub mod config;
 pub mod context;
 pub mod headers;
+pub mod probe;
 pub mod renewal;
 pub mod topic_apply;
 pub mod topic_plan;
@@ -12,6 +13,7 @@ pub mod transaction;
 
 pub use config::KafkaConfig;
 pub use context::HeraldContext;
+pub use probe::MetadataProbe;
 pub use renewal::{RenewingProducer, needs_new_client};
 pub use topic_apply::{ApplyReport, TopicAction, apply_plan};
 pub use topic_plan::{PlanError, TopicPlan, TopicSpec};

@@ -15,9 +15,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use herald_contracts::Codec;
-use herald_kafka::HeraldContext;
+use herald_contracts::registry::RegistryAdmin;
+use herald_kafka::{HeraldContext, MetadataProbe};
 use herald_runtime::HeraldConfig;
 use herald_runtime::admin::{self, Readiness};
+use herald_runtime::health;
 use herald_store::dedupe::DedupeLedger;
 use herald_store::directory::Directory;
 use herald_store::rate_limit::RateLimiter;
@@ -74,7 +76,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let directory = Directory::prepare(session.clone(), &config.store).await?;
     let dedupe = DedupeLedger::prepare(session.clone(), &config.store).await?;
     let rate_limiter = RateLimiter::prepare(session.clone(), &config.store).await?;
-    let schedule = Schedule::prepare(session, &config.store).await?;
+    let schedule = Schedule::prepare(session.clone(), &config.store).await?;
     // Before anything is deferred: the sweep starts from the cursor.
     schedule.init_cursor(chrono::Utc::now()).await?;
     let codec = Codec::new(&config.registry, topics.clone())?;
@@ -107,7 +109,19 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let consumer: StreamConsumer<HeraldContext> =
         consumer_config.create_with_context(HeraldContext::default())?;
     consumer.subscribe(&[&topics.requested()])?;
-    readiness.set(true);
+    let dependencies = vec![
+        health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
+        health::database(session.clone()),
+        health::registry(
+            RegistryAdmin::new(config.registry.clone())
+                .map_err(herald_contracts::CodecError::from)?,
+        ),
+    ];
+    let health_task = tokio::spawn(health::watch(
+        dependencies,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
 
     let grace = config.router.shutdown_grace;
     let processing = processor::run(
@@ -126,8 +140,11 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         result = processing => result.map_err(RouterError::from),
         () = deadline => Err(RouterError::GraceExceeded(grace)),
     };
-    readiness.set(false);
     shutdown.cancel();
+    if let Err(e) = health_task.await {
+        tracing::warn!(error = %e, "readiness checks failed");
+    }
+    readiness.set(false);
     if let Err(e) = scheduler_task.await {
         tracing::warn!(error = %e, "scheduler task failed");
     }

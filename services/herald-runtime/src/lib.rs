@@ -7,6 +7,7 @@ pub mod cache;
 pub mod config;
 pub mod deliver_limits;
 mod env_text;
+pub mod health;
 pub mod providers;
 pub use herald_contracts::metric_names;
 pub mod shutdown;

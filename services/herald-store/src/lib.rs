@@ -19,4 +19,4 @@ mod unlogged;
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use migrate::{MigrationReport, migrate};
-pub use session::{connect, connect_keyspace};
+pub use session::{connect, connect_keyspace, ping};

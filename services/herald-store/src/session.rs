@@ -51,3 +51,11 @@ pub async fn connect_keyspace(config: &StoreConfig) -> Result<Session, StoreErro
     }
     Ok(session)
 }
+
+/// Asks the cluster something cheap, for readiness: fails while no node answers.
+pub async fn ping(session: &Session) -> Result<(), StoreError> {
+    session
+        .query_unpaged("SELECT release_version FROM system.local", ())
+        .await?;
+    Ok(())
+}

@@ -56,6 +56,11 @@ impl Stack {
         freeze("cassandra")
     }
 
+    /// Freezes the schema registry that `dev/stack up` started.
+    pub fn freeze_registry(&self) -> Frozen {
+        freeze("registry")
+    }
+
     /// Freezes the Kafka broker that `dev/stack up` started.
     pub fn freeze_broker(&self) -> Frozen {
         freeze("kafka")

@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use herald_contracts::topics::RETRY_TIERS;
 use herald_contracts::{Channel, Codec, Lane};
-use herald_kafka::HeraldContext;
+use herald_kafka::{HeraldContext, MetadataProbe};
 use herald_runtime::HeraldConfig;
 use herald_runtime::admin::{self, Readiness};
+use herald_runtime::health;
 use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::SendLedger;
 
@@ -105,7 +106,7 @@ pub async fn run(
         provider,
         ledger: SendLedger::prepare(session.clone(), &config.store, transactional_id.clone())
             .await?,
-        push_tokens: PushTokens::prepare(session, &config.store).await?,
+        push_tokens: PushTokens::prepare(session.clone(), &config.store).await?,
         retry_delays: deliver.retry_delays.clone(),
         lease: deliver.ledger_lease,
     });
@@ -131,7 +132,18 @@ pub async fn run(
         consumer_config.create_with_context(HeraldContext::default())?;
     let names: Vec<&str> = topics.keys().map(String::as_str).collect();
     consumer.subscribe(&names)?;
-    readiness.set(true);
+    let dependencies = vec![
+        health::kafka(MetadataProbe::new(
+            &config.kafka,
+            topic_names.dispatch(channel, Lane::Bulk),
+        )?),
+        health::database(session.clone()),
+    ];
+    let health_task = tokio::spawn(health::watch(
+        dependencies,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
 
     let worker = Worker {
         kafka: &config.kafka,
@@ -154,8 +166,11 @@ pub async fn run(
         result = worker.run(shutdown.clone()) => result.map_err(WorkerError::from),
         () = deadline => Err(WorkerError::GraceExceeded(grace)),
     };
-    readiness.set(false);
     shutdown.cancel();
+    if let Err(e) = health_task.await {
+        tracing::warn!(error = %e, "readiness checks failed");
+    }
+    readiness.set(false);
     if let Ok(Err(e)) = admin_task.await {
         tracing::warn!(error = %e, "admin server stopped with an error");
     }
