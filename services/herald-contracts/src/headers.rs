@@ -1,5 +1,8 @@
 //! Every Kafka header name Herald reads or writes, declared once.
 
+/// Every Herald header name starts with this.
+pub const HERALD_PREFIX: &str = "herald-";
+
 /// W3C trace context (https://www.w3.org/TR/trace-context/).
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";

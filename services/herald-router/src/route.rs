@@ -377,14 +377,22 @@ impl Router {
                 fallback,
             } => (targets, skipped, fallback),
         };
-        // A fallback request walks the rest of its chain, not the category's from the start.
-        let fallback = match input.header(headers::FALLBACK_CHAIN) {
+        // A fallback request walks the rest of its chain, not the category's from the start;
+        // one whose chain was lost ends with this channel rather than rebuild a chain that
+        // could try again a channel that already failed.
+        let tried = fallback_channels_tried(&request.event_id);
+        let fallback: Vec<herald_contracts::Channel> = match input.header(headers::FALLBACK_CHAIN) {
             Some(chain) => String::from_utf8_lossy(chain)
                 .split(',')
                 .filter_map(|c| c.trim().parse().ok())
                 .collect(),
+            None if !tried.is_empty() => Vec::new(),
             None => fallback,
         };
+        let fallback: Vec<herald_contracts::Channel> = fallback
+            .into_iter()
+            .filter(|c| !tried.contains(c))
+            .collect();
         if request.priority != herald_contracts::Priority::Critical
             && let Some(until) = quiet_hours_end(&profile, policy_time)
         {
@@ -657,8 +665,19 @@ impl Router {
             tenant: request.tenant.clone(),
             user_id: request.recipient.user_id.clone(),
             payload: input.payload.clone().unwrap_or_default(),
+            // Herald's own headers travel with the event (a fallback request's chain, a
+            // replay's marker); the release sets a new due time of its own.
             headers: trace_headers(input)
                 .into_iter()
+                .chain(
+                    input
+                        .headers
+                        .iter()
+                        .filter(|(k, _)| {
+                            k.starts_with(headers::HERALD_PREFIX) && k != headers::SCHEDULED_FOR
+                        })
+                        .cloned(),
+                )
                 .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
                 .collect(),
         };
@@ -850,6 +869,9 @@ where
     Ok(value)
 }
 
+/// Marks a fallback request's event id: `<event>:fallback:<channel>`, nested once per step.
+const FALLBACK_ID_MARK: &str = ":fallback:";
+
 /// The request that routes `request` to its fallback channel `next`: the same notification
 /// under a derived event id (deduplicated like any other), for that channel only.
 fn fallback_request(
@@ -857,7 +879,7 @@ fn fallback_request(
     next: herald_contracts::Channel,
 ) -> NotificationRequest {
     NotificationRequest {
-        event_id: format!("{}:fallback:{next}", request.event_id),
+        event_id: format!("{}{FALLBACK_ID_MARK}{next}", request.event_id),
         channels: Some(vec![next]),
         send_at: None,
         ..request.clone()
@@ -886,6 +908,16 @@ fn template_for<'r>(
     chain.iter().find_map(|locale| {
         usable().find(|r| r.version == version && r.locale.eq_ignore_ascii_case(locale))
     })
+}
+
+/// The fallback channels an event id says were already taken (`e:fallback:sms:fallback:push`
+/// → sms, push); empty for an event that is not a fallback request.
+fn fallback_channels_tried(event_id: &str) -> Vec<herald_contracts::Channel> {
+    event_id
+        .split(FALLBACK_ID_MARK)
+        .skip(1)
+        .filter_map(|step| step.split(':').next()?.parse().ok())
+        .collect()
 }
 
 /// If the recipient's quiet hours hold at `at`, when they end. Quiet hours are kept in the
@@ -969,6 +1001,19 @@ mod tests {
     ) -> Option<(i32, String)> {
         let chain = locale_chain(locale);
         template_for(rows, pinned, channel, &chain).map(|r| (r.version, r.locale.clone()))
+    }
+
+    #[test]
+    fn the_fallback_steps_an_event_id_names() {
+        assert_eq!(fallback_channels_tried("e-1"), vec![]);
+        assert_eq!(
+            fallback_channels_tried("e-1:fallback:sms"),
+            vec![Channel::Sms]
+        );
+        assert_eq!(
+            fallback_channels_tried("e-1:fallback:email:fallback:push"),
+            vec![Channel::Email, Channel::Push]
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ const SEED: &str = r#"{
   ],
   "categories": [
     {"tenant": "acme", "category": "shop.receipt", "channels": ["email", "sms"]},
+    {"tenant": "acme", "category": "shop.alert", "channels": ["inapp"], "fallback": ["email", "sms"]},
     {"tenant": "acme", "category": "social.ping", "channels": ["inapp"],
      "rate_limit": {"count": 2, "window": "1h"}}
   ],
@@ -142,6 +143,24 @@ async fn review_defects_are_fixed_against_the_real_stack() {
     let wrong_key = parse(&request("wrong-key", "shop.receipt", "receipt"));
     let wrong_key = codec.encode_request(&wrong_key).await.unwrap();
     produce_raw(&kafka, &requested, b"acme:someone-else", &wrong_key, &[]);
+    // The last step of a fallback chain (inapp, then email failed; SMS is the last), created
+    // in quiet hours: deferred, then released with its chain, so it does not fall back to
+    // email again as the category's chain would have it.
+    let mut last_step = request(
+        "alert-1:fallback:email:fallback:sms",
+        "shop.alert",
+        "receipt",
+    );
+    last_step["created_at"] = "2026-06-15T23:30:00Z".into();
+    last_step["channels"] = serde_json::json!(["sms"]);
+    let last_step = codec.encode_request(&parse(&last_step)).await.unwrap();
+    produce_raw(
+        &kafka,
+        &requested,
+        b"acme:lin",
+        &last_step,
+        &[(headers::FALLBACK_CHAIN, "")],
+    );
     let mut big = parse(&request("too-big", "shop.receipt", "receipt"));
     big.data = serde_json::json!({"blob": "x".repeat(200 * 1024)});
     let big = codec.encode_request(&big).await.unwrap();
@@ -153,7 +172,7 @@ async fn review_defects_are_fixed_against_the_real_stack() {
     let shutdown = CancellationToken::new();
     let router = tokio::spawn(herald_router::run(config, shutdown.clone()));
 
-    const EXPECTED_STATUSES: usize = 15;
+    const EXPECTED_STATUSES: usize = 17;
     env.tail_until(&topics.status(), EXPECTED_STATUSES, WAIT);
     env.tail_until(&topics.dlq(), 6, WAIT);
     let email = Channel::Email;
@@ -222,6 +241,10 @@ async fn review_defects_are_fixed_against_the_real_stack() {
         ),
         ("wrong-key", vec![s("dead_lettered", "", "key_mismatch")]),
         ("too-big", vec![s("dead_lettered", "", "data_too_large")]),
+        (
+            "alert-1:fallback:email:fallback:sms",
+            vec![s("routed", "sms", ""), s("scheduled", "", "quiet_hours")],
+        ),
     ]
     .into_iter()
     .map(|(k, mut v)| {
@@ -325,6 +348,13 @@ async fn review_defects_are_fixed_against_the_real_stack() {
     assert_eq!(sms["value"]["template"]["version"], 1);
     assert_eq!(sms["value"]["locale"], "default");
     assert_eq!(sms["value"]["content"]["text"], "SMS v1 A-1");
+    let last_step = env.read_all(&topics.dispatch(Channel::Sms, Lane::Bulk));
+    let last_step = last_step
+        .iter()
+        .find(|d| d["value"]["event_id"] == "alert-1:fallback:email:fallback:sms")
+        .unwrap();
+    assert_eq!(last_step["value"]["fallback"], serde_json::json!([]));
+    assert!(last_step["value"]["fallback_request"].is_null());
 }
 
 /// `herald produce` with `router.max_data_bytes` set through the environment.
