@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use herald_contracts::metric_names::ROUTER_TRANSACTIONS;
 use herald_test_support::{HeraldEnv, invoice_requests};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -41,13 +42,16 @@ fn a_database_outage_pauses_routing_without_dead_letters_or_loss() {
         std::thread::sleep(Duration::from_secs(20));
     }
 
-    let statuses = env.tail_until(&topics.status(), EVENTS, Duration::from_secs(180));
+    env.tail_until(&topics.status(), EVENTS, Duration::from_secs(180));
     let log = router.log_text();
+    let aborted = router.metric(&format!("{ROUTER_TRANSACTIONS}{{result=\"aborted\"}}"));
     assert!(
-        log.contains("batch aborted; rewinding"),
-        "the outage was noticed and retried:\n{log}"
+        aborted.is_some_and(|n| n >= 1.0),
+        "the outage was noticed and retried (aborted transactions: {aborted:?}):\n{log}"
     );
     assert_eq!(router.terminate(Duration::from_secs(30)), Some(0), "{log}");
+    // The router has stopped: an exact read.
+    let statuses = env.read_all(&topics.status());
 
     let ids: HashSet<&str> = statuses
         .iter()
