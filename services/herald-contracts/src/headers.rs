@@ -21,10 +21,16 @@ pub const SCHEDULED_FOR: &str = "herald-scheduled-for";
 /// instead of the category's fallback chain, so a chain is walked once.
 pub const FALLBACK_CHAIN: &str = "herald-fallback-chain";
 
-/// Delivery attempt count, on dispatches travelling through retry tiers and on DLQ records.
+/// Delivery attempt number, counted from 1 (the first attempt is 1), on dispatches travelling
+/// through retry tiers and on DLQ records. Statuses and the dispatch's own `attempt` field
+/// count the attempts made before, from 0.
 pub const ATTEMPT: &str = "herald-attempt";
 /// When a retried dispatch is due (epoch milliseconds).
 pub const DUE_AT: &str = "herald-due-at";
+/// On a dispatch deferred by an open circuit breaker: when it was first deferred (epoch
+/// milliseconds), so that deferrals are bounded (`deliver.breaker.max_deferral`). Dropped at
+/// the next real provider attempt.
+pub const DEFERRED_SINCE: &str = "herald-deferred-since";
 
 /// Error headers on every DLQ record.
 pub const ERROR_STAGE: &str = "herald-error-stage";

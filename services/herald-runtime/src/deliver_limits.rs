@@ -11,7 +11,9 @@ use std::time::Duration;
 /// it opens. Open, no call is made: dispatches are deferred to a retry tier without spending
 /// an attempt. After `open_for` it lets `half_open_probes` calls through; if they all succeed
 /// it closes, if one fails it opens again. Permanent failures (a 4xx) are the sender's problem,
-/// not the provider's, and count as answered calls.
+/// not the provider's, and count as answered calls. A dispatch is deferred for at most
+/// `max_deferral` in all; after that it takes the path of a failed attempt (its next retry
+/// tier, or the dead-letter topic and its fallback channel).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
@@ -34,6 +36,10 @@ pub struct BreakerConfig {
     /// Calls let through while half-open; all must succeed for the breaker to close.
     #[serde(default = "default_probes")]
     pub half_open_probes: u32,
+    /// How long one dispatch may be deferred by an open breaker, counted from its first
+    /// deferral, before it is treated as a failed attempt.
+    #[serde(default = "default_max_deferral", with = "humantime_serde")]
+    pub max_deferral: Duration,
 }
 
 fn default_enabled() -> bool {
@@ -54,6 +60,9 @@ fn default_open_for() -> Duration {
 fn default_probes() -> u32 {
     3
 }
+fn default_max_deferral() -> Duration {
+    Duration::from_secs(15 * 60)
+}
 
 impl Default for BreakerConfig {
     fn default() -> Self {
@@ -64,6 +73,7 @@ impl Default for BreakerConfig {
             failure_ratio: default_failure_ratio(),
             open_for: default_open_for(),
             half_open_probes: default_probes(),
+            max_deferral: default_max_deferral(),
         }
     }
 }

@@ -80,28 +80,3 @@ pub fn statuses_of(records: &[serde_json::Value], dispatch_id: &str) -> Vec<(Str
         })
         .collect()
 }
-
-/// A free port on 127.0.0.1 (free when this returns), for a role's admin server.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The value of the Prometheus sample `series` (name and labels exactly as exported, e.g.
-/// `herald_deliver_breaker_state{provider="webhook"}`) on the admin server at `port`, if the
-/// server answers and has it.
-pub fn metric(port: u16, series: &str) -> Option<f64> {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-}

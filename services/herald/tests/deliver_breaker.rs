@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use herald_contracts::{Channel, Codec, Dispatch, Lane, headers};
 use herald_test_support::deliver::{
-    DELIVER_DEFAULTS, free_port, metric, spawn_webhook_worker, statuses_of, webhook_dispatch,
-    webhook_env,
+    DELIVER_DEFAULTS, spawn_webhook_worker, statuses_of, webhook_dispatch, webhook_env,
 };
 use herald_test_support::kafka::produce_raw_many;
 use herald_test_support::standin::{Recorded, Reply, StandIn};
@@ -106,15 +105,11 @@ async fn the_breaker_stops_calling_a_failing_provider_then_probes_and_closes() {
         .map(|i| webhook_dispatch(&standin.url(), "hook", &format!("a{i}")))
         .collect();
     produce_bulk(&env, &codec, &first).await;
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut worker = tokio::task::block_in_place(|| {
-        spawn_webhook_worker(&env, &[("HERALD_ADMIN__LISTEN", listen.as_str())])
-    });
+    let mut worker = tokio::task::block_in_place(|| spawn_webhook_worker(&env, &[]));
     let started = Instant::now();
     tokio::task::block_in_place(|| {
         wait_for("the breaker to open", TIMEOUT, || {
-            (metric(port, BREAKER_STATE) == Some(2.0)).then_some(())
+            (worker.metric(BREAKER_STATE) == Some(2.0)).then_some(())
         })
     });
     let opened = Instant::now();
@@ -181,24 +176,88 @@ async fn the_breaker_stops_calling_a_failing_provider_then_probes_and_closes() {
             .filter(|(s, _)| s == "sent")
             .map(|(_, a)| *a)
             .collect();
-        // A deferral spends no attempt: only provider calls count.
-        assert_eq!(sent, [1 + failed_calls as i64], "{id}: {mine:?}");
-        let deferred = statuses.iter().any(|r| {
-            r["value"]["dispatch_id"] == id.as_str()
-                && r["value"]["status"] == "failed"
-                && r["value"]["reason"] == "circuit open"
-        });
-        assert!(deferred, "{id} was never deferred: {mine:?}");
+        // A deferral spends no attempt: only provider calls count (from 0).
+        assert_eq!(sent, [failed_calls as i64], "{id}: {mine:?}");
+        // A `failed` status is a real provider attempt; a deferral is only a metric.
+        let failed = mine.iter().filter(|(s, _)| s == "failed").count();
+        assert_eq!(failed, failed_calls, "{id}: {mine:?}");
     }
-    assert_eq!(metric(port, BREAKER_STATE), Some(0.0));
-    let deferred = metric(
-        port,
-        r#"herald_deliver_breaker_deferred_total{provider="webhook"}"#,
-    )
-    .unwrap();
+    assert_eq!(worker.metric(BREAKER_STATE), Some(0.0));
+    let deferred = worker
+        .metric(r#"herald_deliver_breaker_deferred_total{provider="webhook"}"#)
+        .unwrap();
     assert!(deferred >= 20.0, "{deferred}");
     let code = tokio::task::block_in_place(|| worker.terminate(Duration::from_secs(30)));
     assert_eq!(code, Some(0), "{}", worker.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_that_stays_open_defers_a_dispatch_for_a_bounded_time_only() {
+    // The provider never recovers; probes keep failing, so the breaker is open most of the
+    // time. Each dispatch is deferred for at most 2 s at a time, then takes the path of a
+    // failed attempt: its tiers, then the DLQ. Every dispatch ends dead-lettered, with a
+    // `failed` status for each real provider call and none for a deferral.
+    let deliver = "retry_delays = [\"1s\", \"1s\"]\nledger_lease = \"10s\"\ninstance_id = \"w1\"\n\
+         [deliver.breaker]\nwindow = \"30s\"\nmin_calls = 4\nfailure_ratio = 0.5\n\
+         open_for = \"1s\"\nhalf_open_probes = 1\nmax_deferral = \"2s\"\n";
+    let env = tokio::task::block_in_place(|| webhook_env(HERALD, "deliver_max_deferral", deliver));
+    let (standin, calls) = receiver(|_| Reply::status(503)).await;
+    let codec = Codec::new(&env.registry_config(), env.topics()).unwrap();
+    let dispatches: Vec<Dispatch> = (0..8)
+        .map(|i| webhook_dispatch(&standin.url(), "hook", &format!("d{i}")))
+        .collect();
+    produce_bulk(&env, &codec, &dispatches).await;
+    let mut worker = tokio::task::block_in_place(|| spawn_webhook_worker(&env, &[]));
+    let topics = env.topics();
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "every dispatch dead-lettered",
+            Duration::from_secs(120),
+            || {
+                let records = env.read_all(&topics.status());
+                dispatches
+                    .iter()
+                    .all(|d| {
+                        statuses_of(&records, &d.dispatch_id)
+                            .iter()
+                            .any(|(s, _)| s == "dead_lettered")
+                    })
+                    .then_some(())
+            },
+        )
+    });
+    let code = tokio::task::block_in_place(|| worker.terminate(Duration::from_secs(30)));
+    assert_eq!(code, Some(0), "{}", worker.log_text());
+
+    // The worker has stopped: exact reads.
+    let statuses = env.read_all(&topics.status());
+    let calls = calls.lock().unwrap().clone();
+    for dispatch in &dispatches {
+        let id = &dispatch.dispatch_id;
+        let mine = statuses_of(&statuses, id);
+        let dead = mine.iter().filter(|(s, _)| s == "dead_lettered").count();
+        assert_eq!(dead, 1, "{id}: {mine:?}");
+        let failed = mine.iter().filter(|(s, _)| s == "failed").count();
+        let called = calls.iter().filter(|c| &c.dispatch_id == id).count();
+        assert_eq!(
+            failed, called,
+            "{id}: a failed status per provider call: {mine:?}"
+        );
+        assert_eq!(mine.len(), failed + 1, "{id}: nothing else: {mine:?}");
+    }
+    let dlq = env.read_all(&topics.dlq());
+    assert_eq!(dlq.len(), dispatches.len());
+    let classes: Vec<&str> = dlq
+        .iter()
+        .map(|r| r["headers"][headers::ERROR_CLASS].as_str().unwrap())
+        .collect();
+    assert!(
+        classes
+            .iter()
+            .all(|c| *c == "circuit_open" || *c == "retries_exhausted"),
+        "{classes:?}"
+    );
+    assert!(classes.contains(&"circuit_open"), "{classes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +292,7 @@ async fn a_429_retry_after_holds_the_retry_back() {
     for id in &ids {
         assert_eq!(
             statuses_of(&statuses, id),
-            [("failed".to_owned(), 1), ("sent".to_owned(), 2)]
+            [("failed".to_owned(), 0), ("sent".to_owned(), 1)]
         );
         let failed_at = statuses
             .iter()

@@ -145,7 +145,7 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
     for dispatch in &ok {
         assert_eq!(
             statuses_of(&statuses, &dispatch.dispatch_id),
-            [("sent".to_owned(), 1)],
+            [("sent".to_owned(), 0)],
             "{}",
             dispatch.dispatch_id
         );
@@ -162,21 +162,21 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
     assert_eq!(
         statuses_of(&statuses, &flaky.dispatch_id),
         [
+            ("failed".to_owned(), 0),
             ("failed".to_owned(), 1),
-            ("failed".to_owned(), 2),
-            ("sent".to_owned(), 3)
+            ("sent".to_owned(), 2)
         ]
     );
     let dead = statuses_of(&statuses, &bad.dispatch_id);
-    assert_eq!(dead, [("dead_lettered".to_owned(), 1)]);
+    assert_eq!(dead, [("dead_lettered".to_owned(), 0)]);
     // (f) and (g): suppressed as expired; neither went to a retry tier nor the DLQ
     assert_eq!(
         statuses_of(&statuses, &stale.dispatch_id),
-        [("suppressed".to_owned(), 1)]
+        [("suppressed".to_owned(), 0)]
     );
     assert_eq!(
         statuses_of(&statuses, &late.dispatch_id),
-        [("failed".to_owned(), 1), ("suppressed".to_owned(), 1)]
+        [("failed".to_owned(), 0), ("suppressed".to_owned(), 0)]
     );
     for dispatch in [&stale, &late] {
         let suppressed = statuses
@@ -196,12 +196,15 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
     });
     assert_eq!(tier1.len(), 1);
     assert_eq!(tier1[0]["value"]["dispatch_id"], flaky.dispatch_id.as_str());
+    // The header numbers attempts from 1; the dispatch counts the attempts before, from 0.
     assert_eq!(tier1[0]["headers"][headers::ATTEMPT], "2");
+    assert_eq!(tier1[0]["value"]["attempt"], 1);
     assert!(tier1[0]["headers"][headers::DUE_AT].as_str().is_some());
     let tier2 = tokio::task::block_in_place(|| {
         env.tail_until(&topics.retry(Channel::Webhook, 2), 1, TIMEOUT)
     });
     assert_eq!(tier2[0]["headers"][headers::ATTEMPT], "3");
+    assert_eq!(tier2[0]["value"]["attempt"], 2);
 
     // (c) the fallback request, once, carrying the rest of the chain
     let requested = tokio::task::block_in_place(|| env.tail_until(&topics.requested(), 1, TIMEOUT));
@@ -246,7 +249,7 @@ async fn webhook_worker_sends_retries_dead_letters_and_never_sends_twice() {
     });
     assert_eq!(
         statuses_of(&statuses, &ok[1].dispatch_id),
-        [("sent".to_owned(), 1), ("sent".to_owned(), 1)]
+        [("sent".to_owned(), 0), ("sent".to_owned(), 0)]
     );
     let calls = calls.lock().unwrap().clone();
     for dispatch in &ok {
@@ -286,11 +289,11 @@ async fn a_dispatch_failing_at_every_tier_is_dead_lettered_and_falls_back() {
     assert_eq!(
         statuses_of(&statuses, &always.dispatch_id),
         [
+            ("failed".to_owned(), 0),
             ("failed".to_owned(), 1),
             ("failed".to_owned(), 2),
             ("failed".to_owned(), 3),
-            ("failed".to_owned(), 4),
-            ("dead_lettered".to_owned(), 4),
+            ("dead_lettered".to_owned(), 3),
         ]
     );
     for tier in 1..=3u8 {

@@ -319,6 +319,7 @@ mod tests {
             failure_ratio: 0.5,
             open_for: Duration::from_secs(5),
             half_open_probes: 2,
+            ..BreakerConfig::default()
         }
     }
 

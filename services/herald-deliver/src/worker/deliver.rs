@@ -29,8 +29,9 @@ use crate::{Outcome, Provider};
 
 /// The stage name on DLQ records this worker writes.
 const STAGE: &str = "deliver";
-/// The reason on the `failed` status of a dispatch deferred because the breaker is open.
-pub(crate) const CIRCUIT_OPEN: &str = "circuit open";
+/// The DLQ class of a dispatch the breaker deferred for longer than `max_deferral` after its
+/// last retry tier.
+pub(crate) const CIRCUIT_OPEN: &str = "circuit_open";
 /// Tries of the ledger mark after a send: a lost mark is the one duplicate window, so it is
 /// worth a few short retries before the batch is given up.
 const MARK_TRIES: u32 = 3;
@@ -72,11 +73,17 @@ impl Input {
         DateTime::from_timestamp_millis(self.header_number(headers::DUE_AT)?)
     }
 
+    /// When an open breaker first deferred this dispatch, if one did since its last attempt.
+    fn deferred_since(&self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_millis(self.header_number(headers::DEFERRED_SINCE)?)
+    }
+
     /// The record's headers without the ones this worker sets anew.
     fn carried_headers(&self) -> Vec<(String, Vec<u8>)> {
-        const REPLACED: [&str; 8] = [
+        const REPLACED: [&str; 9] = [
             headers::ATTEMPT,
             headers::DUE_AT,
+            headers::DEFERRED_SINCE,
             headers::ERROR_STAGE,
             headers::ERROR_CLASS,
             headers::ERROR_MESSAGE,
@@ -131,6 +138,8 @@ pub(crate) struct Deliverer {
     pub(crate) breaker: Breaker,
     /// The breaker's open time: how far deferred dispatches are spread out.
     pub(crate) breaker_spread: Duration,
+    /// How long one dispatch may be deferred by the breaker before it counts as a failure.
+    pub(crate) max_deferral: Duration,
     pub(crate) limiter: RateLimiter,
 }
 
@@ -210,32 +219,14 @@ impl Deliverer {
                     )
                     .await?,
                 ];
-                let next = next_step(
-                    &self.retry_delays,
-                    attempt,
-                    retry_after,
-                    Utc::now(),
-                    fastrand::f64(),
+                let poison = Poison {
+                    class: "retries_exhausted",
+                    message: reason,
+                };
+                out.extend(
+                    self.after_failure(input, &dispatch, attempt, retry_after, poison)
+                        .await?,
                 );
-                match next {
-                    Next::Tier { due, .. } if dispatch.expires_by(due) => {
-                        out.push(
-                            self.expired(input, &dispatch, attempt, "before_retry")
-                                .await?,
-                        );
-                    }
-                    Next::Tier { tier, attempt, due } => {
-                        metrics::counter!(DELIVER_RETRIES, "tier" => tier.to_string()).increment(1);
-                        out.push(self.retry_record(input, tier, attempt, due));
-                    }
-                    Next::Exhausted => {
-                        let poison = Poison {
-                            class: "retries_exhausted",
-                            message: reason,
-                        };
-                        out.extend(self.dead_end(input, &dispatch, poison, attempt).await?);
-                    }
-                }
                 Ok(out)
             }
             Outcome::Permanent { reason } => {
@@ -248,8 +239,46 @@ impl Deliverer {
         }
     }
 
-    /// A `failed` status (reason [`CIRCUIT_OPEN`], the attempt unchanged) and the record back
-    /// to its retry tier, not spending an attempt: the provider was not called.
+    /// What follows a failed attempt (or a deferral past its bound): the next retry tier, a
+    /// `suppressed(expired)` when that would fall past the deadline, or after the last tier
+    /// the dead end (`poison`) and the fallback.
+    async fn after_failure(
+        &self,
+        input: &Input,
+        dispatch: &Dispatch,
+        attempt: i32,
+        retry_after: Option<Duration>,
+        poison: Poison,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        let next = next_step(
+            &self.retry_delays,
+            attempt,
+            retry_after,
+            Utc::now(),
+            fastrand::f64(),
+        );
+        Ok(match next {
+            Next::Tier { due, .. } if dispatch.expires_by(due) => {
+                vec![
+                    self.expired(input, dispatch, attempt, "before_retry")
+                        .await?,
+                ]
+            }
+            Next::Tier { tier, attempt, due } => {
+                metrics::counter!(DELIVER_RETRIES, "tier" => tier.to_string()).increment(1);
+                vec![
+                    self.retry_record(input, dispatch, tier, attempt, due, None)
+                        .await?,
+                ]
+            }
+            Next::Exhausted => self.dead_end(input, dispatch, poison, attempt).await?,
+        })
+    }
+
+    /// The record back to its retry tier, not spending an attempt: the provider was not
+    /// called, so there is no status either (a deferral is a metric). Deferrals are bounded:
+    /// once a dispatch has been deferred for `max_deferral`, it takes the path of a failed
+    /// attempt, so an open breaker cannot hold it forever.
     async fn defer(
         &self,
         input: &Input,
@@ -257,6 +286,22 @@ impl Deliverer {
         attempt: i32,
         wait: Duration,
     ) -> Result<Vec<OutRecord>, Transient> {
+        let now = Utc::now();
+        let since = input.deferred_since().unwrap_or(now);
+        if (now - since).to_std().unwrap_or_default() >= self.max_deferral {
+            tracing::info!(dispatch_id = %dispatch.dispatch_id, "deferred by the breaker for too long; counted as a failed attempt");
+            let poison = Poison {
+                class: CIRCUIT_OPEN,
+                message: format!(
+                    "the {} circuit breaker stayed open for {:?} (deliver.breaker.max_deferral)",
+                    self.provider.name(),
+                    self.max_deferral
+                ),
+            };
+            return self
+                .after_failure(input, dispatch, attempt, None, poison)
+                .await;
+        }
         metrics::counter!(DELIVER_BREAKER_DEFERRED, "provider" => self.provider.name())
             .increment(1);
         let from = (1..=RETRY_TIERS).find(|t| self.topics.retry(self.channel, *t) == input.topic);
@@ -265,20 +310,20 @@ impl Deliverer {
             from,
             wait,
             self.breaker_spread,
-            Utc::now(),
+            now,
             fastrand::f64(),
         );
         tracing::debug!(dispatch_id = %dispatch.dispatch_id, tier, "circuit open; dispatch deferred");
-        let status = self.failure_status(dispatch, Status::Failed, CIRCUIT_OPEN, attempt);
-        let failed = self.status_record(input, &status).await?;
         if dispatch.expires_by(due) {
             return Ok(vec![
-                failed,
                 self.expired(input, dispatch, attempt, "before_retry")
                     .await?,
             ]);
         }
-        Ok(vec![failed, self.retry_record(input, tier, attempt, due)])
+        Ok(vec![
+            self.retry_record(input, dispatch, tier, attempt, due, Some(since))
+                .await?,
+        ])
     }
 
     /// A dispatch whose deadline has passed: not sent, `suppressed(expired)`. Unless the
@@ -545,7 +590,8 @@ impl Deliverer {
             reason: None,
             provider: None,
             provider_message_id: None,
-            attempt,
+            // Statuses count attempts from 0 (status.avsc); the worker counts them from 1.
+            attempt: (attempt - 1).max(0),
             at: herald_contracts::time::now_millis(),
             scheduled_for: None,
         }
@@ -569,8 +615,18 @@ impl Deliverer {
         })
     }
 
-    /// The record unchanged, to retry tier `tier` as attempt `attempt`, due at `due`.
-    fn retry_record(&self, input: &Input, tier: u8, attempt: i32, due: DateTime<Utc>) -> OutRecord {
+    /// The dispatch to retry tier `tier` as attempt `attempt` (its `attempt` field counting
+    /// the attempts before, from 0), due at `due`; `deferred_since` when an open breaker put it
+    /// there.
+    async fn retry_record(
+        &self,
+        input: &Input,
+        dispatch: &Dispatch,
+        tier: u8,
+        attempt: i32,
+        due: DateTime<Utc>,
+        deferred_since: Option<DateTime<Utc>>,
+    ) -> Result<OutRecord, Transient> {
         let mut record_headers = input.carried_headers();
         record_headers.push((
             headers::ATTEMPT.to_owned(),
@@ -580,12 +636,30 @@ impl Deliverer {
             headers::DUE_AT.to_owned(),
             due.timestamp_millis().to_string().into_bytes(),
         ));
-        OutRecord {
+        if let Some(since) = deferred_since {
+            record_headers.push((
+                headers::DEFERRED_SINCE.to_owned(),
+                since.timestamp_millis().to_string().into_bytes(),
+            ));
+        }
+        let payload = if dispatch.attempt == attempt - 1 {
+            input.payload.clone().unwrap_or_default()
+        } else {
+            let retried = Dispatch {
+                attempt: attempt - 1,
+                ..dispatch.clone()
+            };
+            self.codec
+                .encode_dispatch(&retried)
+                .await
+                .map_err(Transient::Registry)?
+        };
+        Ok(OutRecord {
             topic: self.topics.retry(self.channel, tier),
             key: input.key.clone(),
-            payload: input.payload.clone().unwrap_or_default(),
+            payload,
             headers: record_headers,
-        }
+        })
     }
 
     /// The original record, unchanged, with error headers added (guarantee 5).

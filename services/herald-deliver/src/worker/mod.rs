@@ -102,6 +102,7 @@ pub async fn run(
         topics: topic_names.clone(),
         breaker: breaker::Breaker::new(provider.name(), &deliver.breaker, clock.clone()),
         breaker_spread: deliver.breaker.open_for,
+        max_deferral: deliver.breaker.max_deferral,
         limiter: rate_limit::RateLimiter::new(provider.name(), &deliver.rate_limit, clock),
         provider,
         ledger: SendLedger::prepare(session.clone(), &config.store, transactional_id.clone())
