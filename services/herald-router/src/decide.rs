@@ -7,11 +7,31 @@ use herald_contracts::status::reason;
 use herald_contracts::{Channel, NotificationRequest};
 use herald_store::directory::{CategoryDefaults, CategoryPreference, Profile};
 
-/// One channel to dispatch on.
+/// One dispatch to make: a channel and an address (and for a webhook, which of the user's
+/// endpoints; each endpoint gets a dispatch of its own, retried and dead-lettered on its own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub channel: Channel,
     pub address: String,
+    pub endpoint: Option<String>,
+}
+
+impl Target {
+    fn to(channel: Channel, address: String) -> Self {
+        Self {
+            channel,
+            address,
+            endpoint: None,
+        }
+    }
+
+    /// The dispatch's id: `<event>:<channel>`, or `<event>:webhook:<endpoint id>`.
+    pub fn dispatch_id(&self, event_id: &str) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("{event_id}:{}:{endpoint}", self.channel),
+            None => format!("{event_id}:{}", self.channel),
+        }
+    }
 }
 
 /// What happens to a notification.
@@ -48,7 +68,7 @@ pub fn address(
         Channel::Webhook => profile
             .webhooks
             .first()
-            .cloned()
+            .map(|endpoint| endpoint.url.clone())
             .or_else(|| direct.webhook_url.clone()),
         // The inbox belongs to a user Herald knows.
         Channel::Inapp => profile.known.then(|| direct.user_id.clone()),
@@ -118,8 +138,14 @@ pub fn decide(
     for channel in candidates {
         if !allowed(&channel) {
             skipped.push((channel, reason::OPTED_OUT));
+        } else if channel == Channel::Webhook && !profile.webhooks.is_empty() {
+            targets.extend(profile.webhooks.iter().map(|endpoint| Target {
+                channel,
+                address: endpoint.url.clone(),
+                endpoint: Some(endpoint.id.clone()),
+            }));
         } else if let Some(address) = address(channel, request, profile) {
-            targets.push(Target { channel, address });
+            targets.push(Target::to(channel, address));
         } else {
             skipped.push((channel, reason::NO_ADDRESS));
         }
@@ -362,10 +388,7 @@ mod tests {
         };
         assert_eq!(
             targets,
-            vec![Target {
-                channel: Channel::Email,
-                address: "ada@example.com".into()
-            }]
+            vec![Target::to(Channel::Email, "ada@example.com".into())]
         );
         assert_eq!(skipped, vec![(Channel::Push, reason::NO_ADDRESS)]);
         assert_eq!(fallback, vec![Channel::Sms]);
@@ -390,12 +413,54 @@ mod tests {
         };
         assert_eq!(
             targets,
-            vec![Target {
-                channel: Channel::Email,
-                address: "guest@example.com".into()
-            }]
+            vec![Target::to(Channel::Email, "guest@example.com".into())]
         );
         assert_eq!(skipped, vec![(Channel::Inapp, reason::NO_ADDRESS)]);
+    }
+
+    #[test]
+    fn every_enabled_webhook_endpoint_gets_a_dispatch_of_its_own() {
+        use herald_store::directory::WebhookEndpoint;
+        let mut profile = ada();
+        profile.webhooks = vec![
+            WebhookEndpoint {
+                id: "orders".into(),
+                url: "https://a.example.com/hook".into(),
+            },
+            WebhookEndpoint {
+                id: "audit".into(),
+                url: "https://b.example.com/hook".into(),
+            },
+        ];
+        let d = defaults(vec![Channel::Webhook, Channel::Email], vec![], false);
+        let Decision::Route { targets, .. } = decide(&request(None), &profile, Some(&d)) else {
+            panic!()
+        };
+        let ids: Vec<(String, String)> = targets
+            .iter()
+            .map(|t| (t.dispatch_id("e"), t.address.clone()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (
+                    "e:webhook:orders".into(),
+                    "https://a.example.com/hook".into()
+                ),
+                (
+                    "e:webhook:audit".into(),
+                    "https://b.example.com/hook".into()
+                ),
+                ("e:email".into(), "ada@example.com".into()),
+            ]
+        );
+        // A direct URL (no registered endpoint) keeps the plain dispatch id.
+        let mut direct = request(Some(vec![Channel::Webhook]));
+        direct.recipient.webhook_url = Some("https://c.example.com/hook".into());
+        let Decision::Route { targets, .. } = decide(&direct, &ada(), None) else {
+            panic!()
+        };
+        assert_eq!(targets[0].dispatch_id("e"), "e:webhook");
     }
 
     #[test]

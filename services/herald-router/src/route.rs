@@ -438,7 +438,7 @@ impl Router {
         let routed_at = herald_contracts::time::now_millis();
         for (target, rendered) in targets.iter().zip(rendered) {
             let dispatch = Dispatch {
-                dispatch_id: format!("{}:{}", request.event_id, target.channel),
+                dispatch_id: target.dispatch_id(&request.event_id),
                 event_id: request.event_id.clone(),
                 tenant: request.tenant.clone(),
                 user_id: request.recipient.user_id.clone(),
@@ -540,22 +540,32 @@ impl Router {
         // The event's own time, not the clock: a retried batch must land in the same window.
         let at = at.timestamp();
         let mut allowed = Vec::with_capacity(targets.len());
+        // One count per channel and event, however many endpoints the channel has.
+        let mut decided: Vec<(herald_contracts::Channel, bool)> = Vec::new();
         for target in targets {
-            let subject = Subject {
-                tenant: &request.tenant,
-                user_id: &request.recipient.user_id,
-                category: &request.category,
-                channel: target.channel.as_str(),
+            let ok = match decided.iter().find(|(c, _)| *c == target.channel) {
+                Some((_, ok)) => *ok,
+                None => {
+                    let subject = Subject {
+                        tenant: &request.tenant,
+                        user_id: &request.recipient.user_id,
+                        category: &request.category,
+                        channel: target.channel.as_str(),
+                    };
+                    let ok = self
+                        .rate_limiter
+                        .allow(subject, cap, at, input.offset, &request.event_id)
+                        .await
+                        .map_err(Transient::Store)?;
+                    decided.push((target.channel, ok));
+                    if !ok {
+                        skipped.push((target.channel, reason::RATE_LIMITED));
+                    }
+                    ok
+                }
             };
-            let ok = self
-                .rate_limiter
-                .allow(subject, cap, at, input.offset, &request.event_id)
-                .await
-                .map_err(Transient::Store)?;
             if ok {
                 allowed.push(target);
-            } else {
-                skipped.push((target.channel, reason::RATE_LIMITED));
             }
         }
         Ok(allowed)

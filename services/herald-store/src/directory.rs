@@ -24,13 +24,20 @@ pub struct Profile {
     pub push_tokens: Vec<String>,
     pub locale: Option<String>,
     pub time_zone: Option<String>,
-    /// Enabled webhook endpoint URLs, by endpoint id.
-    pub webhooks: Vec<String>,
+    /// Enabled webhook endpoints, by endpoint id.
+    pub webhooks: Vec<WebhookEndpoint>,
     pub global_opt_out: bool,
     /// Quiet hours in the user's time zone, minutes after midnight (start, end).
     pub quiet_hours: Option<(i32, i32)>,
     /// Per-category preferences, by category.
     pub preferences: HashMap<String, CategoryPreference>,
+}
+
+/// One of a user's webhook endpoints (its secret stays with the delivery worker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEndpoint {
+    pub id: String,
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -149,7 +156,8 @@ impl Directory {
             .await?;
         let webhooks = session
             .prepare(format!(
-                "SELECT user_id, url, enabled FROM {} WHERE tenant = ? AND user_id IN ?",
+                "SELECT user_id, endpoint_id, url, enabled FROM {} \
+                 WHERE tenant = ? AND user_id IN ?",
                 config.table("webhook_endpoints")
             ))
             .await?;
@@ -299,18 +307,19 @@ impl ProfileStatements {
                     },
                 );
             }
-            for row in webhook_rows
-                .into_rows_result()?
-                .rows::<(String, Option<String>, Option<bool>)>()?
+            for row in
+                webhook_rows
+                    .into_rows_result()?
+                    .rows::<(String, String, Option<String>, Option<bool>)>()?
             {
-                if let (user_id, Some(url), enabled) = row?
+                if let (user_id, id, Some(url), enabled) = row?
                     && enabled.unwrap_or(true)
                 {
                     profiles
                         .entry((tenant.to_owned(), user_id))
                         .or_default()
                         .webhooks
-                        .push(url);
+                        .push(WebhookEndpoint { id, url });
                 }
             }
         }

@@ -20,10 +20,16 @@ const WAIT: Duration = Duration::from_secs(90);
 const SEED: &str = r#"{
   "users": [
     {"tenant": "acme", "user_id": "lin", "email": "lin@example.com", "phone": "+14155550111",
-     "locale": "fr-CA", "time_zone": "UTC", "quiet_hours": {"start": "22:00", "end": "07:00"}}
+     "locale": "fr-CA", "time_zone": "UTC", "quiet_hours": {"start": "22:00", "end": "07:00"},
+     "webhooks": [
+       {"id": "orders", "url": "https://a.example.com/hook", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+       {"id": "audit", "url": "https://b.example.com/hook", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+       {"id": "old", "url": "https://c.example.com/hook", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "enabled": false}
+     ]}
   ],
   "categories": [
     {"tenant": "acme", "category": "shop.receipt", "channels": ["email", "sms"]},
+    {"tenant": "acme", "category": "shop.hook", "channels": ["webhook"]},
     {"tenant": "acme", "category": "shop.alert", "channels": ["inapp"], "fallback": ["email", "sms"]},
     {"tenant": "acme", "category": "social.ping", "channels": ["inapp"],
      "rate_limit": {"count": 2, "window": "1h"}}
@@ -39,6 +45,8 @@ const SEED: &str = r#"{
      "subject": "Receipt v2 {{order}}", "text": "v2 {{order}}"},
     {"tenant": "acme", "template_id": "receipt", "version": 2, "channel": "email", "locale": "fr",
      "subject": "Reçu v2 {{order}}", "text": "v2 fr {{order}}"},
+    {"tenant": "acme", "template_id": "receipt", "version": 1, "channel": "webhook", "locale": "default",
+     "json": "{\"order\": \"{{order}}\"}"},
     {"tenant": "acme", "template_id": "ping", "version": 1, "channel": "inapp", "locale": "default",
      "text": "ping {{order}}"}
   ]
@@ -120,6 +128,7 @@ async fn review_defects_are_fixed_against_the_real_stack() {
     };
     let lines = [
         request("per-channel", "shop.receipt", "receipt"),
+        request("two-hooks", "shop.hook", "receipt"),
         request("no-template", "shop.receipt", "nope"),
         missing_var,
         narrowed,
@@ -172,7 +181,7 @@ async fn review_defects_are_fixed_against_the_real_stack() {
     let shutdown = CancellationToken::new();
     let router = tokio::spawn(herald_router::run(config, shutdown.clone()));
 
-    const EXPECTED_STATUSES: usize = 17;
+    const EXPECTED_STATUSES: usize = 19;
     env.tail_until(&topics.status(), EXPECTED_STATUSES, WAIT);
     env.tail_until(&topics.dlq(), 6, WAIT);
     let email = Channel::Email;
@@ -222,6 +231,10 @@ async fn review_defects_are_fixed_against_the_real_stack() {
         (
             "per-channel",
             vec![s("routed", "email", ""), s("routed", "sms", "")],
+        ),
+        (
+            "two-hooks",
+            vec![s("routed", "webhook", ""), s("routed", "webhook", "")],
         ),
         (
             "no-template",
@@ -354,6 +367,32 @@ async fn review_defects_are_fixed_against_the_real_stack() {
         .find(|d| d["value"]["event_id"] == "alert-1:fallback:email:fallback:sms")
         .unwrap();
     assert_eq!(last_step["value"]["fallback"], serde_json::json!([]));
+    // One webhook dispatch per enabled endpoint, each with an id of its own.
+    let hooks = env.read_all(&topics.dispatch(Channel::Webhook, Lane::Bulk));
+    let mut hooks: Vec<(String, String)> = hooks
+        .iter()
+        .filter(|d| d["value"]["event_id"] == "two-hooks")
+        .map(|d| {
+            (
+                d["value"]["dispatch_id"].as_str().unwrap().to_owned(),
+                d["value"]["address"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    hooks.sort();
+    assert_eq!(
+        hooks,
+        [
+            (
+                "two-hooks:webhook:audit".to_owned(),
+                "https://b.example.com/hook".to_owned()
+            ),
+            (
+                "two-hooks:webhook:orders".to_owned(),
+                "https://a.example.com/hook".to_owned()
+            ),
+        ]
+    );
     assert!(last_step["value"]["fallback_request"].is_null());
 }
 
