@@ -1,6 +1,7 @@
 //! Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro body) through the
 //! schema registry. Herald writes with its compiled-in schemas and reads any registered writer
-//! version into them, so a BACKWARD-compatible change upstream needs no Herald release.
+//! version into them, so a compatible change upstream needs no Herald release (the request
+//! subject is FULL_TRANSITIVE: see [`SchemaKind::compatibility`]).
 
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;

@@ -10,6 +10,10 @@ pub const REQUESTED_AVSC: &str = include_str!("../../../schemas/notification_req
 pub const DISPATCH_AVSC: &str = include_str!("../../../schemas/dispatch.avsc");
 pub const STATUS_AVSC: &str = include_str!("../../../schemas/status.avsc");
 
+/// Registry compatibility levels (the Confluent API's names).
+pub const BACKWARD: &str = "BACKWARD";
+pub const FULL_TRANSITIVE: &str = "FULL_TRANSITIVE";
+
 pub const REQUESTED_NAME: &str = "dev.herald.v1.NotificationRequested";
 pub const DISPATCH_NAME: &str = "dev.herald.v1.Dispatch";
 pub const STATUS_NAME: &str = "dev.herald.v1.StatusEvent";
@@ -65,6 +69,22 @@ impl SchemaKind {
             SchemaKind::Requested => &REQUESTED,
             SchemaKind::Dispatch => &DISPATCH,
             SchemaKind::Status => &STATUS,
+        }
+    }
+
+    /// The compatibility level `herald schemas register` sets on the subject.
+    ///
+    /// Requests are FULL_TRANSITIVE: upstream producers write them with any version and the
+    /// router reads every version with its compiled-in schema, while replays read records of
+    /// any age with the newest Herald. Each version must therefore read, and be readable by,
+    /// every other one. BACKWARD alone would let a producer register a version without
+    /// `tenant` or `created_at` (a reader may drop a field), and every record it wrote would
+    /// then be dead-lettered. Dispatches and statuses are written and read by Herald alone,
+    /// which upgrades readers before writers: BACKWARD.
+    pub fn compatibility(self) -> &'static str {
+        match self {
+            SchemaKind::Requested => FULL_TRANSITIVE,
+            SchemaKind::Dispatch | SchemaKind::Status => BACKWARD,
         }
     }
 
@@ -135,6 +155,13 @@ mod tests {
             }
             check_fields(kind, &field["type"]);
         }
+    }
+
+    #[test]
+    fn only_the_request_subject_is_full_transitive() {
+        assert_eq!(SchemaKind::Requested.compatibility(), "FULL_TRANSITIVE");
+        assert_eq!(SchemaKind::Dispatch.compatibility(), "BACKWARD");
+        assert_eq!(SchemaKind::Status.compatibility(), "BACKWARD");
     }
 
     #[test]

@@ -68,6 +68,37 @@ impl TopicNames {
         self.named(&format!("{RETRY_PREFIX}.{channel}.{tier}"))
     }
 
+    /// The topics whose consumers rely on one recipient's records sharing a partition: the
+    /// requested events (the router dedupes and decides them in order) and every dispatch lane
+    /// (the workers send one recipient's dispatches in order). Growing one moves keys to other
+    /// partitions while records are in flight, which breaks per-recipient order (guarantee 4)
+    /// and lets a duplicate race its original past the dedupe ledger, so `herald topics apply`
+    /// grows them only when asked to explicitly. Retry tiers, statuses and the DLQ carry no
+    /// such promise.
+    pub fn keyed_for_order(&self) -> Vec<String> {
+        let mut names = vec![self.requested()];
+        for channel in Channel::ALL {
+            names.push(self.dispatch(channel, Lane::Bulk));
+            names.push(self.dispatch(channel, Lane::Priority));
+        }
+        names
+    }
+
+    /// The topic a name typed by a person means: the logical name of a Herald topic
+    /// (`notifications.dlq`) gets the prefix; any other name (one that already carries the
+    /// prefix, or a topic Herald does not declare) is taken as written.
+    pub fn resolve(&self, name: &str) -> String {
+        if TopicNames::default()
+            .all()
+            .iter()
+            .any(|logical| logical == name)
+        {
+            self.named(name)
+        } else {
+            name.to_owned()
+        }
+    }
+
     /// Every topic Herald uses, without the prefix stripped: what `topics/herald.toml` must
     /// declare.
     pub fn all(&self) -> Vec<String> {
@@ -100,6 +131,41 @@ mod tests {
             "notifications.retry.webhook.2"
         );
         assert_eq!(names.all().len(), 3 + 5 * (2 + RETRY_TIERS as usize));
+    }
+
+    #[test]
+    fn typed_names_resolve_through_the_prefix() {
+        let names = TopicNames::new("staging.");
+        assert_eq!(
+            names.resolve("notifications.dlq"),
+            "staging.notifications.dlq"
+        );
+        assert_eq!(
+            names.resolve("notifications.retry.email.2"),
+            "staging.notifications.retry.email.2"
+        );
+        // Already prefixed, or not a Herald topic: as written.
+        assert_eq!(
+            names.resolve("staging.notifications.dlq"),
+            "staging.notifications.dlq"
+        );
+        assert_eq!(names.resolve("audit.events"), "audit.events");
+        assert_eq!(
+            TopicNames::default().resolve("notifications.dlq"),
+            "notifications.dlq"
+        );
+    }
+
+    #[test]
+    fn only_requested_and_dispatch_lanes_are_keyed_for_order() {
+        let names = TopicNames::new("p.");
+        let keyed = names.keyed_for_order();
+        assert_eq!(keyed.len(), 1 + 2 * Channel::ALL.len());
+        assert!(keyed.contains(&names.requested()));
+        assert!(keyed.contains(&names.dispatch(Channel::Inapp, Lane::Priority)));
+        assert!(!keyed.contains(&names.status()));
+        assert!(!keyed.contains(&names.dlq()));
+        assert!(!keyed.contains(&names.retry(Channel::Email, 1)));
     }
 
     #[test]

@@ -96,6 +96,12 @@ impl KafkaConfig {
     }
 
     /// For consumers: committed reads only (guarantee 2), offsets stored by the application.
+    ///
+    /// Statistics are on: create the consumer with [`HeraldContext`](crate::HeraldContext),
+    /// which turns them into the lag gauge, and poll it. A consumer with rdkafka's default
+    /// context hands each report to a fallback that logs it at INFO, and one that is never
+    /// polled (used only for offset lookups) keeps every report queued until it is dropped;
+    /// give such a client [`client_config`](Self::client_config) with a `group.id` instead.
     pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
         let mut config = self.client_config();
         config

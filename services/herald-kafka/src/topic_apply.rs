@@ -30,6 +30,30 @@ pub enum ApplyError {
     },
     #[error("metadata request failed: {0}")]
     Metadata(String),
+    /// Growing these topics would move keys while records are in flight; nothing was changed.
+    /// `report` holds the other changes, which were not made either.
+    #[error(
+        "refused to {}: {REPARTITION_RISK}; nothing was changed",
+        names(refused)
+    )]
+    RepartitionRefused {
+        refused: Vec<TopicAction>,
+        report: ApplyReport,
+    },
+}
+
+/// Why growing `notifications.requested` or a dispatch lane is refused.
+pub const REPARTITION_RISK: &str = "a record's partition is the hash of its key (tenant:user) \
+modulo the partition count, so growing moves recipients to other partitions while their \
+earlier records are still in flight there: per-recipient order no longer holds for them, and a \
+duplicate can be processed beside its original, racing the dedupe ledger";
+
+fn names(actions: &[TopicAction]) -> String {
+    actions
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", and to ")
 }
 
 /// One config value that differs.
@@ -124,7 +148,10 @@ async fn existing_topics(config: &ClientConfig) -> Result<HashMap<String, (i32, 
     .map_err(|e| ApplyError::Metadata(e.to_string()))?
 }
 
-/// Makes the cluster match `plan`. With `dry_run`, only reports.
+/// Makes the cluster match `plan`. With `dry_run`, only reports. When a topic the plan
+/// [refuses to grow](TopicPlan::refuses_repartition) has fewer partitions than declared, nothing
+/// at all is changed and the answer is [`ApplyError::RepartitionRefused`]: half an apply would
+/// leave the cluster matching neither the old declaration nor the new one.
 pub async fn apply_plan(
     client: &ClientConfig,
     plan: &TopicPlan,
@@ -145,17 +172,23 @@ pub async fn apply_plan(
         .collect();
     let current_configs = describe(&admin, &options, &present).await?;
 
+    let mut refused = Vec::new();
     for spec in &plan.topics {
         let Some(&(partitions, replicas)) = existing.get(&spec.name) else {
             report.actions.push(TopicAction::Create(spec.clone()));
             continue;
         };
         if partitions < spec.partitions {
-            report.actions.push(TopicAction::GrowPartitions {
+            let grow = TopicAction::GrowPartitions {
                 topic: spec.name.clone(),
                 from: partitions,
                 to: spec.partitions,
-            });
+            };
+            if plan.refuses_repartition(&spec.name) {
+                refused.push(grow);
+            } else {
+                report.actions.push(grow);
+            }
         } else if partitions > spec.partitions {
             report.warnings.push(format!(
                 "{} has {partitions} partitions, {} declared: partitions are never shrunk",
@@ -189,6 +222,9 @@ pub async fn apply_plan(
         }
     }
 
+    if !refused.is_empty() {
+        return Err(ApplyError::RepartitionRefused { refused, report });
+    }
     if !dry_run {
         execute(&admin, &options, &report.actions, &current_configs).await?;
     }

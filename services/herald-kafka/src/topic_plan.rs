@@ -4,6 +4,8 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use herald_contracts::TopicNames;
+
 const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 
 /// `topics/herald.toml`, compiled in so that the binary alone can apply it.
@@ -67,6 +69,9 @@ pub struct TopicSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicPlan {
     pub topics: Vec<TopicSpec>,
+    /// Declared topics whose partition count `apply` refuses to grow (see
+    /// [`TopicNames::keyed_for_order`]), by their names in `topics`.
+    repartition_refused: BTreeSet<String>,
 }
 
 impl TopicPlan {
@@ -120,7 +125,16 @@ impl TopicPlan {
             }
             topics.push(spec);
         }
-        Ok(Self { topics })
+        let keyed = TopicNames::default().keyed_for_order();
+        let repartition_refused = topics
+            .iter()
+            .filter(|t| keyed.contains(&t.name))
+            .map(|t| t.name.clone())
+            .collect();
+        Ok(Self {
+            topics,
+            repartition_refused,
+        })
     }
 
     /// Prepends `prefix` to every topic name (see `KafkaConfig::topic_prefix`).
@@ -128,11 +142,26 @@ impl TopicPlan {
         for topic in &mut self.topics {
             topic.name = format!("{prefix}{}", topic.name);
         }
+        self.repartition_refused = self
+            .repartition_refused
+            .iter()
+            .map(|name| format!("{prefix}{name}"))
+            .collect();
         self
     }
 
-    /// Overrides every replication factor, and caps `min.insync.replicas` to it so that a
-    /// single-broker cluster can still accept writes.
+    /// Lets `apply` grow the partitions of every topic, including those whose consumers rely
+    /// on one recipient's records sharing a partition.
+    pub fn with_repartition_allowed(mut self) -> Self {
+        self.repartition_refused.clear();
+        self
+    }
+
+    /// Whether `apply` refuses to grow the partitions of `topic` (a name in this plan).
+    pub fn refuses_repartition(&self, topic: &str) -> bool {
+        self.repartition_refused.contains(topic)
+    }
+
     /// Every topic with `partitions` partitions: for development and test clusters, where a
     /// few partitions per topic exercise the same code at a fraction of the broker's cost.
     pub fn with_partitions(mut self, partitions: i32) -> Self {
@@ -142,6 +171,8 @@ impl TopicPlan {
         self
     }
 
+    /// Overrides every replication factor, and caps `min.insync.replicas` to it so that a
+    /// single-broker cluster can still accept writes.
     pub fn with_replication_factor(mut self, replication_factor: i32) -> Self {
         for topic in &mut self.topics {
             topic.replication_factor = replication_factor;
@@ -221,6 +252,24 @@ mod tests {
         assert_eq!((a.partitions, a.replication_factor), (4, 1));
         assert_eq!(a.configs["cleanup.policy"], "compact");
         assert_eq!(a.configs["min.insync.replicas"], "1");
+    }
+
+    #[test]
+    fn requested_and_dispatch_lanes_are_not_grown_unless_allowed() {
+        let plan = repo_plan().with_prefix("p.");
+        let mut refused: Vec<&str> = plan
+            .names()
+            .into_iter()
+            .filter(|name| plan.refuses_repartition(name))
+            .collect();
+        refused.sort_unstable();
+        let mut keyed = TopicNames::new("p.").keyed_for_order();
+        keyed.sort_unstable();
+        assert_eq!(refused, keyed);
+        assert!(!plan.refuses_repartition("p.notifications.status"));
+        assert!(!plan.refuses_repartition("p.notifications.retry.email.1"));
+        let allowed = plan.with_repartition_allowed();
+        assert!(!allowed.refuses_repartition("p.notifications.requested"));
     }
 
     #[test]

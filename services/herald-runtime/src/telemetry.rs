@@ -39,13 +39,32 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// rdkafka's fallback `ClientContext::stats` logs every librdkafka statistics report (kilobytes
+/// per client, every `statistics.interval.ms`) at INFO under this target, and nothing else of
+/// use below WARN. Herald's own context turns the reports into metrics; a client created
+/// without it (an offsets-only consumer, say) must not bury the log under them.
+const RDKAFKA_STATISTICS_CAP: &str = "rdkafka::client=warn";
+
+/// The filter directives for `configured` (RUST_LOG or `telemetry.log_level`): as given, plus
+/// the cap on rdkafka's statistics logging unless they say something about rdkafka themselves.
+fn directives(configured: &str) -> String {
+    if configured.contains("rdkafka") {
+        configured.to_owned()
+    } else if configured.trim().is_empty() {
+        RDKAFKA_STATISTICS_CAP.to_owned()
+    } else {
+        format!("{configured},{RDKAFKA_STATISTICS_CAP}")
+    }
+}
+
 /// Sets up logging (and trace export) for a process running `role`.
 pub fn init(config: &TelemetryConfig, role: &str) -> Result<TelemetryGuard, TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives),
-        _ => EnvFilter::try_new(&config.log_level),
-    }
-    .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+        Ok(directives) if !directives.is_empty() => directives,
+        _ => config.log_level.clone(),
+    };
+    let filter = EnvFilter::try_new(directives(&filter))
+        .map_err(|e| TelemetryError::Filter(e.to_string()))?;
 
     let fmt_layer = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -90,4 +109,23 @@ pub fn init(config: &TelemetryConfig, role: &str) -> Result<TelemetryGuard, Tele
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInitialised)?;
     Ok(TelemetryGuard { provider })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rdkafka_statistics_stay_out_of_the_log_unless_asked_for() {
+        assert_eq!(directives("info"), "info,rdkafka::client=warn");
+        assert_eq!(
+            directives("warn,herald_router=debug"),
+            "warn,herald_router=debug,rdkafka::client=warn"
+        );
+        assert_eq!(directives(""), "rdkafka::client=warn");
+        assert_eq!(directives("debug,rdkafka=debug"), "debug,rdkafka=debug");
+        for configured in ["info", "debug", "trace,herald_kafka=info"] {
+            EnvFilter::try_new(directives(configured)).unwrap();
+        }
+    }
 }

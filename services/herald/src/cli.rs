@@ -146,7 +146,8 @@ pub(crate) struct ConfigCheckArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum TopicsCommand {
     /// Make the cluster match the declared topics: create missing ones, grow partitions, set
-    /// configs. Never deletes or shrinks. A second run changes nothing and says so.
+    /// configs. Never deletes or shrinks, and refuses to grow notifications.requested or a
+    /// dispatch lane without --allow-repartition. A second run changes nothing and says so.
     Apply(TopicsApplyArgs),
 }
 
@@ -166,12 +167,20 @@ pub(crate) struct TopicsApplyArgs {
     /// are still never shrunk.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     pub(crate) partitions: Option<i32>,
+    /// Also grow the partitions of notifications.requested and the dispatch lanes, which apply
+    /// otherwise refuses (exit code 1, nothing changed): growing moves recipients to other
+    /// partitions, so their records in flight lose per-recipient order and dedupe. Stop the
+    /// producers and let the router and the workers drain those topics first.
+    #[arg(long)]
+    pub(crate) allow_repartition: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SchemasCommand {
-    /// Register every Herald schema under its subject with BACKWARD compatibility. An
-    /// incompatible change is refused with the registry's reason.
+    /// Register every Herald schema under its subject: the request subject with
+    /// FULL_TRANSITIVE compatibility (a producer cannot register a version the router cannot
+    /// read), the dispatch and status subjects with BACKWARD. An incompatible change is
+    /// refused with the registry's reason (exit code 1).
     Register(SchemasRegisterArgs),
 }
 
@@ -198,14 +207,16 @@ some line was rejected."
 pub(crate) struct ProduceArgs {
     /// JSON-lines file; `-` or nothing reads stdin.
     pub(crate) file: Option<PathBuf>,
-    /// Topic to produce to; the configured notifications.requested by default.
+    /// Topic to produce to; the configured notifications.requested by default. A Herald
+    /// topic's name gets kafka.topic_prefix; any other name is taken as written.
     #[arg(long)]
     pub(crate) topic: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct TailArgs {
-    /// The full topic name (with any prefix), e.g. notifications.status.
+    /// A Herald topic's name, e.g. notifications.status (kafka.topic_prefix is prepended), or
+    /// any full topic name, taken as written.
     pub(crate) topic: String,
     /// Keep waiting for new records instead of stopping at the end.
     #[arg(long, short)]

@@ -3,7 +3,11 @@
 //! id it returned. Both ways must write the same bytes, for every shape of record.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
 use chrono::{TimeZone, Utc};
+use herald_contracts::registry::{Registration, RegistryAdmin};
+use herald_contracts::schemas::SchemaKind;
 use herald_contracts::{
     Channel, Codec, Decoded, NotificationRequest, RenderedContent, SmsEncoding, Status, StatusEvent,
 };
@@ -109,4 +113,64 @@ async fn statuses_and_requests_framed_directly_match_the_registry_clients_bytes(
         codec.encode_request(request).await.unwrap()
     })
     .await;
+}
+
+/// A producer that moved to a newer, compatible version of the request schema (a field with a
+/// default, one of them in the middle) registers it under the request subject and writes with
+/// it; Herald, still on its compiled-in schema, reads the record into the same request.
+#[tokio::test]
+async fn a_request_written_with_a_newer_compatible_schema_decodes() {
+    let env = HeraldEnv::new(HERALD, "codec_newer");
+    env.run(&["schemas", "register"], None).assert_code(0);
+    let subject = SchemaKind::Requested.subject(&env.topics());
+
+    let mut newer: serde_json::Value =
+        serde_json::from_str(SchemaKind::Requested.source()).unwrap();
+    let fields = newer["fields"].as_array_mut().unwrap();
+    fields.insert(
+        2,
+        serde_json::json!({"name": "campaign", "type": ["null", "string"], "default": null,
+                           "doc": "added by a producer"}),
+    );
+    fields.push(
+        serde_json::json!({"name": "source", "type": "string", "default": "api",
+                                   "doc": "added by a producer"}),
+    );
+    let newer = newer.to_string();
+    let producer = RegistryAdmin::new(env.registry_config()).unwrap();
+    let Registration::Registered { id } = producer.register(&subject, &newer).await.unwrap() else {
+        panic!("the newer schema was already registered");
+    };
+
+    let request = NotificationRequest::from_json(
+        r#"{"event_id": "evt-newer", "tenant": "acme", "category": "billing.invoice_ready",
+            "template": {"id": "invoice_ready", "version": 3},
+            "recipient": {"user_id": "ada", "email": "ada@example.com"},
+            "data": {"name": "Ada"}, "priority": "high", "channels": ["email", "sms"],
+            "locale": "fr-CA", "created_at": "2026-11-21T10:00:00.123Z"}"#,
+    )
+    .unwrap();
+    let Value::Record(mut written) = request.to_avro() else {
+        panic!("a request is a record");
+    };
+    written.insert(
+        2,
+        (
+            "campaign".into(),
+            Value::Union(1, Box::new(Value::String("spring".into()))),
+        ),
+    );
+    written.push(("source".into(), Value::String("crm".into())));
+    let writer = apache_avro::Schema::parse_str(&newer).unwrap();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&id.to_be_bytes());
+    let body = GenericDatumWriter::builder(&writer)
+        .build()
+        .unwrap()
+        .write_value_to_vec(Value::Record(written))
+        .unwrap();
+    framed.extend(body);
+
+    let decoded = codec(&env).decode_request(&framed).await.unwrap();
+    assert_eq!(decoded, request);
 }

@@ -4,6 +4,7 @@
 
 use herald_contracts::NotificationRequest;
 use herald_contracts::request::MAX_DATA_BYTES;
+use herald_contracts::topics::DLQ;
 use herald_test_support::HeraldEnv;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -137,4 +138,23 @@ fn tail_of_a_missing_topic_fails_clearly() {
     let run = env.run(&["tail", "no.such.topic.anywhere", "--timeout", "5s"], None);
     run.assert_code(1);
     assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
+}
+
+/// With `kafka.topic_prefix` set (every test env has one), a Herald topic's logical name means
+/// the prefixed topic; the full name still works.
+#[tokio::test]
+async fn tail_resolves_a_logical_topic_name_through_the_prefix() {
+    let env = HeraldEnv::new(HERALD, "tail_prefix");
+    let dlq = env.topics().dlq();
+    assert_ne!(dlq, DLQ, "the env has a prefix");
+    herald_test_support::kafka::create_topic(&env.kafka_config(), &dlq, 1).await;
+    herald_test_support::kafka::produce_raw(&env.kafka_config(), &dlq, b"acme:ada", b"poison", &[]);
+    for name in [DLQ, dlq.as_str()] {
+        let tailed = env.run(&["tail", name, "--timeout", "20s"], None);
+        tailed.assert_code(0);
+        let record: serde_json::Value = serde_json::from_str(tailed.stdout.trim())
+            .unwrap_or_else(|e| panic!("tail {name}: {e}: {}", tailed.stdout));
+        assert_eq!(record["topic"], dlq.as_str(), "tail {name}");
+        assert_eq!(record["key"], "acme:ada", "tail {name}");
+    }
 }

@@ -1,6 +1,7 @@
 //! `herald schemas register` against the real registry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use herald_contracts::registry::{RegistryAdmin, RegistryError};
 use herald_contracts::schemas::SchemaKind;
 use herald_test_support::HeraldEnv;
 
@@ -109,4 +110,100 @@ fn a_file_that_is_not_avro_is_refused_before_the_registry_sees_it() {
         "{}",
         run.stderr
     );
+}
+
+/// The registry's compatibility level of `subject`, read as any client would.
+async fn compatibility_of(env: &HeraldEnv, subject: &str) -> String {
+    let url = format!("{}/config/{subject}", env.stack.registry);
+    let body: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    body["compatibilityLevel"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{url}: {body}"))
+        .to_owned()
+}
+
+/// The requested schema with `edit` applied to its field list.
+fn requested_with(edit: impl FnOnce(&mut Vec<serde_json::Value>)) -> String {
+    let mut schema: serde_json::Value =
+        serde_json::from_str(SchemaKind::Requested.source()).unwrap();
+    edit(schema["fields"].as_array_mut().unwrap());
+    schema.to_string()
+}
+
+fn without_field(name: &str) -> String {
+    requested_with(|fields| fields.retain(|f| f["name"] != name))
+}
+
+/// BACKWARD would let a producer register a request schema without `created_at` or `tenant`
+/// (a reader may drop a field), after which the router dead-letters every record it writes.
+/// The request subject is FULL_TRANSITIVE: every version must read, and be read by, every
+/// other, in both directions.
+#[tokio::test]
+async fn producers_cannot_register_a_request_schema_the_router_cannot_read() {
+    let env = HeraldEnv::new(HERALD, "schemas_full");
+    let subject = SchemaKind::Requested.subject(&env.topics());
+    let registered = env.run(&["schemas", "register"], None);
+    registered.assert_code(0);
+    assert!(
+        registered
+            .stdout
+            .contains(&format!("{subject}: registered")),
+        "{}",
+        registered.stdout
+    );
+    assert_eq!(compatibility_of(&env, &subject).await, "FULL_TRANSITIVE");
+    // Herald's own records keep BACKWARD.
+    for kind in [SchemaKind::Dispatch, SchemaKind::Status] {
+        assert_eq!(
+            compatibility_of(&env, &kind.subject(&env.topics())).await,
+            "BACKWARD",
+            "{kind:?}"
+        );
+    }
+
+    // A producer registering its schema (what a Confluent serializer with auto-registration
+    // does) is refused, with the reason.
+    let producer = RegistryAdmin::new(env.registry_config()).unwrap();
+    let added_required = requested_with(|fields| {
+        fields.push(serde_json::json!({"name": "region", "type": "string", "doc": "no default"}));
+    });
+    for (schema, field) in [
+        (without_field("created_at"), "created_at"),
+        (without_field("tenant"), "tenant"),
+        (added_required, "region"),
+    ] {
+        match producer.register(&subject, &schema).await {
+            Err(RegistryError::Refused { status, reason, .. }) => {
+                assert_eq!(status, 409, "{reason}");
+                assert!(reason.contains(field), "{field}: {reason}");
+            }
+            other => panic!("a schema changing {field} was not refused: {other:?}"),
+        }
+    }
+
+    // `herald schemas register` with such a schema fails and names the reason.
+    let dir = env.dir.join("schemas");
+    std::fs::create_dir_all(&dir).unwrap();
+    for kind in [SchemaKind::Dispatch, SchemaKind::Status] {
+        std::fs::write(dir.join(kind.file_name()), kind.source()).unwrap();
+    }
+    std::fs::write(
+        dir.join(SchemaKind::Requested.file_name()),
+        without_field("created_at"),
+    )
+    .unwrap();
+    let refused = env.run(
+        &["schemas", "register", "--dir", dir.to_str().unwrap()],
+        None,
+    );
+    refused.assert_code(1);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("{subject}: refused by the registry (HTTP 409)")),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("created_at"), "{}", refused.stderr);
+    assert_eq!(compatibility_of(&env, &subject).await, "FULL_TRANSITIVE");
 }

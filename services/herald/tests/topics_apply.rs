@@ -1,6 +1,7 @@
 //! `herald topics apply` against the real broker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use herald_contracts::{Channel, Lane};
 use herald_kafka::TopicPlan;
 use std::time::Duration;
 
@@ -132,4 +133,94 @@ fn a_broken_topic_file_is_a_configuration_error() {
     let run = env.run(&["topics", "apply", "--file", bad.to_str().unwrap()], None);
     run.assert_code(2);
     assert!(run.stderr.contains("partitons"), "{}", run.stderr);
+}
+
+/// Growing `notifications.requested` or a dispatch lane moves keys to other partitions while
+/// records are in flight (per-recipient order and dedupe break), so apply refuses it, as a
+/// whole and before changing anything, unless `--allow-repartition` is given. Other topics
+/// grow as before.
+#[test]
+fn growing_keyed_topics_is_refused_unless_allowed() {
+    let env = HeraldEnv::new(HERALD, "topics_repartition");
+    let kafka = env.kafka_config();
+    let topics = env.topics();
+    let prefix = topics.prefix().to_owned();
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["topics", "apply", "--replication-factor", "1"];
+        args.extend_from_slice(extra);
+        env.run(&args, None)
+    };
+    apply(&["--partitions", "2"]).assert_code(0);
+    let before = topics_with_prefix(&kafka, &prefix);
+    assert!(before.values().all(|&p| p == 2), "{before:?}");
+
+    let says_why = |stderr: &str| {
+        for needle in [
+            topics.requested(),
+            topics.dispatch(Channel::Email, Lane::Bulk),
+            topics.dispatch(Channel::Inapp, Lane::Priority),
+            "per-recipient order".into(),
+            "dedupe".into(),
+            "--allow-repartition".into(),
+            "nothing was changed".into(),
+        ] {
+            assert!(stderr.contains(&needle), "should say {needle:?}: {stderr}");
+        }
+        // Topics without the promise are not named as refused.
+        assert!(!stderr.contains(&topics.status()), "{stderr}");
+    };
+    let dry = apply(&["--partitions", "3", "--dry-run"]);
+    dry.assert_code(1);
+    says_why(&dry.stderr);
+    let refused = apply(&["--partitions", "3"]);
+    refused.assert_code(1);
+    says_why(&refused.stderr);
+    // The refusal came before any change: not even the topics that may grow were grown.
+    assert_eq!(topics_with_prefix(&kafka, &prefix), before);
+
+    // Growing statuses, the DLQ and retry tiers stays allowed.
+    let others = env.write(
+        "others.toml",
+        "[defaults]\npartitions = 3\nreplication_factor = 1\n\
+         [[topic]]\nname = \"notifications.requested\"\npartitions = 2\n\
+         [[topic]]\nname = \"notifications.status\"\n\
+         [[topic]]\nname = \"notifications.dlq\"\n\
+         [[topic]]\nname = \"notifications.retry.email.1\"\n",
+    );
+    let grown = apply(&["--file", others.to_str().unwrap()]);
+    grown.assert_code(0);
+    for topic in [
+        topics.status(),
+        topics.dlq(),
+        topics.retry(Channel::Email, 1),
+    ] {
+        assert!(
+            grown
+                .stdout
+                .contains(&format!("grow {topic} from 2 to 3 partitions")),
+            "{}",
+            grown.stdout
+        );
+    }
+
+    let allowed = apply(&["--partitions", "3", "--allow-repartition"]);
+    allowed.assert_code(0);
+    assert!(
+        allowed.stdout.contains(&format!(
+            "grow {} from 2 to 3 partitions",
+            topics.requested()
+        )),
+        "{}",
+        allowed.stdout
+    );
+    wait_for(
+        "every topic at 3 partitions",
+        Duration::from_secs(30),
+        || {
+            topics_with_prefix(&kafka, &prefix)
+                .values()
+                .all(|&p| p == 3)
+                .then_some(())
+        },
+    );
 }

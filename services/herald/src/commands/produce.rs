@@ -24,7 +24,10 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(crate) async fn run(config: &HeraldConfig, args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     let topics = config.kafka.topics();
-    let topic = args.topic.clone().unwrap_or_else(|| topics.requested());
+    let topic = args
+        .topic
+        .as_deref()
+        .map_or_else(|| topics.requested(), |name| topics.resolve(name));
     let codec = Codec::new(&config.registry, topics)?;
     let producer: FutureProducer<HeraldContext> = config
         .kafka

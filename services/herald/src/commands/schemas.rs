@@ -10,8 +10,6 @@ use herald_runtime::HeraldConfig;
 use crate::cli::SchemasRegisterArgs;
 use crate::exit;
 
-const COMPATIBILITY: &str = "BACKWARD";
-
 pub(crate) async fn register(
     config: &HeraldConfig,
     args: &SchemasRegisterArgs,
@@ -34,13 +32,18 @@ pub(crate) async fn register(
             return Ok(exit::config());
         }
         let subject = kind.subject(&topics);
-        admin.set_compatibility(&subject, COMPATIBILITY).await?;
+        let compatibility = kind.compatibility();
+        // Set first: a subject registered by an older Herald (or auto-registered by a producer)
+        // may still have a weaker level, and the schema below must be checked at this one.
+        admin.set_compatibility(&subject, compatibility).await?;
         match admin.register(&subject, &source).await {
             Ok(Registration::Registered { id }) => {
-                println!("{subject}: registered (id {id}, compatibility {COMPATIBILITY})");
+                println!("{subject}: registered (id {id}, compatibility {compatibility})");
             }
             Ok(Registration::Unchanged { id, version }) => {
-                println!("{subject}: unchanged (version {version}, id {id})");
+                println!(
+                    "{subject}: unchanged (version {version}, id {id}, compatibility {compatibility})"
+                );
             }
             Err(RegistryError::Refused { status, reason, .. }) => {
                 eprintln!("{subject}: refused by the registry (HTTP {status}): {reason}");

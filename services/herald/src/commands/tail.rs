@@ -24,7 +24,9 @@ use crate::exit;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run(config: &HeraldConfig, args: &TailArgs) -> anyhow::Result<ExitCode> {
-    let codec = Codec::new(&config.registry, config.kafka.topics())?;
+    let topics = config.kafka.topics();
+    let topic = topics.resolve(&args.topic);
+    let codec = Codec::new(&config.registry, topics)?;
     // A throwaway group: tail assigns partitions itself and never commits.
     let group = format!("herald-tail-{}", uuid::Uuid::new_v4());
     let consumer: StreamConsumer<HeraldContext> = config
@@ -34,10 +36,10 @@ pub(crate) async fn run(config: &HeraldConfig, args: &TailArgs) -> anyhow::Resul
         .create_with_context(HeraldContext::default())
         .context("creating the Kafka consumer")?;
 
-    let partitions = partitions_of(&consumer, &args.topic)?;
+    let partitions = partitions_of(&consumer, &topic)?;
     let mut assignment = TopicPartitionList::new();
     for partition in &partitions {
-        assignment.add_partition_offset(&args.topic, *partition, Offset::Beginning)?;
+        assignment.add_partition_offset(&topic, *partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
 
@@ -58,8 +60,8 @@ pub(crate) async fn run(config: &HeraldConfig, args: &TailArgs) -> anyhow::Resul
                 Ok(next) => next,
                 Err(_) => {
                     eprintln!(
-                        "herald: gave up after {:?} before reaching the end of {}",
-                        args.timeout, args.topic
+                        "herald: gave up after {:?} before reaching the end of {topic}",
+                        args.timeout
                     );
                     return Ok(exit::FAILURE);
                 }
@@ -79,7 +81,7 @@ pub(crate) async fn run(config: &HeraldConfig, args: &TailArgs) -> anyhow::Resul
                 tracing::warn!(error = %e, "waiting for the Kafka client to recover");
                 tokio::time::sleep(CONSUMER_ERROR_PAUSE).await;
             }
-            Err(e) => return Err(e).context(format!("reading {}", args.topic)),
+            Err(e) => return Err(e).context(format!("reading {topic}")),
         }
     }
     Ok(exit::SUCCESS)

@@ -3,7 +3,8 @@
 use anyhow::Context;
 use std::process::ExitCode;
 
-use herald_kafka::{TopicPlan, apply_plan};
+use herald_kafka::topic_apply::{ApplyError, REPARTITION_RISK};
+use herald_kafka::{ApplyReport, TopicPlan, apply_plan};
 use herald_runtime::HeraldConfig;
 
 use crate::cli::TopicsApplyArgs;
@@ -32,16 +33,36 @@ pub(crate) async fn apply(
         Some(partitions) => plan.with_partitions(partitions),
         None => plan,
     };
-    let report = apply_plan(&config.kafka.client_config(), &plan, args.dry_run)
-        .await
-        .with_context(|| format!("applying topics at {}", config.kafka.bootstrap_servers))?;
-    let verb = if args.dry_run { "would " } else { "" };
-    for action in &report.actions {
-        println!("{verb}{action}");
-    }
-    for warning in &report.warnings {
-        println!("warning: {warning}");
-    }
+    let plan = if args.allow_repartition {
+        plan.with_repartition_allowed()
+    } else {
+        plan
+    };
+    let report = match apply_plan(&config.kafka.client_config(), &plan, args.dry_run).await {
+        Ok(report) => report,
+        Err(ApplyError::RepartitionRefused { refused, report }) => {
+            print_report(&report, true);
+            for grow in &refused {
+                eprintln!("herald: refused: {grow}");
+            }
+            let others = match report.actions.len() {
+                0 => String::new(),
+                n => format!("; the {n} other changes listed were not made either"),
+            };
+            eprintln!(
+                "herald: refusing to grow the partitions of notifications.requested and the \
+                 dispatch lanes: {REPARTITION_RISK}.\n\
+                 herald: nothing was changed{others}. Stop the producers, let the router and the \
+                 workers drain these topics, then run again with --allow-repartition."
+            );
+            return Ok(exit::FAILURE);
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("applying topics at {}", config.kafka.bootstrap_servers));
+        }
+    };
+    print_report(&report, args.dry_run);
     if report.is_noop() {
         println!(
             "{} topics already match the declaration; nothing to do",
@@ -53,4 +74,15 @@ pub(crate) async fn apply(
         println!("applied {} changes", report.actions.len());
     }
     Ok(exit::SUCCESS)
+}
+
+/// The changes (with `would` when they are not made) and the warnings, on stdout.
+fn print_report(report: &ApplyReport, not_made: bool) {
+    let verb = if not_made { "would " } else { "" };
+    for action in &report.actions {
+        println!("{verb}{action}");
+    }
+    for warning in &report.warnings {
+        println!("warning: {warning}");
+    }
 }
