@@ -19,9 +19,23 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 # CA roots for TLS to Kafka, the registry and providers; nothing else is needed at run time.
+# ca-certificates installs the bundle /etc/ssl/certs/ca-certificates.crt and the hashed
+# directory /etc/ssl/certs.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
+# Point OpenSSL at them. librdkafka's OpenSSL is compiled into the binary (rdkafka's
+# `ssl-vendored`), and its default trust store is its build's OPENSSLDIR, /usr/local/ssl
+# (cert.pem, certs/), which nothing here provides: without these variables TLS to a publicly
+# signed broker fails "certificate verify failed" unless ssl.ca.location is set. With
+# ssl.ca.location unset librdkafka calls SSL_CTX_set_default_verify_paths (its own probe of
+# standard paths runs only when its configure saw a static libcrypto, which rdkafka-sys's
+# build does not), and there OpenSSL takes SSL_CERT_FILE and SSL_CERT_DIR in place of its
+# built-in paths. Checked against this build: unset, it looks for /usr/local/ssl/certs/<hash>.0;
+# set, a broker signed by a CA in the named file verifies. rustls-native-certs (the HTTP
+# clients' roots) reads the same two variables. An explicit ssl.ca.location still wins.
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_DIR=/etc/ssl/certs
 COPY --from=build /usr/local/bin/herald /usr/local/bin/herald
 # The demo data, for `herald seed /usr/share/herald/demo/seed.json` in docker-compose.
 COPY dev/demo/seed.json dev/demo/requests.jsonl /usr/share/herald/demo/

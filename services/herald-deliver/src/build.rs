@@ -145,6 +145,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_missing_required_setting_fails_at_build_naming_the_key_and_variable() {
+        // Loading leaves these optional, so that only the provider's own worker needs them.
+        for (channel, toml_text, key) in [
+            (
+                Channel::Sms,
+                "[twilio]\naccount_sid = \"AC1\"\nfrom = \"+1\"\n",
+                "twilio.auth_token",
+            ),
+            (
+                Channel::Sms,
+                "[twilio]\nauth_token = \"t\"\nfrom = \"+1\"\n",
+                "twilio.account_sid",
+            ),
+            (
+                Channel::Email,
+                "[sendgrid]\nfrom = \"a@b.example\"\n",
+                "sendgrid.api_key",
+            ),
+            (
+                Channel::Email,
+                "[sendgrid]\napi_key = \"k\"\n",
+                "sendgrid.from",
+            ),
+            (
+                Channel::Email,
+                "[smtp]\nfrom = \"a@b.example\"\n",
+                "smtp.host",
+            ),
+            (Channel::Email, "[smtp]\nhost = \"h\"\n", "smtp.from"),
+            (Channel::Push, "[fcm]\n", "fcm.service_account_file"),
+            (
+                Channel::Push,
+                "[apns]\nteam_id = \"T\"\nkey_id = \"K\"\ntopic = \"t\"\n",
+                "apns.key_file",
+            ),
+        ] {
+            let message = error(channel, toml_text).await;
+            let (section, field) = key.split_once('.').unwrap();
+            let variable = format!(
+                "HERALD_DELIVER__PROVIDERS__{}__{}",
+                section.to_uppercase(),
+                field.to_uppercase()
+            );
+            assert_eq!(
+                message,
+                format!(
+                    "{key}: is not set: give this worker {field} in \
+                     [deliver.providers.{section}] or {variable}"
+                )
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_configured_channel_builds_its_provider() {
         let config: ProvidersConfig = toml::from_str(
             "[smtp]\nhost = \"localhost\"\nfrom = \"Acme <a@b.example>\"\nsecurity = \"none\"\n",

@@ -33,6 +33,22 @@ impl BuildError {
         }
     }
 
+    /// `key` (`twilio.auth_token`) is not set: its `[deliver.providers]` setting and the
+    /// environment variable that gives it to this worker alone.
+    pub(crate) fn missing(key: &str) -> Self {
+        let (section, field) = key.split_once('.').unwrap_or((key, key));
+        let variable = format!(
+            "HERALD_DELIVER__PROVIDERS__{}",
+            key.to_uppercase().replace('.', "__")
+        );
+        BuildError::config(
+            key,
+            format!(
+                "is not set: give this worker {field} in [deliver.providers.{section}] or {variable}"
+            ),
+        )
+    }
+
     pub(crate) fn file(key: &str, path: &std::path::Path, message: impl ToString) -> Self {
         BuildError::File {
             key: key.into(),
@@ -40,6 +56,12 @@ impl BuildError {
             message: message.to_string(),
         }
     }
+}
+
+/// A setting the provider cannot do without. Loading the configuration leaves it optional (a
+/// process that does not use the provider is not given its secrets), so building requires it.
+pub(crate) fn required<'a, T>(key: &str, value: &'a Option<T>) -> Result<&'a T, BuildError> {
+    value.as_ref().ok_or_else(|| BuildError::missing(key))
 }
 
 impl From<reqwest::Error> for BuildError {

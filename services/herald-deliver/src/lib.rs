@@ -14,7 +14,10 @@
 //! | inapp | [`InboxProvider`] | the `inbox` table |
 //!
 //! A worker builds its channel's provider once with [`build_provider`] from a
-//! [`ProvidersConfig`], for example:
+//! [`ProvidersConfig`], and building is where the provider's required settings (its secrets
+//! and key files among them) are checked: loading the configuration, which every process
+//! does, checks only that each section's keys are known and its values well formed, so a
+//! secret can be given to its own worker alone. For example:
 //!
 //! ```toml
 //! [smtp]

@@ -9,6 +9,7 @@ use herald_contracts::secret::Secret;
 
 use crate::classify::execute;
 use crate::config::TwilioConfig;
+use crate::error::required;
 use crate::http::{base_url, client_builder};
 use crate::outcome::logged;
 use crate::template::Template;
@@ -33,7 +34,8 @@ pub struct TwilioProvider {
 impl TwilioProvider {
     pub fn new(config: &TwilioConfig) -> Result<Self, BuildError> {
         let base = base_url("twilio.base_url", &config.base_url)?;
-        let sid = &config.account_sid;
+        let sid = required("twilio.account_sid", &config.account_sid)?;
+        let auth_token = required("twilio.auth_token", &config.auth_token)?;
         if sid.is_empty() || !sid.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(BuildError::config(
                 "twilio.account_sid",
@@ -60,7 +62,7 @@ impl TwilioProvider {
             http: client_builder(config.timeout, config.connect_timeout).build()?,
             url: format!("{base}/2010-04-01/Accounts/{sid}/Messages.json"),
             account_sid: sid.clone(),
-            auth_token: config.auth_token.clone(),
+            auth_token: auth_token.clone(),
             sender,
             status_callback,
         })

@@ -1,6 +1,13 @@
 //! Provider configuration: one struct per adapter, every field documented, unknown keys
 //! refused, durations human-readable (`10s`, `50m`), credentials in [`Secret`]. Base URLs are
 //! configurable so that tests point the adapters at local stand-ins.
+//!
+//! Every process loads the whole configuration, but only a delivery worker uses a provider,
+//! and an operator gives a provider's secret (a Twilio token, a SendGrid key, a key file) to
+//! that worker alone. So loading checks a provider section's shape (unknown keys, malformed
+//! values) and leaves the settings the provider cannot do without optional here:
+//! `herald_deliver::build_provider` requires them, naming the key, when the worker (or
+//! `herald config check --channel <channel>`) builds the provider.
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -8,8 +15,8 @@ use std::time::Duration;
 
 use herald_contracts::secret::Secret;
 
-/// Every provider a delivery worker may use. A worker builds only the one its channel needs
-/// (see `herald_deliver::build_provider`).
+/// Every provider a delivery worker may use. A worker builds, and so fully checks, only the
+/// one its channel needs (see `herald_deliver::build_provider`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProvidersConfig {
@@ -49,8 +56,9 @@ pub enum SmtpSecurity {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
-    /// The relay's host name (also the name its TLS certificate must carry).
-    pub host: String,
+    /// The relay's host name (also the name its TLS certificate must carry). Required.
+    #[serde(default)]
+    pub host: Option<String>,
     /// The relay's port; default 587, 465 or 25 according to `security`.
     #[serde(default)]
     pub port: Option<u16>,
@@ -64,8 +72,9 @@ pub struct SmtpConfig {
     /// A PEM file of extra root certificates to trust (a relay with a private CA).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// The sender mailbox, e.g. `Acme <no-reply@acme.example>`.
-    pub from: String,
+    /// The sender mailbox, e.g. `Acme <no-reply@acme.example>`. Required.
+    #[serde(default)]
+    pub from: Option<String>,
     /// Optional Reply-To mailbox.
     #[serde(default)]
     pub reply_to: Option<String>,
@@ -96,10 +105,12 @@ pub struct SendGridConfig {
     /// API base URL.
     #[serde(default = "default_sendgrid_url")]
     pub base_url: String,
-    /// API key, sent as a Bearer token.
-    pub api_key: Secret,
-    /// Sender address (must be a verified sender).
-    pub from: String,
+    /// API key, sent as a Bearer token. Required.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Sender address (must be a verified sender). Required.
+    #[serde(default)]
+    pub from: Option<String>,
     /// Sender display name.
     #[serde(default)]
     pub from_name: Option<String>,
@@ -128,10 +139,12 @@ pub struct TwilioConfig {
     /// API base URL.
     #[serde(default = "default_twilio_url")]
     pub base_url: String,
-    /// Account SID (`AC...`), the basic-auth user and part of the path.
-    pub account_sid: String,
-    /// Auth token, the basic-auth password.
-    pub auth_token: Secret,
+    /// Account SID (`AC...`), the basic-auth user and part of the path. Required.
+    #[serde(default)]
+    pub account_sid: Option<String>,
+    /// Auth token, the basic-auth password. Required.
+    #[serde(default)]
+    pub auth_token: Option<Secret>,
     /// Sender number (E.164). Set this or `messaging_service_sid`.
     #[serde(default)]
     pub from: Option<String>,
@@ -157,7 +170,9 @@ pub struct FcmConfig {
     pub base_url: String,
     /// The Google service-account JSON key file (needs `client_email`, `private_key`,
     /// `token_uri`, `project_id`; `private_key_id` is sent as the JWT `kid` when present).
-    pub service_account_file: PathBuf,
+    /// Required.
+    #[serde(default)]
+    pub service_account_file: Option<PathBuf>,
     /// Send to this project instead of the key's `project_id`.
     #[serde(default)]
     pub project_id: Option<String>,
@@ -177,14 +192,18 @@ pub struct ApnsConfig {
     /// for development builds. An `http://` URL (tests) speaks HTTP/2 with prior knowledge.
     #[serde(default = "default_apns_url")]
     pub base_url: String,
-    /// The Apple developer team id (the token's `iss`).
-    pub team_id: String,
-    /// The id of the signing key (the token's `kid`).
-    pub key_id: String,
-    /// The `.p8` signing key (PKCS#8 PEM, P-256).
-    pub key_file: PathBuf,
-    /// The app's bundle id (`apns-topic`).
-    pub topic: String,
+    /// The Apple developer team id (the token's `iss`). Required.
+    #[serde(default)]
+    pub team_id: Option<String>,
+    /// The id of the signing key (the token's `kid`). Required.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// The `.p8` signing key (PKCS#8 PEM, P-256). Required.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The app's bundle id (`apns-topic`). Required.
+    #[serde(default)]
+    pub topic: Option<String>,
     /// `apns-push-type`.
     #[serde(default = "default_push_type")]
     pub push_type: String,
@@ -302,11 +321,37 @@ mod tests {
         let twilio = config.twilio.unwrap();
         assert_eq!(twilio.base_url, "https://api.twilio.com");
         assert_eq!(twilio.timeout, Duration::from_secs(2));
-        assert_eq!(format!("{:?}", twilio.auth_token), "Secret(***)");
+        assert_eq!(format!("{:?}", twilio.auth_token), "Some(Secret(***))");
         assert_eq!(config.webhook.allow, vec!["10.1.0.0/16"]);
         let err = toml_from("[twilio]\naccount_sid = \"AC1\"\nauth_token = \"t\"\nfrm = \"x\"")
             .unwrap_err();
         assert!(err.contains("frm"), "{err}");
+    }
+
+    #[test]
+    fn a_section_without_its_secret_or_key_file_loads_but_keeps_its_shape() {
+        // As every process but the provider's own worker sees it: the secret and key file are
+        // given to that worker only.
+        let config = toml_from(
+            "[twilio]\naccount_sid = \"AC1\"\nfrom = \"+15550001111\"\n\
+             [sendgrid]\nfrom = \"a@b.example\"\n\
+             [apns]\nteam_id = \"T\"\n\
+             [fcm]\n\
+             [smtp]\nport = 2525\n",
+        )
+        .unwrap();
+        assert!(config.twilio.unwrap().auth_token.is_none());
+        assert!(config.sendgrid.unwrap().api_key.is_none());
+        assert!(config.apns.unwrap().key_file.is_none());
+        assert!(config.fcm.unwrap().service_account_file.is_none());
+        assert!(config.smtp.unwrap().host.is_none());
+        // Unknown keys and malformed values are still refused.
+        let err = toml_from("[sendgrid]\nfrom = \"a@b.example\"\napi_kye = \"k\"").unwrap_err();
+        assert!(err.contains("api_kye"), "{err}");
+        let err = toml_from("[twilio]\nauth_token = 42").unwrap_err();
+        assert!(err.contains("auth_token"), "{err}");
+        let err = toml_from("[apns]\ntoken_lifetime = \"soon\"").unwrap_err();
+        assert!(err.contains("token_lifetime"), "{err}");
     }
 
     fn toml_from(text: &str) -> Result<ProvidersConfig, String> {

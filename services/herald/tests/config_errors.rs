@@ -55,3 +55,46 @@ fn a_missing_config_file_is_an_error_not_defaults() {
     run.assert_code(2);
     assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
 }
+
+/// A provider section is checked in full (required keys, secrets) only by the worker that
+/// uses it, so that its secret can be given to that worker alone; unknown keys and malformed
+/// values in it are still refused by every process.
+#[test]
+fn a_provider_is_checked_in_full_only_by_the_worker_that_uses_it() {
+    let env = HeraldEnv::new(HERALD, "config_providers");
+    let original = std::fs::read_to_string(&env.config_path).unwrap();
+    let providers = "[deliver.providers.twilio]\naccount_sid = \"AC1\"\nfrom = \"+15005550006\"\n\n\
+                     [deliver.providers.sendgrid]\nfrom = \"billing@acme.example\"\n";
+    std::fs::write(&env.config_path, format!("{original}{providers}")).unwrap();
+    let run = env.run(&["config", "check"], None);
+    run.assert_code(0);
+    for (channel, key) in [("sms", "twilio.auth_token"), ("email", "sendgrid.api_key")] {
+        let run = env.run(&["config", "check", "--channel", channel], None);
+        run.assert_code(2);
+        let variable = format!(
+            "HERALD_DELIVER__PROVIDERS__{}",
+            key.to_uppercase().replace('.', "__")
+        );
+        assert!(
+            run.stderr.contains(key) && run.stderr.contains(&variable),
+            "{channel}: {}",
+            run.stderr
+        );
+    }
+    let mut command = env.command(&["config", "check", "--channel", "sms"]);
+    command.env("HERALD_DELIVER__PROVIDERS__TWILIO__AUTH_TOKEN", "token");
+    herald_test_support::run(command, None).assert_code(0);
+
+    for (change, key) in [
+        (
+            providers.replace("from = \"+1", "timeout = \"soon\"\nfrom = \"+1"),
+            "deliver.providers.twilio.timeout",
+        ),
+        (providers.replace("account_sid", "acount_sid"), "acount_sid"),
+    ] {
+        std::fs::write(&env.config_path, format!("{original}{change}")).unwrap();
+        let run = env.run(&["config", "check"], None);
+        run.assert_code(2);
+        assert!(run.stderr.contains(key), "{key}: {}", run.stderr);
+    }
+}

@@ -1,14 +1,17 @@
 //! What the deployment files ask of Herald, checked without Docker or Kubernetes: every Herald
 //! service of docker-compose.yml and every Herald container the Helm chart renders runs a
-//! real subcommand with real flags, its configuration (file plus `HERALD_*` environment)
-//! passes `herald config check` (with `--channel` for a delivery worker, which builds the
-//! provider), and the roles do not collide on ports or instance ids.
+//! real subcommand with real flags, its configuration (file plus `HERALD_*` environment, with
+//! the Secrets the container is given and no others) passes `herald config check` (with
+//! `--channel` for a delivery worker, which builds the provider), the roles do not collide on
+//! ports or instance ids, and the chart's values schema refuses a misspelled value.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
+use herald_test_support::keys::{EC_P256, RSA_2048, openssl, openssl_key, write_service_account};
 use herald_test_support::{helm, repo_root, run, test_dir};
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -22,10 +25,12 @@ struct HeraldProcess {
     name: String,
     /// Its `herald` arguments, one invocation each (a setup step may chain several).
     invocations: Vec<Vec<String>>,
-    /// Literal environment variables (those from secrets are left out).
+    /// Its environment: literal variables, and those a Secret gives it.
     env: BTreeMap<String, String>,
     /// The configuration file it reads, on this machine.
     config: PathBuf,
+    /// The Secrets it is given (as variables or as mounted files).
+    secrets: BTreeSet<String>,
 }
 
 impl HeraldProcess {
@@ -73,6 +78,23 @@ impl HeraldProcess {
             .iter()
             .any(|args| matches!(args.first().map(String::as_str), Some("router" | "deliver")))
     }
+
+    /// `router`, `deliver --channel sms`, `topics apply ...`: its first invocation.
+    fn command(&self) -> String {
+        self.invocations[0].join(" ")
+    }
+}
+
+/// The Secrets of the cluster a chart is installed in, as a test stands them in: Secret name
+/// -> key -> value.
+type Secrets = BTreeMap<&'static str, BTreeMap<&'static str, String>>;
+
+/// The value of `key` in Secret `name`; a reference to anything else is a mistake in the test.
+fn secret_value<'a>(secrets: &'a Secrets, name: &str, key: &str) -> &'a str {
+    secrets
+        .get(name)
+        .and_then(|s| s.get(key))
+        .unwrap_or_else(|| panic!("Secret {name} key {key} is not one the test stands in"))
 }
 
 fn channel_of(args: &[String]) -> Option<&str> {
@@ -199,6 +221,7 @@ fn compose_processes() -> Vec<HeraldProcess> {
             invocations,
             env,
             config,
+            secrets: BTreeSet::new(),
         });
     }
     processes
@@ -241,9 +264,13 @@ fn helm_in_repo(args: &[&str]) -> herald_test_support::Run {
     run(command, None)
 }
 
-/// The chart rendered with `--set` values, as one document per manifest.
-fn render_chart(set: &[&str]) -> Vec<Value> {
+/// The chart rendered with a values file (if any), then `--set` values, as one document per
+/// manifest.
+fn render_chart(values: Option<&Path>, set: &[&str]) -> Vec<Value> {
     let mut args = vec!["template", "herald", "helm/herald"];
+    if let Some(file) = values {
+        args.extend(["--values", file.to_str().unwrap()]);
+    }
     for value in set {
         args.extend(["--set", value]);
     }
@@ -256,8 +283,11 @@ fn render_chart(set: &[&str]) -> Vec<Value> {
 }
 
 /// Every Herald container of the rendered manifests (init containers included), its
-/// configuration taken from the ConfigMap it mounts.
-fn chart_processes(manifests: &[Value], dir: &Path) -> Vec<HeraldProcess> {
+/// configuration taken from the ConfigMap it mounts, its environment from its literal
+/// variables and from `secrets` as its `env` and `envFrom` refer to them. A Secret mounted as
+/// a volume is written out, one file per key, at the mount path, which must therefore be in a
+/// directory of the test's own.
+fn chart_processes(manifests: &[Value], dir: &Path, secrets: &Secrets) -> Vec<HeraldProcess> {
     let config_maps: BTreeMap<String, &Value> = manifests
         .iter()
         .filter(|m| m["kind"] == "ConfigMap")
@@ -288,13 +318,33 @@ fn chart_processes(manifests: &[Value], dir: &Path) -> Vec<HeraldProcess> {
                 .chain(strings(&container["args"]))
                 .skip_while(|a| a == "herald")
                 .collect();
-            let mut env: BTreeMap<String, String> = container["env"]
-                .as_sequence()
-                .into_iter()
-                .flatten()
-                .filter(|e| !e["value"].is_null())
-                .map(|e| (scalar(&e["name"]), scalar(&e["value"])))
-                .collect();
+            let mut given = BTreeSet::new();
+            // envFrom first: a variable of `env` wins over one of the same name from envFrom.
+            let mut env = BTreeMap::new();
+            for source in container["envFrom"].as_sequence().into_iter().flatten() {
+                let Some(secret) = source["secretRef"]["name"].as_str() else {
+                    continue;
+                };
+                let prefix = source["prefix"].as_str().unwrap_or_default();
+                let keys = secrets.get(secret).unwrap_or_else(|| {
+                    panic!("{name}: Secret {secret} is not one the test stands in")
+                });
+                for (key, value) in keys {
+                    env.insert(format!("{prefix}{key}"), value.clone());
+                }
+                given.insert(secret.to_owned());
+            }
+            for var in container["env"].as_sequence().into_iter().flatten() {
+                let reference = &var["valueFrom"]["secretKeyRef"];
+                if !var["value"].is_null() {
+                    env.insert(scalar(&var["name"]), scalar(&var["value"]));
+                } else if !reference.is_null() {
+                    let secret = scalar(&reference["name"]);
+                    let value = secret_value(secrets, &secret, &scalar(&reference["key"]));
+                    env.insert(scalar(&var["name"]), value.to_owned());
+                    given.insert(secret);
+                }
+            }
             // `--config <path>` in the arguments, or HERALD_CONFIG.
             let mut args_iter = args.iter();
             let mut config_path = env.remove("HERALD_CONFIG");
@@ -307,6 +357,33 @@ fn chart_processes(manifests: &[Value], dir: &Path) -> Vec<HeraldProcess> {
                 }
             }
             let config_path = config_path.unwrap_or_else(|| panic!("{name}: no --config"));
+            // Secrets mounted as files.
+            for mount in container["volumeMounts"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+            {
+                let volume = volumes
+                    .get(&scalar(&mount["name"]))
+                    .unwrap_or_else(|| panic!("{name}: mount of a volume the pod does not have"));
+                let Some(secret) = volume["secret"]["secretName"].as_str() else {
+                    continue;
+                };
+                let target = PathBuf::from(scalar(&mount["mountPath"]));
+                assert!(
+                    target.starts_with(dir),
+                    "{name}: the test mounts Secrets in its own directory, not {}",
+                    target.display()
+                );
+                std::fs::create_dir_all(&target).unwrap();
+                let keys = secrets.get(secret).unwrap_or_else(|| {
+                    panic!("{name}: Secret {secret} is not one the test stands in")
+                });
+                for (key, value) in keys {
+                    std::fs::write(target.join(key), value).unwrap();
+                }
+                given.insert(secret.to_owned());
+            }
             // The ConfigMap behind the mount that holds that path.
             let mount = container["volumeMounts"]
                 .as_sequence()
@@ -333,6 +410,7 @@ fn chart_processes(manifests: &[Value], dir: &Path) -> Vec<HeraldProcess> {
                 invocations: vec![rest],
                 env,
                 config: file,
+                secrets: given,
             });
         }
     }
@@ -347,18 +425,21 @@ fn every_herald_container_the_helm_chart_renders_runs_with_a_valid_configuration
 
     // The defaults (setup job, router, the email, webhook and in-app workers), with the one
     // thing they leave to the operator: an email provider.
-    let manifests = render_chart(&[
-        "config.deliver.providers.smtp.host=smtp.example.com",
-        "config.deliver.providers.smtp.from=no-reply@acme.example",
-    ]);
-    let processes = chart_processes(&manifests, &dir);
+    let manifests = render_chart(
+        None,
+        &[
+            "config.deliver.providers.smtp.host=smtp.example.com",
+            "config.deliver.providers.smtp.from=no-reply@acme.example",
+        ],
+    );
+    let processes = chart_processes(&manifests, &dir, &Secrets::new());
     for process in &processes {
         process.check();
     }
     let mut roles: Vec<String> = processes
         .iter()
         .filter(|p| p.is_role())
-        .map(|p| p.invocations[0].join(" "))
+        .map(HeraldProcess::command)
         .collect();
     roles.sort();
     assert_eq!(
@@ -380,12 +461,15 @@ fn every_herald_container_the_helm_chart_renders_runs_with_a_valid_configuration
     }
 
     // Every channel, scaled on its lag by KEDA: one scaler per Deployment, never an HPA too.
-    let manifests = render_chart(&[
-        "deliver.channels.sms.enabled=true",
-        "deliver.channels.push.enabled=true",
-        "keda.enabled=true",
-        "router.autoscaling.enabled=true",
-    ]);
+    let manifests = render_chart(
+        None,
+        &[
+            "deliver.channels.sms.enabled=true",
+            "deliver.channels.push.enabled=true",
+            "keda.enabled=true",
+            "router.autoscaling.enabled=true",
+        ],
+    );
     let deployments: HashSet<String> = manifests
         .iter()
         .filter(|m| m["kind"] == "Deployment")
@@ -412,5 +496,320 @@ fn every_herald_container_the_helm_chart_renders_runs_with_a_valid_configuration
         deployments.iter().collect::<HashSet<_>>(),
         "every Deployment is scaled"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Every channel the chart can render, each provider's credentials given only to the worker
+/// that uses them, as an operator would: the SendGrid key to the email worker, the Twilio
+/// token (envFrom) to sms, the APNs and FCM keys (a Secret volume) to push, the webhook
+/// signing secret to webhook. Every other container (router, in-app, the setup hook's three)
+/// runs without them and still passes `config check`; each worker's check builds its provider.
+#[test]
+fn every_channel_worker_runs_with_only_its_own_provider_secrets() {
+    let dir = test_dir("helm-channels");
+    let keys = dir.join("keys");
+    let generated = dir.join("generated");
+    std::fs::create_dir_all(&generated).unwrap();
+    let apns = openssl_key(&generated, "apns", EC_P256);
+    let fcm = openssl_key(&generated, "fcm", RSA_2048);
+    let account = generated.join("fcm.json");
+    write_service_account(
+        &account,
+        &fcm,
+        "acme-app",
+        "herald@acme-app.iam.gserviceaccount.com",
+        "https://oauth2.googleapis.com/token",
+    );
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap();
+    let secrets: Secrets = BTreeMap::from([
+        (
+            "herald-sendgrid",
+            BTreeMap::from([("api-key", "SG.test-key".to_owned())]),
+        ),
+        (
+            "herald-twilio",
+            BTreeMap::from([(
+                "HERALD_DELIVER__PROVIDERS__TWILIO__AUTH_TOKEN",
+                "twilio-token".to_owned(),
+            )]),
+        ),
+        (
+            "herald-push",
+            BTreeMap::from([
+                ("apns.p8", read(&apns.private_pem)),
+                ("fcm.json", read(&account)),
+            ]),
+        ),
+        (
+            "herald-webhook",
+            BTreeMap::from([(
+                "default-secret",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+            )]),
+        ),
+    ]);
+    let keys = keys.display();
+    let values = dir.join("values.yaml");
+    std::fs::write(
+        &values,
+        format!(
+            r#"
+config:
+  deliver:
+    providers:
+      sendgrid:
+        from: billing@acme.example
+      twilio:
+        account_sid: AC0123456789abcdef
+        from: "+15005550006"
+      apns:
+        team_id: TEAM123456
+        key_id: KEY1234567
+        topic: com.acme.app
+        key_file: {keys}/apns.p8
+      fcm:
+        service_account_file: {keys}/fcm.json
+deliver:
+  channels:
+    email:
+      env:
+        - name: HERALD_DELIVER__PROVIDERS__SENDGRID__API_KEY
+          valueFrom: {{secretKeyRef: {{name: herald-sendgrid, key: api-key}}}}
+    sms:
+      enabled: true
+      envFrom:
+        - secretRef: {{name: herald-twilio}}
+    push:
+      enabled: true
+      extraVolumes:
+        - name: push-keys
+          secret: {{secretName: herald-push}}
+      extraVolumeMounts:
+        - name: push-keys
+          mountPath: {keys}
+          readOnly: true
+    webhook:
+      env:
+        - name: HERALD_DELIVER__PROVIDERS__WEBHOOK__DEFAULT_SECRET
+          valueFrom: {{secretKeyRef: {{name: herald-webhook, key: default-secret}}}}
+"#
+        ),
+    )
+    .unwrap();
+    let manifests = render_chart(Some(&values), &[]);
+    let processes = chart_processes(&manifests, &dir, &secrets);
+
+    // Each Secret reaches only the worker it belongs to.
+    let given: BTreeMap<String, Vec<&str>> = processes
+        .iter()
+        .map(|p| {
+            let secrets = p.secrets.iter().map(String::as_str).collect();
+            (p.command(), secrets)
+        })
+        .collect();
+    let expected: BTreeMap<String, Vec<&str>> = [
+        ("router", vec![]),
+        ("deliver --channel email", vec!["herald-sendgrid"]),
+        ("deliver --channel sms", vec!["herald-twilio"]),
+        ("deliver --channel push", vec!["herald-push"]),
+        ("deliver --channel webhook", vec!["herald-webhook"]),
+        ("deliver --channel inapp", vec![]),
+    ]
+    .into_iter()
+    .map(|(command, secrets)| (command.to_owned(), secrets))
+    .chain(
+        processes
+            .iter()
+            .filter(|p| !p.is_role())
+            .map(|p| (p.command(), vec![])),
+    )
+    .collect();
+    assert_eq!(given, expected);
+    let setup = processes.iter().filter(|p| !p.is_role()).count();
+    assert_eq!(setup, 3, "the setup hook's containers");
+
+    for process in &processes {
+        process.check();
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `values.schema.json` closes every set of values the chart defines: a misspelled or
+/// mistyped value fails `helm lint` (and `helm install`) instead of being silently ignored.
+#[test]
+fn the_values_schema_refuses_a_misspelled_value() {
+    for (set, named) in [
+        ("routr.replicas=2", "routr"),
+        ("router.replica=2", "replica"),
+        ("router.replicas=two", "replicas"),
+        ("deliver.channels.sms.enabeld=true", "enabeld"),
+        ("deliver.channels.fax.enabled=true", "fax"),
+        ("deliver.resource.requests.cpu=1", "resource"),
+        ("setup.topics.partition=6", "partition"),
+        ("keda.enable=true", "enable"),
+        ("image.tga=1.0", "tga"),
+        ("config.routr.max_batch=10", "routr"),
+    ] {
+        let lint = helm_in_repo(&["lint", "--strict", "helm/herald", "--set", set]);
+        let output = format!("{}{}", lint.stdout, lint.stderr);
+        assert_ne!(lint.code, 0, "helm lint --set {set}: {output}");
+        assert!(output.contains(named), "helm lint --set {set}: {output}");
+    }
+}
+
+/// The Dockerfile's final stage, one logical line each (`\\` continuations joined).
+fn image_stage() -> Vec<String> {
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    let joined = dockerfile.replace("\\\n", " ");
+    let lines: Vec<&str> = joined.lines().collect();
+    let last_from = lines.iter().rposition(|l| l.starts_with("FROM ")).unwrap();
+    lines[last_from..].iter().map(|l| l.to_string()).collect()
+}
+
+/// A child process killed when the test is done with it, pass or fail.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// Whether `herald`'s librdkafka, with `env` as its only environment, verifies a TLS "broker"
+/// whose certificate `ca` signed. The broker is `openssl s_server`: past the handshake it
+/// writes what the client sends (Kafka's first request) to its stdout; a client that cannot
+/// verify it aborts the handshake with an alert, which it logs on stderr.
+fn librdkafka_trusts(dir: &Path, name: &str, env: &[(&str, &Path)]) -> bool {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let received = dir.join(format!("{name}.out"));
+    let alerts = dir.join(format!("{name}.err"));
+    let _server = Killed(
+        Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("-cert")
+            .arg(dir.join("server.pem"))
+            .arg("-key")
+            .arg(dir.join("server.key"))
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&received).unwrap())
+            .stderr(std::fs::File::create(&alerts).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbootstrap_servers = \"localhost:{port}\"\n\
+             [kafka.properties]\n\"security.protocol\" = \"SSL\"\n"
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(HERALD);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["--config", config.to_str().unwrap()])
+        .args(["tail", "notifications.status", "--timeout", "30s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (var, value) in env {
+        command.env(var, value);
+    }
+    let _client = Killed(command.spawn().unwrap());
+    loop {
+        if std::fs::metadata(&received).unwrap().len() > 0 {
+            return true;
+        }
+        if std::fs::read_to_string(&alerts).unwrap().contains("alert") {
+            return false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: neither a request nor an alert reached the TLS server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// TLS to a publicly signed broker works without `ssl.ca.location`. librdkafka's OpenSSL is
+/// compiled into the binary (rdkafka's `ssl-vendored`) and by default trusts only what is in
+/// its build's OPENSSLDIR (/usr/local/ssl), which the runtime image does not have; the image
+/// points it at Debian's roots with SSL_CERT_FILE and SSL_CERT_DIR. Both halves are checked:
+/// the final stage installs ca-certificates and sets the variables to where that package puts
+/// the roots, and this binary's librdkafka takes a broker's roots from exactly those variables
+/// (a throwaway CA standing in for the system's), and none without them.
+#[test]
+fn the_image_points_librdkafka_at_the_system_ca_certificates() {
+    let stage = image_stage();
+    assert!(
+        stage.iter().any(|l| l.starts_with("RUN ")
+            && l.contains("install")
+            && l.contains("ca-certificates")),
+        "the runtime image installs ca-certificates"
+    );
+    let env: BTreeMap<&str, &str> = stage
+        .iter()
+        .filter_map(|l| l.strip_prefix("ENV "))
+        .flat_map(str::split_whitespace)
+        .filter_map(|pair| pair.split_once('='))
+        .collect();
+    assert_eq!(
+        env.get("SSL_CERT_FILE"),
+        Some(&"/etc/ssl/certs/ca-certificates.crt"),
+        "{env:?}"
+    );
+    assert_eq!(env.get("SSL_CERT_DIR"), Some(&"/etc/ssl/certs"), "{env:?}");
+
+    let dir = test_dir("image-ca");
+    // A throwaway root and a server certificate it signs (the paths have no spaces).
+    std::fs::write(dir.join("san.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
+    let d = dir.display();
+    for command in [
+        format!(
+            "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+             -subj /CN=herald-test-root -keyout {d}/ca.key -out {d}/ca.pem"
+        ),
+        format!(
+            "req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+             -keyout {d}/server.key -out {d}/server.csr"
+        ),
+        format!(
+            "x509 -req -in {d}/server.csr -CA {d}/ca.pem -CAkey {d}/ca.key -CAcreateserial \
+             -days 2 -extfile {d}/san.cnf -out {d}/server.pem"
+        ),
+    ] {
+        openssl(&command.split_whitespace().collect::<Vec<_>>());
+    }
+    // The directory form: certificates under their subject hash, as ca-certificates leaves
+    // /etc/ssl/certs.
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(dir.join("ca.pem"), certs.join("herald-test-root.pem")).unwrap();
+    openssl(&["rehash", certs.to_str().unwrap()]);
+
+    let ca = dir.join("ca.pem");
+    assert!(
+        !librdkafka_trusts(&dir, "built-in", &[]),
+        "without the variables the throwaway CA must not be trusted (is verification on?)"
+    );
+    assert!(librdkafka_trusts(&dir, "file", &[("SSL_CERT_FILE", &ca)]));
+    assert!(librdkafka_trusts(&dir, "dir", &[("SSL_CERT_DIR", &certs)]));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -12,6 +12,7 @@ use herald_contracts::Dispatch;
 use super::{LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ONE_CLICK};
 use crate::classify::execute;
 use crate::config::SendGridConfig;
+use crate::error::required;
 use crate::http::{base_url, client_builder};
 use crate::outcome::logged;
 use crate::template::Template;
@@ -35,11 +36,13 @@ pub struct SendGridProvider {
 impl SendGridProvider {
     pub fn new(config: &SendGridConfig) -> Result<Self, BuildError> {
         let base = base_url("sendgrid.base_url", &config.base_url)?;
+        let api_key = required("sendgrid.api_key", &config.api_key)?;
+        let sender = required("sendgrid.from", &config.from)?;
         let idempotency_header = HeaderName::from_bytes(config.idempotency_header.as_bytes())
             .map_err(|e| BuildError::config("sendgrid.idempotency_header", e.to_string()))?;
-        HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose()))
+        HeaderValue::from_str(&format!("Bearer {}", api_key.expose()))
             .map_err(|_| BuildError::config("sendgrid.api_key", "is not a valid header value"))?;
-        let mut from = serde_json::json!({ "email": config.from });
+        let mut from = serde_json::json!({ "email": sender });
         if let Some(name) = &config.from_name {
             from["name"] = name.clone().into();
         }
@@ -52,7 +55,7 @@ impl SendGridProvider {
         Ok(Self {
             http: client_builder(config.timeout, config.connect_timeout).build()?,
             url: format!("{base}{SEND_PATH}"),
-            api_key: config.api_key.clone(),
+            api_key: api_key.clone(),
             from,
             reply_to: config
                 .reply_to

@@ -15,6 +15,7 @@ use herald_contracts::Dispatch;
 use super::{LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ONE_CLICK, domain_of, message_id};
 use crate::classify::truncate_reason;
 use crate::config::{SmtpConfig, SmtpSecurity};
+use crate::error::required;
 use crate::outcome::logged;
 use crate::template::Template;
 use crate::{BuildError, Outcome, Provider, SendReport};
@@ -33,8 +34,8 @@ impl SmtpProvider {
     /// Builds the pooled transport (no connection is made until the first send). Call it
     /// inside a Tokio runtime: the pool starts its reaper task there.
     pub fn new(config: &SmtpConfig) -> Result<Self, BuildError> {
-        let from: Mailbox = config
-            .from
+        let host = required("smtp.host", &config.host)?;
+        let from: Mailbox = required("smtp.from", &config.from)?
             .parse()
             .map_err(|e| BuildError::config("smtp.from", format!("not a mailbox: {e}")))?;
         let reply_to = config
@@ -57,15 +58,15 @@ impl SmtpProvider {
             .map_err(|m| BuildError::config("smtp.list_unsubscribe", m))?;
         let tls = match config.security {
             SmtpSecurity::None => Tls::None,
-            SmtpSecurity::Starttls => Tls::Required(tls_parameters(config)?),
-            SmtpSecurity::Tls => Tls::Wrapper(tls_parameters(config)?),
+            SmtpSecurity::Starttls => Tls::Required(tls_parameters(host, config)?),
+            SmtpSecurity::Tls => Tls::Wrapper(tls_parameters(host, config)?),
         };
         let port = config.port.unwrap_or(match config.security {
             SmtpSecurity::Starttls => 587,
             SmtpSecurity::Tls => 465,
             SmtpSecurity::None => 25,
         });
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(port)
             .tls(tls)
             .timeout(Some(config.timeout))
@@ -159,8 +160,8 @@ impl Provider for SmtpProvider {
     }
 }
 
-fn tls_parameters(config: &SmtpConfig) -> Result<TlsParameters, BuildError> {
-    let mut builder = TlsParameters::builder(config.host.clone());
+fn tls_parameters(host: &str, config: &SmtpConfig) -> Result<TlsParameters, BuildError> {
+    let mut builder = TlsParameters::builder(host.to_owned());
     if let Some(path) = &config.ca_file {
         let pem = std::fs::read(path).map_err(|e| BuildError::file("smtp.ca_file", path, e))?;
         let certificate =

@@ -16,6 +16,7 @@ use herald_contracts::{Dispatch, Priority};
 use super::prefixed;
 use crate::classify::execute;
 use crate::config::ApnsConfig;
+use crate::error::required;
 use crate::http::{base_url, client_builder};
 use crate::jws::JwtSigner;
 use crate::{BuildError, Outcome};
@@ -56,15 +57,18 @@ impl std::fmt::Debug for Apns {
 
 impl Apns {
     pub fn new(config: &ApnsConfig) -> Result<Self, BuildError> {
-        let path = &config.key_file;
+        let team_id = required("apns.team_id", &config.team_id)?;
+        let key_id = required("apns.key_id", &config.key_id)?;
+        let topic = required("apns.topic", &config.topic)?;
+        let path = required("apns.key_file", &config.key_file)?;
         let pem = std::fs::read_to_string(path)
             .map_err(|e| BuildError::file("apns.key_file", path, e))?;
-        let signer = JwtSigner::es256(&pem, &config.key_id)
+        let signer = JwtSigner::es256(&pem, key_id)
             .map_err(|e| BuildError::file("apns.key_file", path, e))?;
         for (key, value) in [
-            ("apns.team_id", &config.team_id),
-            ("apns.key_id", &config.key_id),
-            ("apns.topic", &config.topic),
+            ("apns.team_id", team_id),
+            ("apns.key_id", key_id),
+            ("apns.topic", topic),
             ("apns.push_type", &config.push_type),
         ] {
             if value.trim().is_empty() {
@@ -79,10 +83,10 @@ impl Apns {
         Ok(Self {
             http,
             base: base_url("apns.base_url", &config.base_url)?,
-            topic: config.topic.clone(),
+            topic: topic.clone(),
             push_type: config.push_type.clone(),
-            team_id: config.team_id.clone(),
-            key_id: config.key_id.clone(),
+            team_id: team_id.clone(),
+            key_id: key_id.clone(),
             signer,
             lifetime: config.token_lifetime,
             token: Mutex::new(None),

@@ -13,6 +13,7 @@ use herald_contracts::{Dispatch, Priority};
 use super::prefixed;
 use crate::classify::{Answer, execute};
 use crate::config::FcmConfig;
+use crate::error::required;
 use crate::http::{base_url, client_builder};
 use crate::jws::JwtSigner;
 use crate::{BuildError, Outcome};
@@ -78,7 +79,7 @@ impl std::fmt::Debug for Fcm {
 impl Fcm {
     pub fn new(config: &FcmConfig) -> Result<Self, BuildError> {
         const KEY: &str = "fcm.service_account_file";
-        let path = &config.service_account_file;
+        let path = required(KEY, &config.service_account_file)?;
         let text = std::fs::read(path).map_err(|e| BuildError::file(KEY, path, e))?;
         let account: ServiceAccount = serde_json::from_slice(&text)
             .map_err(|e| BuildError::file(KEY, path, format!("not a service-account key: {e}")))?;

@@ -7,16 +7,16 @@ use aws_lc_rs::signature::{
 use axum::http::Version;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herald_contracts::{Channel, Dispatch};
 use herald_deliver::{ApnsConfig, FcmConfig, Outcome, Provider, PushProvider};
 use herald_test_support::dispatch::sample_dispatch;
+use herald_test_support::keys::{EC_P256, RSA_2048, openssl_key, write_service_account};
 use herald_test_support::standin::{Recorded, Reply, StandIn};
-use herald_test_support::unique;
+use herald_test_support::test_dir;
 
 use crate::common::{Failing, assert_failure_classes};
 
@@ -29,51 +29,6 @@ const TOPIC: &str = "com.acme.app";
 const LIVE: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 const GONE: &str = "dead00000000000000000000000000000000000000000000000000000000dead";
 const BAD: &str = "bad0";
-
-/// A PKCS#8 private key (PEM) and its public key (SubjectPublicKeyInfo DER), from openssl.
-struct KeyPair {
-    private_pem: PathBuf,
-    public_der: Vec<u8>,
-}
-
-fn openssl_key(dir: &Path, name: &str, algorithm: &[&str]) -> KeyPair {
-    let private_pem = dir.join(format!("{name}.pem"));
-    let public = dir.join(format!("{name}.pub.der"));
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let mut genpkey = vec!["genpkey"];
-    genpkey.extend(algorithm);
-    genpkey.extend(["-out", private_pem.to_str().unwrap()]);
-    run(&genpkey);
-    run(&[
-        "pkey",
-        "-in",
-        private_pem.to_str().unwrap(),
-        "-pubout",
-        "-outform",
-        "DER",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
-    KeyPair {
-        private_pem,
-        public_der: std::fs::read(public).unwrap(),
-    }
-}
-
-fn test_dir() -> PathBuf {
-    let dir = std::env::temp_dir()
-        .join("herald-tests")
-        .join(unique("push"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Verifies a compact JWT's signature; returns its header and claims.
 fn verify_jwt(
@@ -108,12 +63,8 @@ struct FcmStandIn {
 
 impl FcmStandIn {
     async fn start() -> Self {
-        let dir = test_dir();
-        let key = openssl_key(
-            &dir,
-            "fcm",
-            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-        );
+        let dir = test_dir("push");
+        let key = openssl_key(&dir, "fcm", RSA_2048);
         let failing = Failing::default();
         let override_ = failing.clone();
         let exchanges = Arc::new(AtomicUsize::new(0));
@@ -142,16 +93,13 @@ impl FcmStandIn {
             }
         })
         .await;
-        let account = serde_json::json!({
-            "type": "service_account",
-            "project_id": PROJECT,
-            "private_key_id": "pk-1",
-            "private_key": std::fs::read_to_string(&key.private_pem).unwrap(),
-            "client_email": CLIENT_EMAIL,
-            "client_id": "1",
-            "token_uri": format!("{}/token", server.url()),
-        });
-        std::fs::write(dir.join("service-account.json"), account.to_string()).unwrap();
+        write_service_account(
+            &dir.join("service-account.json"),
+            &key,
+            PROJECT,
+            CLIENT_EMAIL,
+            &format!("{}/token", server.url()),
+        );
         Self {
             server,
             failing,
@@ -221,12 +169,8 @@ struct ApnsStandIn {
 
 impl ApnsStandIn {
     async fn start() -> Self {
-        let dir = test_dir();
-        let key = openssl_key(
-            &dir,
-            "apns",
-            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        );
+        let dir = test_dir("push");
+        let key = openssl_key(&dir, "apns", EC_P256);
         let failing = Failing::default();
         let override_ = failing.clone();
         let public = key.public_der.clone();

@@ -12,6 +12,9 @@ use crate::exit;
 
 /// `config` has been loaded and validated by `main` already (a mistake exits there, naming
 /// the key); what is left is the channel's provider, and printing what was understood.
+/// Loading checks every provider section's keys and values but not whether the settings a
+/// provider cannot do without (its secrets among them) are given: only the provider's own
+/// worker is given those, and only `--channel` builds the provider.
 pub(crate) async fn check(config: &HeraldConfig, args: &ConfigCheckArgs) -> ExitCode {
     if let Some(channel) = args.channel {
         // The inbox needs nothing beyond the store, which loading has validated.
@@ -44,8 +47,11 @@ pub(crate) async fn check(config: &HeraldConfig, args: &ConfigCheckArgs) -> Exit
             .as_deref()
             .unwrap_or("(none)")
     );
-    if let Some(channel) = args.channel {
-        println!("deliver channel {channel}: provider configured");
+    match args.channel {
+        Some(channel) => println!("deliver channel {channel}: provider configured"),
+        None => println!(
+            "deliver.providers: checked in full only with --channel <the worker's channel>"
+        ),
     }
     exit::SUCCESS
 }
