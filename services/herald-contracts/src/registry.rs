@@ -163,6 +163,16 @@ impl RegistryAdmin {
         })
     }
 
+    /// Reads the registry's global configuration: a cheap request, for readiness.
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        self.send(
+            "the global config",
+            self.request(reqwest::Method::GET, "config"),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Sets the subject's compatibility level (e.g. `BACKWARD`).
     pub async fn set_compatibility(&self, subject: &str, level: &str) -> Result<(), RegistryError> {
         let body = serde_json::json!({ "compatibility": level });

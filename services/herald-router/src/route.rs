@@ -310,7 +310,7 @@ impl Router {
 
         stages.lap(Stage::Decode);
         tracing::Span::current().record("event_id", request.event_id.as_str());
-        if let Err(poison) = self.check(input, &request) {
+        if let Some(poison) = self.check(input, &request) {
             return Ok(Err(poison.about(&request)));
         }
         // A release from the schedule is the same event a second time, on purpose: it is
@@ -769,8 +769,9 @@ impl Router {
         })
     }
 
-    /// What a request must be beyond its shape, checked before anything is done with it.
-    fn check(&self, input: &Input, request: &NotificationRequest) -> Result<(), Poison> {
+    /// What a request must be beyond its shape, checked before anything is done with it: the
+    /// problem, if there is one.
+    fn check(&self, input: &Input, request: &NotificationRequest) -> Option<Poison> {
         // Dedupe, per-recipient order and frequency caps rely on one recipient's events all
         // being in one partition, which only the key `tenant:user_id` ensures.
         let expected = request.key();
@@ -779,7 +780,7 @@ impl Router {
                 Some(key) => format!("`{}`", String::from_utf8_lossy(key)),
                 None => "no key".to_owned(),
             };
-            return Err(Poison::new(
+            return Some(Poison::new(
                 "validate",
                 "key_mismatch",
                 format!(
@@ -789,7 +790,8 @@ impl Router {
         }
         request
             .check_data_size(self.max_data_bytes)
-            .map_err(|e| Poison::new("validate", "data_too_large", e.to_string()))
+            .err()
+            .map(|e| Poison::new("validate", "data_too_large", e.to_string()))
     }
 
     /// The DLQ record for `poison` and, when the event can be named, its `dead_lettered`

@@ -69,9 +69,12 @@ fn parse(json: &serde_json::Value) -> NotificationRequest {
     NotificationRequest::from_json(&json.to_string()).unwrap()
 }
 
+/// (status, channel, reason) of one status record.
+type Outcome = (String, String, String);
+
 /// (status, channel, reason) per event id, sorted.
-fn statuses(records: &[serde_json::Value]) -> BTreeMap<String, Vec<(String, String, String)>> {
-    let mut by_event: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
+fn statuses(records: &[serde_json::Value]) -> BTreeMap<String, Vec<Outcome>> {
+    let mut by_event: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
     for r in records {
         let v = &r["value"];
         let text = |f: &str| v[f].as_str().unwrap_or("").to_owned();
@@ -87,7 +90,7 @@ fn statuses(records: &[serde_json::Value]) -> BTreeMap<String, Vec<(String, Stri
     by_event
 }
 
-fn s(status: &str, channel: &str, reason: &str) -> (String, String, String) {
+fn s(status: &str, channel: &str, reason: &str) -> Outcome {
     (status.to_owned(), channel.to_owned(), reason.to_owned())
 }
 
@@ -227,7 +230,7 @@ async fn review_defects_are_fixed_against_the_real_stack() {
     let status_records = env.read_all(&topics.status());
     let mut by_event = statuses(&status_records);
     by_event.retain(|id, _| !id.starts_with("reseed-"));
-    let expected: BTreeMap<String, Vec<(String, String, String)>> = [
+    let expected: BTreeMap<String, Vec<Outcome>> = [
         (
             "per-channel",
             vec![s("routed", "email", ""), s("routed", "sms", "")],
@@ -265,7 +268,7 @@ async fn review_defects_are_fixed_against_the_real_stack() {
         (k.to_owned(), v)
     })
     .collect();
-    let capped: Vec<(String, Vec<(String, String, String)>)> = by_event
+    let capped: Vec<(String, Vec<Outcome>)> = by_event
         .iter()
         .filter(|(id, _)| id.starts_with("capped-"))
         .map(|(id, v)| (id.clone(), v.clone()))
@@ -274,7 +277,7 @@ async fn review_defects_are_fixed_against_the_real_stack() {
     assert_eq!(by_event, expected);
     // The pings: each scheduled, then two routed and one over the cap.
     assert_eq!(capped.len(), 3);
-    let mut outcomes: Vec<(String, String, String)> = Vec::new();
+    let mut outcomes: Vec<Outcome> = Vec::new();
     for (id, list) in &capped {
         assert!(
             list.contains(&s("scheduled", "", "quiet_hours")),

@@ -156,7 +156,15 @@ pub async fn run(
         deliverer,
         consumer,
         topics: Topics(topics),
-        offsets: Arc::new(config.kafka.consumer_config(&group).create()?),
+        // Only asked for offsets, never polled: without statistics, which would queue up in it
+        // (a report every few seconds) for as long as the worker runs.
+        offsets: Arc::new(
+            config
+                .kafka
+                .consumer_config(&group)
+                .set("statistics.interval.ms", "0")
+                .create()?,
+        ),
     };
     let grace = deliver.shutdown_grace;
     let deadline = async {
