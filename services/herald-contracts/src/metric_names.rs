@@ -29,6 +29,12 @@ pub const SCHEDULER_RELEASED: &str = "herald_scheduler_released_total";
 pub const SCHEDULER_RELEASE_DELAY_SECONDS: &str = "herald_scheduler_release_delay_seconds";
 /// Scheduler: sweeps that stopped on an error (database or Kafka), retried on the next tick.
 pub const SCHEDULER_SWEEP_ERRORS: &str = "herald_scheduler_sweep_errors_total";
+/// Scheduler: shards of minute buckets a sweep could not empty because a read or a release
+/// failed; each is recorded and read again by every sweep until one empties it.
+pub const SCHEDULER_BUCKET_FAILURES: &str = "herald_scheduler_bucket_failures_total";
+/// Scheduler: shards of minute buckets recorded as failed and waiting for a retry, as a sweep
+/// found them.
+pub const SCHEDULER_RETRY_BUCKETS: &str = "herald_scheduler_retry_buckets";
 
 /// Every consumer: records not yet consumed per partition (last stable offset minus the
 /// consumer's position), by topic and partition; from librdkafka statistics.
@@ -51,6 +57,9 @@ pub const DELIVER_CACHE_LOOKUPS: &str = "herald_deliver_cache_lookups_total";
 /// redelivered dispatch was not sent again; `busy`: another worker held it; `taken_over`: a
 /// stale claim was replaced).
 pub const DELIVER_LEDGER_HITS: &str = "herald_deliver_ledger_hits_total";
+/// Delivery: ambiguous dispatches (another worker began sending them and recorded no result),
+/// by what was done (`resent`, `reported`).
+pub const DELIVER_AMBIGUOUS: &str = "herald_deliver_ambiguous_total";
 /// Delivery: dispatches moved to a retry tier, by tier.
 pub const DELIVER_RETRIES: &str = "herald_deliver_retries_total";
 /// Delivery: records dead-lettered, by error class.

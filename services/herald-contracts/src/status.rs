@@ -45,6 +45,9 @@ pub mod reason {
     /// The request's channel override named a channel the user does not allow for the
     /// category (not among their channels, the category's defaults or its fallbacks).
     pub const NOT_ALLOWED: &str = "not_allowed";
+    /// UNKNOWN (terminal): a worker died between calling the provider and recording the
+    /// result; the channel's policy is not to send it again (`deliver.ambiguous_send`).
+    pub const AMBIGUOUS_SEND: &str = "ambiguous_send";
     /// Deferred (status SCHEDULED) until the recipient's quiet hours end.
     pub const QUIET_HOURS: &str = "quiet_hours";
     /// Deferred (status SCHEDULED) until the request's `send_at`.

@@ -91,6 +91,12 @@ pub struct RouterConfig {
     /// (the claimant is presumed dead). Longer than a publish can take.
     #[serde(default = "default_schedule_claim_lease", with = "humantime_serde")]
     pub schedule_claim_lease: std::time::Duration,
+    /// Shards per minute of the schedule (1 to 1024): more spreads a minute's deferred items
+    /// over more, smaller partitions, and every sweep reads each shard of the open minutes.
+    /// Safe to change on a running system: sweeps read every shard below the largest count
+    /// any router has used.
+    #[serde(default = "default_schedule_shards")]
+    pub schedule_shards: u16,
 }
 
 fn default_max_data_bytes() -> usize {
@@ -137,6 +143,9 @@ fn default_scheduler_interval() -> std::time::Duration {
 fn default_schedule_claim_lease() -> std::time::Duration {
     std::time::Duration::from_secs(30)
 }
+fn default_schedule_shards() -> u16 {
+    herald_store::schedule::DEFAULT_SHARDS
+}
 
 impl RouterConfig {
     /// The Kafka transactional id of this instance, within consumer group `group` (the
@@ -165,6 +174,26 @@ impl Default for RouterConfig {
             shutdown_grace: default_grace(),
             scheduler_interval: default_scheduler_interval(),
             schedule_claim_lease: default_schedule_claim_lease(),
+            schedule_shards: default_schedule_shards(),
+        }
+    }
+}
+
+/// What a delivery worker does with a dispatch that may or may not have been sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmbiguousSend {
+    Resend,
+    Report,
+}
+
+impl AmbiguousSend {
+    /// The policy `channel` gets unless `deliver.ambiguous_send` says otherwise.
+    pub fn default_for(channel: herald_contracts::Channel) -> Self {
+        use herald_contracts::Channel;
+        match channel {
+            Channel::Sms | Channel::Push => AmbiguousSend::Report,
+            Channel::Email | Channel::Webhook | Channel::Inapp => AmbiguousSend::Resend,
         }
     }
 }
@@ -200,10 +229,20 @@ pub struct DeliverConfig {
     /// cap of the full-jitter backoff before attempt n + 1. At most 3 tiers.
     #[serde(default = "default_retry_delays", deserialize_with = "durations")]
     pub retry_delays: Vec<std::time::Duration>,
-    /// How long a send-ledger claim holds before another worker may take the dispatch over
-    /// (the claimant is presumed dead). Longer than the slowest provider call.
+    /// How long a per-dispatch send-ledger claim written by an older worker holds before
+    /// another may take the dispatch over. Partition claims (what workers write now) are taken
+    /// over at once by the partition's next owner.
     #[serde(default = "default_ledger_lease", with = "humantime_serde")]
     pub ledger_lease: std::time::Duration,
+    /// What to do with an ambiguous dispatch: one that another worker began sending and
+    /// recorded no result for (it died mid-call). `resend` sends it again, so the receiver may
+    /// get it twice; `report` records a call before each provider call, and on such a dispatch
+    /// emits `unknown` (reason `ambiguous_send`) instead of sending it. Default per channel:
+    /// `report` for sms and push, where a duplicate reaches a person at once; `resend` for
+    /// webhook (receivers deduplicate by `webhook-id`), inapp (the inbox row is idempotent) and
+    /// email.
+    #[serde(default)]
+    pub ambiguous_send: Option<AmbiguousSend>,
     /// Longest wait between retries while ScyllaDB, the registry or Kafka is unreachable.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: std::time::Duration,
@@ -282,6 +321,7 @@ impl Default for DeliverConfig {
             transaction_timeout: default_deliver_transaction_timeout(),
             retry_delays: default_retry_delays(),
             ledger_lease: default_ledger_lease(),
+            ambiguous_send: None,
             max_backoff: default_max_backoff(),
             shutdown_grace: default_grace(),
             breaker: crate::deliver_limits::BreakerConfig::default(),
@@ -426,6 +466,13 @@ impl HeraldConfig {
                 "router.max_data_bytes is {}; it must be between 1 and 921600 (900 KiB), so \
                  that a request fits Kafka's default 1 MiB record",
                 self.router.max_data_bytes
+            )));
+        }
+        if !(1..=herald_store::schedule::MAX_SHARDS).contains(&self.router.schedule_shards) {
+            return Err(ConfigError::Invalid(format!(
+                "router.schedule_shards is {}; it must be between 1 and {}",
+                self.router.schedule_shards,
+                herald_store::schedule::MAX_SHARDS
             )));
         }
         let deliver = &self.deliver;

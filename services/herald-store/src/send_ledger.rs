@@ -9,9 +9,17 @@
 //!   ([`SendLedger::mark_sent`]). A dispatch already marked is never sent again, wherever it
 //!   shows up (a redelivery, a duplicate record); its `sent` status is re-emitted from the mark
 //!   ([`Claim::AlreadySent`]).
-//! - A record at or below another worker's claim and not marked was perhaps being sent when
-//!   that worker died. It is waited for ([`Claim::Busy`]) until the claim is older than the
-//!   lease, then taken over and sent.
+//! - A record at or below another worker's claim and not marked belongs to an owner that has
+//!   lost its partition: Kafka gives a partition to one consumer of the group at a time, and
+//!   a worker lets a partition go only between batches, so that owner died or was fenced
+//!   mid-batch. Its claim is taken over at once ([`Claim::Held`] with `taken_over`), not after
+//!   a lease: whatever it was doing is over, or it is a zombie whose transaction cannot commit.
+//! - **Calls** can be recorded per dispatch just before the provider is called
+//!   ([`SendLedger::mark_calling`]), for channels where a duplicate reaches a person: a
+//!   dispatch that another worker was calling and that has no mark is *ambiguous*
+//!   ([`Claim::Ambiguous`]): it may or may not have been sent, and the worker's policy decides
+//!   (send again, or report it). Without a call record, an unmarked dispatch under a lost
+//!   claim was perhaps being sent, and is sent again.
 //!
 //! Why claims are per partition, not per dispatch: Kafka already keeps two workers off one
 //! record at one time (a partition has one owner, and a worker only lets a partition go
@@ -22,7 +30,8 @@
 //! batches.
 //!
 //! The only duplicate window is a crash (or a lost ledger write) between the provider's
-//! acceptance and the mark: the claim then ages past its lease and the next owner sends again.
+//! acceptance and the mark: the next owner then sends again, unless calls are recorded, in
+//! which case it reports the dispatch as ambiguous instead.
 
 use chrono::{DateTime, Utc};
 use scylla::client::session::Session;
@@ -36,6 +45,7 @@ use crate::unlogged;
 use crate::{StoreConfig, StoreError};
 
 const CLAIMED: &str = "claimed";
+const CALLING: &str = "calling";
 const SENT: &str = "sent";
 
 /// What the ledger says about sending one dispatch of a claimed batch.
@@ -46,8 +56,12 @@ pub enum Claim {
     Held { holder: Holder, taken_over: bool },
     /// The dispatch was sent already; do not send it again.
     AlreadySent(SentRecord),
-    /// Another worker's live claim covers the record (it may be sending it now), until `until`.
+    /// Another worker's live per-dispatch claim (as workers before `send_claims` wrote them)
+    /// covers the record (it may be sending it now), until `until`.
     Busy { until: DateTime<Utc> },
+    /// Another worker began calling the provider for this dispatch and recorded no result:
+    /// it may or may not have been sent. `holder` sends it anyway if the policy says so.
+    Ambiguous { holder: Holder },
 }
 
 /// A held dispatch: what [`SendLedger::mark_sent`] needs.
@@ -79,7 +93,6 @@ pub struct RecordAt<'a> {
 struct PartitionClaim {
     through: i64,
     claimed_by: String,
-    claimed_at: DateTime<Utc>,
 }
 
 /// The claims a batch found when it claimed its partitions: which of its records another
@@ -93,12 +106,15 @@ pub struct BatchClaim {
 #[derive(Debug, Clone)]
 struct LedgerRow {
     state: Option<String>,
+    claimed_by: Option<String>,
     claimed_at: Option<DateTime<Utc>>,
     sent: SentRecord,
 }
 
 /// (provider, provider message id, sent at, attempt, marker, dispatch id).
 type MarkWrite = (String, String, DateTime<Utc>, i32, String, String);
+/// (marker, called at, dispatch id).
+type CallWrite = (String, DateTime<Utc>, String);
 
 /// Rows read, or written, by one request to the database.
 const MAX_KEYS: usize = 64;
@@ -113,6 +129,7 @@ pub struct SendLedger {
     marker: String,
     rows: Batcher<String, Option<LedgerRow>>,
     marks: Batcher<MarkWrite, ()>,
+    calls: Batcher<CallWrite, ()>,
     read_claims: PreparedStatement,
     write_claim: PreparedStatement,
 }
@@ -128,8 +145,8 @@ impl SendLedger {
         let claims = config.table("send_claims");
         let select = session
             .prepare(format!(
-                "SELECT dispatch_id, state, claimed_at, provider, provider_message_id, sent_at, \
-                 attempt FROM {ledger} WHERE dispatch_id IN ?"
+                "SELECT dispatch_id, state, claimed_by, claimed_at, provider, \
+                 provider_message_id, sent_at, attempt FROM {ledger} WHERE dispatch_id IN ?"
             ))
             .await?;
         let mark = session
@@ -138,9 +155,15 @@ impl SendLedger {
                  sent_at = ?, attempt = ?, claimed_by = ? WHERE dispatch_id = ?"
             ))
             .await?;
+        let call = session
+            .prepare(format!(
+                "UPDATE {ledger} SET state = '{CALLING}', claimed_by = ?, claimed_at = ? \
+                 WHERE dispatch_id = ?"
+            ))
+            .await?;
         let read_claims = session
             .prepare(format!(
-                "SELECT kafka_partition, claimed_through, claimed_by, claimed_at FROM {claims} \
+                "SELECT kafka_partition, claimed_through, claimed_by FROM {claims} \
                  WHERE topic = ? AND kafka_partition IN ?"
             ))
             .await?;
@@ -167,6 +190,16 @@ impl SendLedger {
                 }
             })
         };
+        let calls = {
+            let session = session.clone();
+            Batcher::spawn(MAX_KEYS, CONCURRENT_LOADS, move |rows: Vec<CallWrite>| {
+                let (session, call) = (session.clone(), call.clone());
+                async move {
+                    unlogged::write_all(&session, &call, &rows).await?;
+                    Ok(vec![(); rows.len()])
+                }
+            })
+        };
         Ok(Self {
             session,
             marker: format!(
@@ -177,6 +210,7 @@ impl SendLedger {
             ),
             rows,
             marks,
+            calls,
             read_claims,
             write_claim,
         })
@@ -200,16 +234,13 @@ impl SendLedger {
                 .execute_unpaged(&self.read_claims, (topic, &numbers))
                 .await?
                 .into_rows_result()?;
-            type Columns = (i32, Option<i64>, Option<String>, Option<DateTime<Utc>>);
-            for row in answer.rows::<Columns>()? {
-                let (partition, through, claimed_by, claimed_at) = row?;
+            for row in answer.rows::<(i32, Option<i64>, Option<String>)>()? {
+                let (partition, through, claimed_by) = row?;
                 found.insert(
                     (topic.to_owned(), partition),
                     PartitionClaim {
                         through: through.unwrap_or(-1),
                         claimed_by: claimed_by.unwrap_or_default(),
-                        // A claim without a time is nobody's live claim.
-                        claimed_at: claimed_at.unwrap_or(DateTime::<Utc>::MIN_UTC),
                     },
                 );
             }
@@ -246,41 +277,49 @@ impl SendLedger {
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         let lease = chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
+        let holder = Holder {
+            dispatch_id: dispatch_id.to_owned(),
+            marker: self.marker.clone(),
+        };
         let row = self.rows.get(dispatch_id.to_owned()).await?;
         if let Some(row) = &row {
-            if row.state.as_deref() == Some(SENT) {
-                return Ok(Claim::AlreadySent(row.sent.clone()));
-            }
-            // A per-dispatch claim, as workers before `send_claims` wrote them.
-            if let Some(claimed_at) = row.claimed_at
-                && row.state.as_deref() == Some(CLAIMED)
-                && now - claimed_at <= lease
-            {
-                return Ok(Claim::Busy {
-                    until: claimed_at + lease,
-                });
+            match row.state.as_deref() {
+                Some(SENT) => return Ok(Claim::AlreadySent(row.sent.clone())),
+                // A per-dispatch claim, as workers before `send_claims` wrote them.
+                Some(CLAIMED) => {
+                    if let Some(claimed_at) = row.claimed_at
+                        && now - claimed_at <= lease
+                    {
+                        return Ok(Claim::Busy {
+                            until: claimed_at + lease,
+                        });
+                    }
+                }
+                // This process's own call ended with a result it acted on (a failure: a
+                // success is marked); another's may have sent it.
+                Some(CALLING) if row.claimed_by.as_deref() != Some(self.marker.as_str()) => {
+                    return Ok(Claim::Ambiguous { holder });
+                }
+                _ => {}
             }
         }
-        let previous = batch
+        let taken_over = batch
             .found
             .get(&(at.topic.to_owned(), at.partition))
-            .filter(|c| at.offset <= c.through && c.claimed_by != self.marker);
-        let taken_over = match previous {
-            Some(claim) if now - claim.claimed_at <= lease => {
-                return Ok(Claim::Busy {
-                    until: claim.claimed_at + lease,
-                });
-            }
-            Some(_) => true,
-            None => false,
-        };
-        Ok(Claim::Held {
-            holder: Holder {
-                dispatch_id: dispatch_id.to_owned(),
-                marker: self.marker.clone(),
-            },
-            taken_over,
-        })
+            .is_some_and(|c| at.offset <= c.through && c.claimed_by != self.marker);
+        Ok(Claim::Held { holder, taken_over })
+    }
+
+    /// Records that the held dispatch's provider call begins: if this worker dies before the
+    /// result is marked, the next owner knows the dispatch may have been sent.
+    pub async fn mark_calling(
+        &self,
+        holder: &Holder,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.calls
+            .get((holder.marker.clone(), now, holder.dispatch_id.clone()))
+            .await
     }
 
     /// Records that the held dispatch was sent.
@@ -314,6 +353,7 @@ async fn read_rows(
     type Columns = (
         String,
         Option<String>,
+        Option<String>,
         Option<DateTime<Utc>>,
         Option<String>,
         Option<String>,
@@ -326,11 +366,13 @@ async fn read_rows(
         .into_rows_result()?;
     let mut found = HashMap::new();
     for row in answer.rows::<Columns>()? {
-        let (id, state, claimed_at, provider, provider_message_id, sent_at, attempt) = row?;
+        let (id, state, claimed_by, claimed_at, provider, provider_message_id, sent_at, attempt) =
+            row?;
         found.insert(
             id,
             LedgerRow {
                 state,
+                claimed_by,
                 claimed_at,
                 sent: SentRecord {
                     provider,

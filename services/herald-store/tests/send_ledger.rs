@@ -55,13 +55,29 @@ async fn batch_claims_marks_and_takes_over_stale_claims() {
     };
     assert!(!taken_over);
 
-    // b gets the partition (a is presumed dead) and re-reads from offset 5: a may be sending
-    // everything up to 10, so b waits until a's claim is older than the lease.
+    // b gets the partition (so a lost it: it died or was fenced) and re-reads from offset 5:
+    // a's claim is taken over at once, not after a lease.
     let b_batch = claim(&b, 0, 8, now).await;
     match b.claim(&b_batch, at(0, 6), "d6", now, LEASE).await.unwrap() {
-        Claim::Busy { until } => assert!(until > now && until <= now + LEASE),
+        Claim::Held { taken_over, .. } => assert!(taken_over),
         other => panic!("{other:?}"),
     }
+    // A dispatch a had begun calling the provider for, with no result marked, is ambiguous
+    // to b; to a itself it is not (a acted on its own call's result).
+    let Claim::Held { holder: h7, .. } =
+        a.claim(&a_batch, at(0, 7), "d7", now, LEASE).await.unwrap()
+    else {
+        panic!("a holds d7")
+    };
+    a.mark_calling(&h7, now).await.unwrap();
+    assert!(matches!(
+        b.claim(&b_batch, at(0, 7), "d7", now, LEASE).await.unwrap(),
+        Claim::Ambiguous { .. }
+    ));
+    assert!(matches!(
+        a.claim(&a_batch, at(0, 7), "d7", now, LEASE).await.unwrap(),
+        Claim::Held { .. }
+    ));
     // what a marked sent is never sent again, by anyone, wherever it shows up
     a.mark_sent(&holder, "webhook", "pm-5", 1, now)
         .await
@@ -89,16 +105,29 @@ async fn batch_claims_marks_and_takes_over_stale_claims() {
         other => panic!("a duplicate record elsewhere: {other:?}"),
     }
 
-    // once a's claim is older than the lease, b takes the unmarked record over
-    let later = now + TimeDelta::seconds(31);
-    match b
-        .claim(&b_batch, at(0, 6), "d6", later, LEASE)
+    // a per-dispatch claim as older workers wrote them is still waited out for the lease
+    session
+        .query_unpaged(
+            format!(
+                "INSERT INTO {} (dispatch_id, state, claimed_by, claimed_at) \
+                 VALUES ('d9', 'claimed', 'old-worker', ?)",
+                config.table("send_ledger")
+            ),
+            (now,),
+        )
         .await
-        .unwrap()
-    {
-        Claim::Held { taken_over, .. } => assert!(taken_over),
-        other => panic!("{other:?}"),
-    }
+        .unwrap();
+    assert!(matches!(
+        b.claim(&b_batch, at(0, 9), "d9", now, LEASE).await.unwrap(),
+        Claim::Busy { .. }
+    ));
+    let later = now + TimeDelta::seconds(31);
+    assert!(matches!(
+        b.claim(&b_batch, at(0, 9), "d9", later, LEASE)
+            .await
+            .unwrap(),
+        Claim::Held { .. }
+    ));
     // records above a's claim were never touched: b sends them at once
     let c_batch = claim(&b, 0, 20, now).await;
     match b
@@ -117,7 +146,7 @@ async fn batch_claims_marks_and_takes_over_stale_claims() {
     }
 
     // a claim never moves back: b re-claiming offsets ..=8 leaves 20 claimed, so a new owner
-    // still waits for offset 19
+    // still knows offset 19 may have been sent
     claim(&b, 0, 8, now).await;
     let c = ledger(&session, &config, "worker-c").await;
     let c_batch = claim(&c, 0, 19, now).await;
@@ -125,7 +154,10 @@ async fn batch_claims_marks_and_takes_over_stale_claims() {
         c.claim(&c_batch, at(0, 19), "d19", now, LEASE)
             .await
             .unwrap(),
-        Claim::Busy { .. }
+        Claim::Held {
+            taken_over: true,
+            ..
+        }
     ));
     // other partitions are claimed on their own
     assert!(matches!(
@@ -137,10 +169,10 @@ async fn batch_claims_marks_and_takes_over_stale_claims() {
     ));
 }
 
-/// A worker restarted under the same name is a new owner: it waits out its previous life's
-/// claims, which may have been sending when it died.
+/// A worker restarted under the same name is a new owner: it takes its previous life's
+/// claims over at once (that life is over), knowing it may have sent what they cover.
 #[tokio::test]
-async fn a_restarted_worker_waits_out_its_previous_claims() {
+async fn a_restarted_worker_takes_its_previous_claims_over() {
     let env = HeraldEnv::new("herald", "ledger_restart");
     let config = env.store_config();
     let session = env.migrated_session().await;
@@ -154,7 +186,10 @@ async fn a_restarted_worker_waits_out_its_previous_claims() {
             .claim(&batch, at(2, 40), "d40", now, LEASE)
             .await
             .unwrap(),
-        Claim::Busy { .. }
+        Claim::Held {
+            taken_over: true,
+            ..
+        }
     ));
 }
 

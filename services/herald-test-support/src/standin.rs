@@ -53,6 +53,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// How long the stand-in takes to answer (a slow provider).
+    pub delay: std::time::Duration,
 }
 
 impl Reply {
@@ -61,7 +63,14 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: String::new(),
+            delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// Answers only after `delay` (the request counts as received at once).
+    pub fn after(mut self, delay: std::time::Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     pub fn json(status: u16, body: serde_json::Value) -> Self {
@@ -161,6 +170,9 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
     };
     let reply = (shared.respond)(&recorded);
     shared.requests.lock().unwrap().push(recorded);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
     let mut response = Response::builder().status(StatusCode::from_u16(reply.status).unwrap());
     for (name, value) in &reply.headers {
         response = response.header(name, value);

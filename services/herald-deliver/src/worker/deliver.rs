@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_contracts::metric_names::{
-    DELIVER_BREAKER_DEFERRED, DELIVER_DEAD_LETTERED, DELIVER_EXPIRED, DELIVER_FALLBACKS,
-    DELIVER_IN_FLIGHT, DELIVER_LEDGER_HITS, DELIVER_OUTCOMES, DELIVER_PROVIDER_SECONDS,
-    DELIVER_RETRIES,
+    DELIVER_AMBIGUOUS, DELIVER_BREAKER_DEFERRED, DELIVER_DEAD_LETTERED, DELIVER_EXPIRED,
+    DELIVER_FALLBACKS, DELIVER_IN_FLIGHT, DELIVER_LEDGER_HITS, DELIVER_OUTCOMES,
+    DELIVER_PROVIDER_SECONDS, DELIVER_RETRIES,
 };
 use herald_contracts::status::reason;
 use herald_contracts::topics::RETRY_TIERS;
@@ -18,6 +18,7 @@ use herald_contracts::{
     Channel, Codec, CodecError, Decoded, Dispatch, Status, StatusEvent, TopicNames, headers,
 };
 use herald_kafka::transaction::OffsetRanges;
+use herald_runtime::config::AmbiguousSend;
 use herald_store::StoreError;
 use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::{BatchClaim, Claim, Holder, RecordAt, SendLedger, SentRecord};
@@ -124,6 +125,26 @@ struct Poison {
     message: String,
 }
 
+/// What the ledger lets this worker do with one dispatch.
+enum Leave {
+    /// Call the provider.
+    Send(Holder),
+    /// It was sent before: re-emit that.
+    Sent(SentRecord),
+    /// Another worker may have sent it; the policy said not to send it again.
+    Ambiguous,
+}
+
+/// A send this process made whose ledger mark failed (the batch was then aborted): known here,
+/// so that the batch's retry marks it instead of calling the provider again.
+#[derive(Debug, Clone)]
+pub(crate) struct Unmarked {
+    holder: Holder,
+    provider_message_id: String,
+    delivered: bool,
+    attempt: i32,
+}
+
 /// Everything one worker needs to deliver a record.
 #[derive(Debug)]
 pub(crate) struct Deliverer {
@@ -140,6 +161,10 @@ pub(crate) struct Deliverer {
     pub(crate) breaker_spread: Duration,
     /// How long one dispatch may be deferred by the breaker before it counts as a failure.
     pub(crate) max_deferral: Duration,
+    /// What to do with a dispatch another worker may have sent (`deliver.ambiguous_send`).
+    pub(crate) ambiguous: AmbiguousSend,
+    /// Sends made whose marks failed, by dispatch id (see [`Unmarked`]).
+    pub(crate) unmarked: std::sync::Mutex<std::collections::HashMap<String, Unmarked>>,
     pub(crate) limiter: RateLimiter,
 }
 
@@ -158,6 +183,9 @@ impl Deliverer {
             }
         };
         let attempt = input.attempt();
+        if let Some(unmarked) = self.take_unmarked(&dispatch.dispatch_id) {
+            return self.sent_unmarked(input, &dispatch, unmarked).await;
+        }
         if dispatch.expires_by(Utc::now()) {
             return self.expire_unsent(input, batch, &dispatch, attempt).await;
         }
@@ -172,9 +200,18 @@ impl Deliverer {
         // the call is made.
         self.limiter.acquire().await;
         let holder = match self.claim(input, batch, &dispatch).await? {
-            Ok(holder) => holder,
-            Err(sent) => return self.sent_before(input, &dispatch, &sent).await,
+            Leave::Send(holder) => holder,
+            Leave::Sent(sent) => return self.sent_before(input, &dispatch, &sent).await,
+            Leave::Ambiguous => return self.ambiguous(input, &dispatch, attempt).await,
         };
+        if self.ambiguous == AmbiguousSend::Report {
+            // Before the call: a successor that finds this and no mark knows the dispatch may
+            // have been sent. A failed write means no call, and the batch is retried.
+            self.ledger
+                .mark_calling(&holder, Utc::now())
+                .await
+                .map_err(Transient::Store)?;
+        }
         let report = self.call(&dispatch).await;
         permit.record(&report.outcome);
         if !report.stale_addresses.is_empty()
@@ -191,8 +228,17 @@ impl Deliverer {
                 provider_message_id,
                 delivered,
             } => {
-                self.mark_sent(&holder, &provider_message_id, attempt)
-                    .await?;
+                if let Err(e) = self.mark_sent(&holder, &provider_message_id, attempt).await {
+                    // Sent, but not recorded: remembered here so the retried batch marks it
+                    // rather than calling the provider again.
+                    self.remember_unmarked(Unmarked {
+                        holder,
+                        provider_message_id,
+                        delivered,
+                        attempt,
+                    });
+                    return Err(e);
+                }
                 let name = Some(self.provider.name());
                 let id = Some(provider_message_id.as_str());
                 let mut out = vec![
@@ -336,11 +382,12 @@ impl Deliverer {
         attempt: i32,
     ) -> Result<Vec<OutRecord>, Transient> {
         match self.claim(input, batch, dispatch).await? {
-            Ok(_) => Ok(vec![
+            Leave::Send(_) => Ok(vec![
                 self.expired(input, dispatch, attempt, "before_send")
                     .await?,
             ]),
-            Err(sent) => self.sent_before(input, dispatch, &sent).await,
+            Leave::Sent(sent) => self.sent_before(input, dispatch, &sent).await,
+            Leave::Ambiguous => self.ambiguous(input, dispatch, attempt).await,
         }
     }
 
@@ -422,14 +469,15 @@ impl Deliverer {
         self.ledger.claim_batch(&partitions, Utc::now()).await
     }
 
-    /// Leave to send, or what the ledger says was sent. A live claim of another worker is
-    /// waited out: within the lease it is marked sent or it goes stale.
+    /// Leave to send, what the ledger says was sent, or that the dispatch is ambiguous and the
+    /// policy is not to send it again. A live per-dispatch claim of an older worker is waited
+    /// out: within the lease it is marked sent or it goes stale.
     async fn claim(
         &self,
         input: &Input,
         batch: &BatchClaim,
         dispatch: &Dispatch,
-    ) -> Result<Result<Holder, SentRecord>, Transient> {
+    ) -> Result<Leave, Transient> {
         let at = RecordAt {
             topic: &input.topic,
             partition: input.partition,
@@ -446,13 +494,23 @@ impl Deliverer {
                     if taken_over {
                         metrics::counter!(DELIVER_LEDGER_HITS, "result" => "taken_over")
                             .increment(1);
-                        tracing::warn!(dispatch_id = %dispatch.dispatch_id, "took over a stale send-ledger claim");
+                        tracing::info!(dispatch_id = %dispatch.dispatch_id, "took over the claim of the partition's previous owner");
                     }
-                    return Ok(Ok(holder));
+                    return Ok(Leave::Send(holder));
                 }
                 Claim::AlreadySent(sent) => {
                     metrics::counter!(DELIVER_LEDGER_HITS, "result" => "already_sent").increment(1);
-                    return Ok(Err(sent));
+                    return Ok(Leave::Sent(sent));
+                }
+                Claim::Ambiguous { holder } => {
+                    return Ok(match self.ambiguous {
+                        AmbiguousSend::Resend => {
+                            metrics::counter!(DELIVER_AMBIGUOUS, "action" => "resent").increment(1);
+                            tracing::warn!(dispatch_id = %dispatch.dispatch_id, "another worker may have sent this dispatch; sending it again (deliver.ambiguous_send = resend)");
+                            Leave::Send(holder)
+                        }
+                        AmbiguousSend::Report => Leave::Ambiguous,
+                    });
                 }
                 Claim::Busy { until } => {
                     metrics::counter!(DELIVER_LEDGER_HITS, "result" => "busy").increment(1);
@@ -464,6 +522,70 @@ impl Deliverer {
                 }
             }
         }
+    }
+
+    /// `unknown` (reason `ambiguous_send`), terminal: another worker began sending this
+    /// dispatch and recorded no result, and the policy is not to risk a second copy.
+    async fn ambiguous(
+        &self,
+        input: &Input,
+        dispatch: &Dispatch,
+        attempt: i32,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        metrics::counter!(DELIVER_AMBIGUOUS, "action" => "reported").increment(1);
+        tracing::warn!(dispatch_id = %dispatch.dispatch_id, "another worker may have sent this dispatch; reported as unknown, not sent again (deliver.ambiguous_send = report)");
+        let mut status = self.status_event(dispatch, Status::Unknown, attempt);
+        status.provider = Some(self.provider.name().to_owned());
+        status.reason = Some(reason::AMBIGUOUS_SEND.to_owned());
+        Ok(vec![self.status_record(input, &status).await?])
+    }
+
+    fn remember_unmarked(&self, unmarked: Unmarked) {
+        self.unmarked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(unmarked.holder.dispatch_id.clone(), unmarked);
+    }
+
+    fn take_unmarked(&self, dispatch_id: &str) -> Option<Unmarked> {
+        self.unmarked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(dispatch_id)
+    }
+
+    /// A send of this process whose mark failed: marked now, and its statuses emitted,
+    /// without calling the provider again.
+    async fn sent_unmarked(
+        &self,
+        input: &Input,
+        dispatch: &Dispatch,
+        unmarked: Unmarked,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        let Unmarked {
+            holder,
+            provider_message_id,
+            delivered,
+            attempt,
+        } = unmarked.clone();
+        if let Err(e) = self.mark_sent(&holder, &provider_message_id, attempt).await {
+            self.remember_unmarked(unmarked);
+            return Err(e);
+        }
+        let name = Some(self.provider.name());
+        let id = Some(provider_message_id.as_str());
+        let mut out = vec![
+            self.status_record(
+                input,
+                &self.sent_status(dispatch, Status::Sent, name, id, attempt),
+            )
+            .await?,
+        ];
+        if delivered {
+            let status = self.sent_status(dispatch, Status::Delivered, name, id, attempt);
+            out.push(self.status_record(input, &status).await?);
+        }
+        Ok(out)
     }
 
     async fn call(&self, dispatch: &Dispatch) -> crate::SendReport {

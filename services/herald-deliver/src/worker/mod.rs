@@ -21,6 +21,7 @@ use herald_contracts::{Channel, Codec, Lane};
 use herald_kafka::{HeraldContext, MetadataProbe};
 use herald_runtime::HeraldConfig;
 use herald_runtime::admin::{self, Readiness};
+use herald_runtime::config::AmbiguousSend;
 use herald_runtime::health;
 use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::SendLedger;
@@ -103,6 +104,10 @@ pub async fn run(
         breaker: breaker::Breaker::new(provider.name(), &deliver.breaker, clock.clone()),
         breaker_spread: deliver.breaker.open_for,
         max_deferral: deliver.breaker.max_deferral,
+        ambiguous: deliver
+            .ambiguous_send
+            .unwrap_or_else(|| AmbiguousSend::default_for(channel)),
+        unmarked: Default::default(),
         limiter: rate_limit::RateLimiter::new(provider.name(), &deliver.rate_limit, clock),
         provider,
         ledger: SendLedger::prepare(session.clone(), &config.store, transactional_id.clone())
