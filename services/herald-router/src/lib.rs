@@ -76,7 +76,9 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let directory = Directory::prepare(session.clone(), &config.store).await?;
     let dedupe = DedupeLedger::prepare(session.clone(), &config.store).await?;
     let rate_limiter = RateLimiter::prepare(session.clone(), &config.store).await?;
-    let schedule = Schedule::prepare(session.clone(), &config.store).await?;
+    let schedule = Schedule::prepare(session.clone(), &config.store)
+        .await?
+        .with_shards(config.router.schedule_shards)?;
     // Before anything is deferred: the sweep starts from the cursor.
     schedule.init_cursor(chrono::Utc::now()).await?;
     let codec = Codec::new(&config.registry, topics.clone())?;

@@ -7,21 +7,31 @@
 //! transaction) before it is published and deleted after; a crash between the two leaves a
 //! claim that another instance takes over once its lease runs out, and the second publication
 //! is dropped by the router's deduplication.
+//!
+//! Nothing behind a failure waits for it: a sweep works through every shard of every minute
+//! bucket from the cursor to now, a page of rows at a time, several shards and releases at
+//! once. A shard whose read or release fails is recorded for retry (in the database, so any
+//! instance retries it, after a restart too) and the cursor moves on past it; every sweep
+//! reads the recorded shards again until one empties them.
 
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, future, stream};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use herald_contracts::headers;
 use herald_kafka::RenewingProducer;
 use herald_runtime::metric_names::{
-    SCHEDULER_RELEASE_DELAY_SECONDS, SCHEDULER_RELEASED, SCHEDULER_SWEEP_ERRORS,
+    SCHEDULER_BUCKET_FAILURES, SCHEDULER_RELEASE_DELAY_SECONDS, SCHEDULER_RELEASED,
+    SCHEDULER_RETRY_BUCKETS, SCHEDULER_SWEEP_ERRORS,
 };
 use herald_store::StoreError;
-use herald_store::schedule::{SHARDS, Schedule, ScheduledItem, minute_of};
+use herald_store::schedule::{Schedule, ScheduledItem, ShardBucket, minute_of};
 
 /// The most minute buckets one sweep reads; a scheduler catching up after downtime advances
 /// this far per tick, so a tick stays short and shutdown stays prompt.
@@ -30,6 +40,17 @@ const MAX_BUCKETS_PER_SWEEP: i64 = 120;
 /// How long publishing one release may take, queued and in flight; a release that takes longer
 /// is retried on the next tick (and replaces the producer client, see `RenewingProducer`).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shards one sweep reads at once, and releases in flight per shard: at most
+/// `SHARDS_IN_FLIGHT * RELEASES_PER_SHARD` releases at once per instance (each a claim, a
+/// publish and a delete), and as many pages of rows held.
+const SHARDS_IN_FLIGHT: usize = 4;
+const RELEASES_PER_SHARD: usize = 32;
+
+/// Failed reads and releases after which a sweep starts no more work: that many at once is an
+/// outage of Kafka or the database rather than bad items, and each failed publish takes up to
+/// `PUBLISH_TIMEOUT`. What is left is swept on the next tick.
+const FAILURES_PER_SWEEP: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -63,6 +84,46 @@ pub struct Sweep {
     pub released: usize,
     /// Due items another scheduler holds.
     pub held_elsewhere: usize,
+    /// Shards of minute buckets whose read or releases failed (recorded for retry once their
+    /// minute has closed).
+    pub failed: usize,
+    /// Shards recorded as failed by an earlier sweep that this one emptied.
+    pub recovered: usize,
+}
+
+/// What sweeping one shard of a minute bucket did.
+#[derive(Debug, Default)]
+struct ShardSweep {
+    released: usize,
+    held_elsewhere: usize,
+    /// The first error, if a read or a release failed.
+    error: Option<String>,
+    /// Read to its end; false when the sweep stopped before every row was taken.
+    complete: bool,
+}
+
+impl ShardSweep {
+    /// Everything due in it was released by this sweep: a closed minute's shard stays empty.
+    fn emptied(&self) -> bool {
+        self.complete && self.held_elsewhere == 0 && self.error.is_none()
+    }
+}
+
+/// Stops a sweep from starting more work: on shutdown, or once too much has failed.
+#[derive(Debug)]
+struct Brake<'a> {
+    shutdown: &'a CancellationToken,
+    failures: AtomicUsize,
+}
+
+impl Brake<'_> {
+    fn engaged(&self) -> bool {
+        self.shutdown.is_cancelled() || self.failures.load(Ordering::Relaxed) >= FAILURES_PER_SWEEP
+    }
+
+    fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Scheduler {
@@ -89,57 +150,198 @@ impl Scheduler {
         })
     }
 
-    /// Sweeps every `interval` until `shutdown`. Errors are logged and the sweep is tried
-    /// again on the next tick: nothing is released twice or lost by a failed sweep.
+    /// Sweeps every `interval` until `shutdown`. A sweep that fails as a whole (the cursor or
+    /// the list of failed shards cannot be read) is logged and tried again on the next tick:
+    /// nothing is released twice or lost by a failed sweep.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.interval) => {}
             }
-            if let Err(e) = self.sweep(Utc::now()).await {
+            if let Err(e) = self.sweep_until(Utc::now(), &shutdown).await {
                 metrics::counter!(SCHEDULER_SWEEP_ERRORS).increment(1);
                 tracing::warn!(error = %e, "schedule sweep failed; retrying on the next tick");
             }
         }
     }
 
-    /// Releases every item due at `now`, from the cursor's bucket to `now`'s, and moves the
-    /// cursor past the buckets it emptied.
+    /// Releases every item due at `now`, from the cursor's bucket to `now`'s and in the shards
+    /// recorded as failed, and moves the cursor past the buckets it emptied or recorded.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Sweep, SchedulerError> {
+        self.sweep_until(now, &CancellationToken::new()).await
+    }
+
+    /// [`Self::sweep`], starting no more work once `shutdown` is cancelled (what is in
+    /// flight finishes, so no release is cut off between its publish and its delete).
+    async fn sweep_until(
+        &self,
+        now: DateTime<Utc>,
+        shutdown: &CancellationToken,
+    ) -> Result<Sweep, SchedulerError> {
         let Some(cursor) = self.schedule.cursor().await? else {
             self.schedule.init_cursor(now).await?;
             return Ok(Sweep::default());
         };
+        // Read after `now` was taken: an instance with more shards records its count before
+        // it writes an item, so an item of its in a bucket this sweep closes is counted here.
+        let shards = self.schedule.shards_to_sweep().await?;
+        let recorded: BTreeSet<ShardBucket> =
+            self.schedule.failed_buckets().await?.into_iter().collect();
+        metrics::gauge!(SCHEDULER_RETRY_BUCKETS).set(recorded.len() as f64);
         let current = minute_of(now);
         let last = current.min(cursor.saturating_add(MAX_BUCKETS_PER_SWEEP));
-        let mut done = Sweep::default();
-        // The cursor may pass a bucket once it is empty and closed: a router can still write
-        // to the bucket of the minute just ended (its clock, or a slow write), so only buckets
-        // older than that count as closed.
-        let mut empty_until = cursor;
-        let mut contiguous = true;
+        let forward = |unit: &ShardBucket| (cursor..=last).contains(&unit.bucket);
+
+        // Oldest bucket first; within a bucket, shards in an order of this sweep's own, so
+        // that instances sweeping at once mostly work on different shards.
+        let mut seed = sweep_seed(&self.owner);
+        let mut units: Vec<ShardBucket> = Vec::new();
         for bucket in cursor..=last {
-            let mut left = 0;
-            for shard in 0..SHARDS {
-                for item in self.schedule.due(bucket, shard, now).await? {
-                    if self.release(&item, now).await? {
-                        done.released += 1;
-                    } else {
-                        left += 1;
+            units.extend(
+                shuffled((0..shards).collect(), &mut seed)
+                    .into_iter()
+                    .map(|shard| ShardBucket { bucket, shard }),
+            );
+        }
+        // Then the shards recorded as failed, in a new order each sweep: if more of them fail
+        // than `FAILURES_PER_SWEEP`, each still gets its turn.
+        units.extend(shuffled(
+            recorded
+                .iter()
+                .filter(|u| !(forward(u) && u.shard < shards))
+                .copied()
+                .collect(),
+            &mut seed,
+        ));
+
+        let brake = Brake {
+            shutdown,
+            failures: AtomicUsize::new(0),
+        };
+        let swept: Vec<(ShardBucket, ShardSweep)> = stream::iter(units)
+            .take_while(|_| future::ready(!brake.engaged()))
+            .map(|unit| {
+                let brake = &brake;
+                async move { (unit, self.sweep_shard(unit, now, brake).await) }
+            })
+            .buffer_unordered(SHARDS_IN_FLIGHT)
+            .collect()
+            .await;
+
+        let mut done = Sweep::default();
+        // Per forward bucket, the shards that need no more reading from the cursor's side:
+        // emptied, or failed and recorded for retry.
+        let mut settled: HashMap<i64, i32> = HashMap::new();
+        for (unit, result) in swept {
+            done.released += result.released;
+            done.held_elsewhere += result.held_elsewhere;
+            // The minute just ended may still get items (a router's clock, a slow write), so
+            // only buckets older than that are closed.
+            let closed = unit.bucket < current - 1;
+            let was_recorded = recorded.contains(&unit);
+            let is_settled = if result.emptied() {
+                if was_recorded {
+                    done.recovered += 1;
+                    tracing::info!(
+                        bucket = unit.bucket,
+                        shard = unit.shard,
+                        "a schedule shard that had failed is released"
+                    );
+                    if let Err(e) = self.schedule.clear_failed(unit).await {
+                        // It stays recorded: the next sweep reads it, finds it empty and
+                        // tries again.
+                        tracing::warn!(bucket = unit.bucket, shard = unit.shard, error = %e, "cannot clear a schedule shard's failure");
                     }
                 }
+                true
+            } else if let Some(error) = &result.error {
+                done.failed += 1;
+                metrics::counter!(SCHEDULER_BUCKET_FAILURES).increment(1);
+                tracing::warn!(bucket = unit.bucket, shard = unit.shard, %error, "schedule shard failed; it is retried on every sweep until it succeeds");
+                // Recorded before the cursor can pass it, or the cursor stops before it.
+                closed
+                    && match self.schedule.record_failed(unit, now, error).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(bucket = unit.bucket, shard = unit.shard, error = %e, "cannot record a failed schedule shard; the cursor waits for it");
+                            false
+                        }
+                    }
+            } else {
+                // Held by another scheduler (released by it, or taken over once its lease
+                // runs out), or not read to its end: the cursor waits for it.
+                false
+            };
+            if is_settled && forward(&unit) {
+                *settled.entry(unit.bucket).or_default() += 1;
             }
-            done.held_elsewhere += left;
-            contiguous &= left == 0 && bucket < current - 1;
-            if contiguous {
-                empty_until = bucket + 1;
+        }
+        // The cursor passes a bucket once it is closed and every shard of it is settled.
+        let mut empty_until = cursor;
+        for bucket in cursor..=last {
+            if bucket >= current - 1 || settled.get(&bucket) != Some(&shards) {
+                break;
             }
+            empty_until = bucket + 1;
         }
         if empty_until > cursor {
             self.schedule.set_cursor(empty_until).await?;
         }
         Ok(done)
+    }
+
+    /// Releases what is due in one shard of a minute bucket, a page of rows at a time with
+    /// `RELEASES_PER_SHARD` releases at once. A failed read or release does not stop the
+    /// others: an item that cannot be released never holds back the ones after it.
+    async fn sweep_shard(
+        &self,
+        unit: ShardBucket,
+        now: DateTime<Utc>,
+        brake: &Brake<'_>,
+    ) -> ShardSweep {
+        let mut result = ShardSweep::default();
+        let rows = match self.schedule.due_pages(unit.bucket, unit.shard, now).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                brake.failed();
+                result.error = Some(e.to_string());
+                return result;
+            }
+        };
+        let cut = AtomicBool::new(false);
+        let mut releases = rows
+            .take_while(|_| {
+                let go = !brake.engaged();
+                if !go {
+                    cut.store(true, Ordering::Relaxed);
+                }
+                future::ready(go)
+            })
+            .map(|row| async move {
+                match row {
+                    Ok(item) => self.release(&item, now).await,
+                    Err(e) => Err(SchedulerError::from(e)),
+                }
+            })
+            .buffer_unordered(RELEASES_PER_SHARD);
+        // Every release started is awaited to its end, so none is cut off between its publish
+        // and its delete.
+        while let Some(outcome) = releases.next().await {
+            match outcome {
+                Ok(true) => result.released += 1,
+                Ok(false) => result.held_elsewhere += 1,
+                Err(e) => {
+                    brake.failed();
+                    if result.error.is_none() {
+                        result.error = Some(e.to_string());
+                    }
+                }
+            }
+        }
+        drop(releases);
+        result.complete = !cut.load(Ordering::Relaxed);
+        result
     }
 
     /// Claims, publishes and deletes one item. False when another scheduler holds it.
@@ -196,5 +398,75 @@ impl Scheduler {
             .record((now - due.due_at).as_seconds_f64().max(0.0));
         tracing::debug!(event_id = %due.event_id, due_at = %due.due_at, "released a deferred notification");
         Ok(true)
+    }
+}
+
+/// A seed for this sweep's shard order: differs between instances and between sweeps.
+fn sweep_seed(owner: &str) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    owner.bytes().fold(nanos as u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// `items` in a pseudo-random order drawn from `seed` (Fisher–Yates with splitmix64): only
+/// to spread instances over shards, so nothing depends on its quality.
+fn shuffled<T>(mut items: Vec<T>, seed: &mut u64) -> Vec<T> {
+    for i in (1..items.len()).rev() {
+        *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // `i + 1` fits a u64 and the remainder is at most `i`, so both casts are exact.
+        let j = (z % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+    items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffling_keeps_every_item_and_varies_with_the_seed() {
+        let mut seed = 7;
+        let first = shuffled((0..64).collect::<Vec<i32>>(), &mut seed);
+        let second = shuffled((0..64).collect::<Vec<i32>>(), &mut seed);
+        let mut sorted = first.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..64).collect::<Vec<_>>());
+        assert_ne!(first, second);
+        assert!(shuffled(Vec::<i32>::new(), &mut seed).is_empty());
+    }
+
+    #[test]
+    fn a_shard_is_emptied_only_when_read_to_its_end_without_a_failure_or_a_held_item() {
+        let emptied = ShardSweep {
+            released: 3,
+            complete: true,
+            ..ShardSweep::default()
+        };
+        assert!(emptied.emptied());
+        let cut_off = ShardSweep {
+            complete: false,
+            ..ShardSweep::default()
+        };
+        assert!(!cut_off.emptied());
+        let held = ShardSweep {
+            held_elsewhere: 1,
+            complete: true,
+            ..ShardSweep::default()
+        };
+        assert!(!held.emptied());
+        let failed = ShardSweep {
+            error: Some("refused".into()),
+            complete: true,
+            ..ShardSweep::default()
+        };
+        assert!(!failed.emptied());
     }
 }

@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "send_claims",
         cql: include_str!("../migrations/0004_send_claims.cql"),
     },
+    Migration {
+        version: 5,
+        name: "schedule_sweep",
+        cql: include_str!("../migrations/0005_schedule_sweep.cql"),
+    },
 ];
 
 const MIGRATIONS_TABLE: &str = "schema_migrations";

@@ -1,29 +1,58 @@
 //! The schedule of deferred notifications (quiet hours, send-at): rows bucketed by minute and
-//! spread over a fixed number of shards, so a scheduler reads "what is due now" one small
-//! partition at a time.
+//! spread over `router.schedule_shards` shards, so a scheduler reads "what is due now" one
+//! (minute, shard) partition at a time, a page at a time.
 //!
 //! Releasing is claim → publish → delete. The claim is a lightweight transaction, so of several
 //! schedulers sweeping the same bucket one wins each item; a claim older than its lease may be
 //! taken over, so an item claimed by a scheduler that crashed is released by another. A crash
 //! between publish and delete publishes the item again: the router deduplicates releases by
 //! (event id, due time), which makes the release exactly-once end to end.
+//!
+//! Changing the shard count never hides an item: every router records the count it writes with
+//! (`schedule_shards`) before it defers anything, and a sweep reads every shard below the largest
+//! count ever recorded. An item's shard is below the count it was written with, so it is read
+//! whatever the count is now. (The alternative, the count in each row's key, would need a new
+//! schedule table; reading a few empty partitions after lowering the count costs less.)
+//!
+//! A (minute, shard) partition a sweep could not empty after its minute closed is recorded in
+//! `schedule_retry`, and every sweep, of any instance, reads it again until one empties it; the
+//! sweep cursor moves on past it meanwhile.
 
 use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt, TryStreamExt};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 use crate::{StoreConfig, StoreError};
 
-/// Shards per minute bucket. Fixed: items are found by (bucket, shard), so changing it would
-/// hide the items already written under the old count.
-pub const SHARDS: i32 = 16;
+/// Shards per minute bucket unless `router.schedule_shards` says otherwise.
+pub const DEFAULT_SHARDS: u16 = 64;
 
-/// The cursor row's name in `schedule_cursor`.
+/// The most shards per minute bucket: every sweep reads each shard of every open minute.
+pub const MAX_SHARDS: u16 = 1024;
+
+/// Rows per page of a due read. A page is held in memory with its payloads (requested events,
+/// a few KiB each, at most 1 MiB), so this bounds what one read buffers.
+const DUE_PAGE_SIZE: i32 = 500;
+
+/// The name of the schedule's rows in `schedule_cursor`, `schedule_shards` and
+/// `schedule_retry` (migration 0005 writes it too, recording the count of 16 shards that
+/// routers used before the count could be set).
 const CURSOR: &str = "schedule";
+
+/// One shard of a minute bucket: one partition of the schedule, what a sweep reads (and
+/// retries) as a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardBucket {
+    /// Epoch minutes.
+    pub bucket: i64,
+    pub shard: i32,
+}
 
 /// A notification to release at `due_at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,13 +81,14 @@ pub fn minute_of(at: DateTime<Utc>) -> i64 {
     at.timestamp().div_euclid(60)
 }
 
-/// The shard of an event id: a stable FNV-1a hash, the same in every process and release.
-pub fn shard_of(event_id: &str) -> i32 {
+/// The shard of an event id among `shards` (0 counts as 1): a stable FNV-1a hash, the same in
+/// every process and release.
+pub fn shard_of(event_id: &str, shards: u16) -> i32 {
     let hash = event_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    // Below SHARDS (16), so the cast cannot truncate.
-    (hash % SHARDS.unsigned_abs() as u64) as i32
+    // Below `shards`, a u16, so it fits an i32.
+    i32::from(u16::try_from(hash % u64::from(shards.max(1))).unwrap_or(0))
 }
 
 /// A claim marker: the claimant and when it claimed, `<owner>@<epoch millis>`.
@@ -75,6 +105,10 @@ fn claimed_at(marker: &str) -> Option<DateTime<Utc>> {
 #[derive(Debug, Clone)]
 pub struct Schedule {
     session: Arc<Session>,
+    /// The shard count this instance writes items with.
+    shards: u16,
+    /// Set once this instance's shard count is recorded in `schedule_shards`.
+    registered: Arc<OnceCell<()>>,
     insert: PreparedStatement,
     due: PreparedStatement,
     claim_free: PreparedStatement,
@@ -83,6 +117,11 @@ pub struct Schedule {
     read_cursor: PreparedStatement,
     init_cursor: PreparedStatement,
     write_cursor: PreparedStatement,
+    register_shards: PreparedStatement,
+    read_shards: PreparedStatement,
+    read_failed: PreparedStatement,
+    record_failed: PreparedStatement,
+    clear_failed: PreparedStatement,
 }
 
 type DueRow = (
@@ -98,9 +137,12 @@ type DueRow = (
 );
 
 impl Schedule {
+    /// The schedule, writing items over [`DEFAULT_SHARDS`] shards (see [`Self::with_shards`]).
     pub async fn prepare(session: Arc<Session>, config: &StoreConfig) -> Result<Self, StoreError> {
         let table = config.table("schedule");
         let cursor = config.table("schedule_cursor");
+        let shard_counts = config.table("schedule_shards");
+        let retry = config.table("schedule_retry");
         let key = "bucket = ? AND shard = ? AND due_at = ? AND event_id = ?";
         let insert = session
             .prepare(format!(
@@ -108,12 +150,13 @@ impl Schedule {
                  headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             ))
             .await?;
-        let due = session
+        let mut due = session
             .prepare(format!(
                 "SELECT bucket, shard, due_at, event_id, tenant, user_id, payload, headers, \
                  claimed_by FROM {table} WHERE bucket = ? AND shard = ? AND due_at <= ?"
             ))
             .await?;
+        due.set_page_size(DUE_PAGE_SIZE);
         // `tenant = ?` makes the condition false for a row already deleted, so a late claim
         // cannot resurrect it as an empty row.
         let claim_free = session
@@ -142,8 +185,33 @@ impl Schedule {
                 "UPDATE {cursor} SET swept_minute = ? WHERE name = ?"
             ))
             .await?;
+        let register_shards = session
+            .prepare(format!(
+                "INSERT INTO {shard_counts} (name, shard_count) VALUES (?, ?)"
+            ))
+            .await?;
+        let read_shards = session
+            .prepare(format!(
+                "SELECT shard_count FROM {shard_counts} WHERE name = ?"
+            ))
+            .await?;
+        let read_failed = session
+            .prepare(format!("SELECT bucket, shard FROM {retry} WHERE name = ?"))
+            .await?;
+        let record_failed = session
+            .prepare(format!(
+                "INSERT INTO {retry} (name, bucket, shard, failed_at, error) VALUES (?, ?, ?, ?, ?)"
+            ))
+            .await?;
+        let clear_failed = session
+            .prepare(format!(
+                "DELETE FROM {retry} WHERE name = ? AND bucket = ? AND shard = ?"
+            ))
+            .await?;
         Ok(Self {
             session,
+            shards: DEFAULT_SHARDS,
+            registered: Arc::new(OnceCell::new()),
             insert,
             due,
             claim_free,
@@ -152,14 +220,119 @@ impl Schedule {
             read_cursor,
             init_cursor,
             write_cursor,
+            register_shards,
+            read_shards,
+            read_failed,
+            record_failed,
+            clear_failed,
         })
     }
 
-    /// Makes sure the sweep cursor exists, starting at `now` if it did not. Call before
-    /// deferring anything: an item is never written to a bucket before the cursor.
+    /// This schedule writing items over `shards` shards per minute bucket (1 to
+    /// [`MAX_SHARDS`]).
+    pub fn with_shards(mut self, shards: u16) -> Result<Self, StoreError> {
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            return Err(StoreError::Config(format!(
+                "the schedule's shard count is {shards}; it must be between 1 and {MAX_SHARDS}"
+            )));
+        }
+        if shards != self.shards {
+            self.shards = shards;
+            self.registered = Arc::new(OnceCell::new());
+        }
+        Ok(self)
+    }
+
+    /// The shard count this instance writes items with.
+    pub fn shards(&self) -> u16 {
+        self.shards
+    }
+
+    /// Makes sure the sweep cursor exists, starting at `now` if it did not, and that sweeps
+    /// read the shards this instance writes to. Call before deferring anything: an item is
+    /// never written to a bucket before the cursor.
     pub async fn init_cursor(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.register_shards().await?;
         self.session
             .execute_unpaged(&self.init_cursor, (CURSOR, minute_of(now)))
+            .await?;
+        Ok(())
+    }
+
+    /// Records this instance's shard count in `schedule_shards`, once per instance, before it
+    /// writes any item: from then on every sweep reads that many shards at least.
+    async fn register_shards(&self) -> Result<(), StoreError> {
+        self.registered
+            .get_or_try_init(|| async {
+                self.session
+                    .execute_unpaged(&self.register_shards, (CURSOR, i32::from(self.shards)))
+                    .await
+                    .map(|_| ())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// How many shards of each minute bucket a sweep must read: the most any instance has
+    /// written with (this one included), so an item written before the count was changed is
+    /// still found.
+    pub async fn shards_to_sweep(&self) -> Result<i32, StoreError> {
+        let recorded: Vec<(i32,)> = self
+            .session
+            .execute_iter(self.read_shards.clone(), (CURSOR,))
+            .await
+            .map_err(request_error)?
+            .rows_stream::<(i32,)>()
+            .map_err(answer_error)?
+            .try_collect()
+            .await
+            .map_err(request_error)?;
+        Ok(recorded
+            .into_iter()
+            .map(|(count,)| count)
+            .fold(i32::from(self.shards), i32::max))
+    }
+
+    /// The shards of minute buckets a sweep could not empty and recorded for retry.
+    pub async fn failed_buckets(&self) -> Result<Vec<ShardBucket>, StoreError> {
+        let rows: Vec<(i64, i32)> = self
+            .session
+            .execute_iter(self.read_failed.clone(), (CURSOR,))
+            .await
+            .map_err(request_error)?
+            .rows_stream::<(i64, i32)>()
+            .map_err(answer_error)?
+            .try_collect()
+            .await
+            .map_err(request_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(bucket, shard)| ShardBucket { bucket, shard })
+            .collect())
+    }
+
+    /// Records that `failed` could not be emptied (`error` says why), so that every sweep
+    /// reads it again until one empties it. Must succeed before the cursor passes it.
+    pub async fn record_failed(
+        &self,
+        failed: ShardBucket,
+        now: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.session
+            .execute_unpaged(
+                &self.record_failed,
+                (CURSOR, failed.bucket, failed.shard, now, error),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a recorded failure: a sweep read `emptied` to its end and released everything
+    /// in it (a minute bucket that has closed gets no new items).
+    pub async fn clear_failed(&self, emptied: ShardBucket) -> Result<(), StoreError> {
+        self.session
+            .execute_unpaged(&self.clear_failed, (CURSOR, emptied.bucket, emptied.shard))
             .await?;
         Ok(())
     }
@@ -188,13 +361,14 @@ impl Schedule {
     /// twice in one minute writes one row; in different minutes, two rows whose releases the
     /// router deduplicates.
     pub async fn defer(&self, item: &Deferred, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.register_shards().await?;
         let bucket = minute_of(item.due_at.max(now));
         self.session
             .execute_unpaged(
                 &self.insert,
                 (
                     bucket,
-                    shard_of(&item.event_id),
+                    shard_of(&item.event_id, self.shards),
                     item.due_at,
                     &item.event_id,
                     &item.tenant,
@@ -207,23 +381,40 @@ impl Schedule {
         Ok(())
     }
 
-    /// The items in (`bucket`, `shard`) due at or before `now`, claimed or not.
+    /// The items in (`bucket`, `shard`) due at or before `now`, claimed or not, all at once.
     pub async fn due(
         &self,
         bucket: i64,
         shard: i32,
         now: DateTime<Utc>,
     ) -> Result<Vec<ScheduledItem>, StoreError> {
+        self.due_pages(bucket, shard, now)
+            .await?
+            .try_collect()
+            .await
+    }
+
+    /// The items in (`bucket`, `shard`) due at or before `now`, claimed or not, read a page at
+    /// a time as the stream is polled. A row that cannot be read is an error in its place;
+    /// the rows after it still follow.
+    pub async fn due_pages(
+        &self,
+        bucket: i64,
+        shard: i32,
+        now: DateTime<Utc>,
+    ) -> Result<impl Stream<Item = Result<ScheduledItem, StoreError>> + Send + use<>, StoreError>
+    {
         let rows = self
             .session
-            .execute_unpaged(&self.due, (bucket, shard, now))
-            .await?
-            .into_rows_result()?;
-        let mut items = Vec::new();
-        for row in rows.rows::<DueRow>()? {
+            .execute_iter(self.due.clone(), (bucket, shard, now))
+            .await
+            .map_err(request_error)?
+            .rows_stream::<DueRow>()
+            .map_err(answer_error)?;
+        Ok(rows.map(|row| {
             let (bucket, shard, due_at, event_id, tenant, user_id, payload, headers, claimed_by) =
-                row?;
-            items.push(ScheduledItem {
+                row.map_err(request_error)?;
+            Ok(ScheduledItem {
                 bucket,
                 shard,
                 claimed_by,
@@ -235,9 +426,8 @@ impl Schedule {
                     payload,
                     headers: headers.unwrap_or_default(),
                 },
-            });
-        }
-        Ok(items)
+            })
+        }))
     }
 
     /// Claims `item` for `owner` if nobody holds it, or if its holder's claim is older than
@@ -302,6 +492,16 @@ impl Schedule {
     }
 }
 
+/// A failed request, or a row that could not be fetched or read.
+fn request_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Request(e.to_string())
+}
+
+/// An answer whose columns are not what the statement's reader expects.
+fn answer_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Answer(e.to_string())
+}
+
 /// The `[applied]` column of a lightweight transaction's answer.
 fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, StoreError> {
     let row = result.into_rows_result()?.first_row::<Row>()?;
@@ -317,11 +517,15 @@ mod tests {
 
     #[test]
     fn shards_are_stable_and_in_range() {
-        assert_eq!(shard_of("evt-1"), shard_of("evt-1"));
-        let shards: std::collections::HashSet<i32> =
-            (0..1000).map(|i| shard_of(&format!("evt-{i}"))).collect();
-        assert!(shards.iter().all(|s| (0..SHARDS).contains(s)));
-        assert_eq!(shards.len(), SHARDS as usize, "every shard gets used");
+        for count in [1, 16, DEFAULT_SHARDS, MAX_SHARDS] {
+            assert_eq!(shard_of("evt-1", count), shard_of("evt-1", count));
+            let shards: std::collections::HashSet<i32> = (0..20_000)
+                .map(|i| shard_of(&format!("evt-{i}"), count))
+                .collect();
+            assert!(shards.iter().all(|s| (0..i32::from(count)).contains(s)));
+            assert_eq!(shards.len(), usize::from(count), "every shard gets used");
+        }
+        assert_eq!(shard_of("evt-1", 0), 0);
     }
 
     #[test]
