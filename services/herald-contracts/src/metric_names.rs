@@ -42,6 +42,9 @@ pub const CONSUMER_LAG: &str = "herald_consumer_lag_records";
 /// Every role: 1 while a dependency (`kafka`, `database`, `registry`) answered its last
 /// readiness check, else 0.
 pub const DEPENDENCY_UP: &str = "herald_dependency_up";
+/// Every consumer: times it was created anew after going without partitions and without a
+/// group coordinator for `kafka.consumer_rebuild_after`.
+pub const CONSUMER_REBUILDS: &str = "herald_consumer_rebuilds_total";
 /// Every consumer in a group: partitions assigned to it now (after each rebalance).
 pub const CONSUMER_ASSIGNED_PARTITIONS: &str = "herald_consumer_assigned_partitions";
 

@@ -21,6 +21,15 @@ pub struct KafkaConfig {
     /// applied to every client after Herald's own settings.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// A consumer that has had no partitions and no group coordinator for this long is closed
+    /// and created anew: after a broker outage a client can stay stuck so (as producers can,
+    /// librdkafka#5430), and readiness is false meanwhile.
+    #[serde(default = "default_consumer_rebuild_after", with = "humantime_serde")]
+    pub consumer_rebuild_after: std::time::Duration,
+}
+
+fn default_consumer_rebuild_after() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
 }
 
 fn default_bootstrap() -> String {
@@ -33,6 +42,7 @@ impl Default for KafkaConfig {
             bootstrap_servers: default_bootstrap(),
             topic_prefix: String::new(),
             properties: BTreeMap::new(),
+            consumer_rebuild_after: default_consumer_rebuild_after(),
         }
     }
 }
@@ -55,6 +65,7 @@ impl fmt::Debug for KafkaConfig {
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("topic_prefix", &self.topic_prefix)
             .field("properties", &properties)
+            .field("consumer_rebuild_after", &self.consumer_rebuild_after)
             .finish()
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod context;
+pub mod group;
 pub mod headers;
 pub mod probe;
 pub mod renewal;

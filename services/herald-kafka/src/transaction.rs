@@ -102,7 +102,43 @@ pub async fn recover(
         }
     }
     drop(producer);
-    init_producer(kafka, txn).await
+    init_producer_patiently(kafka, txn).await
+}
+
+/// [`init_producer`], tried again while the cluster cannot answer (a broker outage outlasts
+/// `init_transactions`' timeout): a role waits the outage out rather than exit. Gives up only
+/// on what waiting cannot cure (authorisation, a bad configuration).
+pub async fn init_producer_patiently(
+    kafka: &KafkaConfig,
+    txn: &TransactionalId,
+) -> Result<TxProducer, KafkaError> {
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        match init_producer(kafka, txn).await {
+            Ok(producer) => return Ok(producer),
+            Err(e) if waiting_cures(&e) => {
+                tracing::warn!(error = %e, retry_in_s = pause.as_secs(), "the transactional producer cannot start yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether an error starting a transactional producer can go away by itself.
+fn waiting_cures(error: &KafkaError) -> bool {
+    match error {
+        KafkaError::ClientCreation(_) => false,
+        KafkaError::Transaction(e) => !matches!(
+            e.code(),
+            RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::Authentication
+        ),
+        _ => true,
+    }
 }
 
 /// Produces `records` and commits them with the consumer's `offsets` in one transaction.

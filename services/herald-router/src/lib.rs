@@ -108,11 +108,21 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         // of waiting out the session timeout of its dead predecessor.
         consumer_config.set("group.instance.id", &transactional_id);
     }
-    let consumer: StreamConsumer<HeraldContext> =
-        consumer_config.create_with_context(HeraldContext::default())?;
-    consumer.subscribe(&[&topics.requested()])?;
+    // One context for every consumer this role makes: readiness reads its group state.
+    let context = HeraldContext::default();
+    let requested = topics.requested();
+    let make_consumer = {
+        let context = context.clone();
+        move || -> Result<StreamConsumer<HeraldContext>, rdkafka::error::KafkaError> {
+            let consumer: StreamConsumer<HeraldContext> =
+                consumer_config.create_with_context(context.clone())?;
+            consumer.subscribe(&[&requested])?;
+            Ok(consumer)
+        }
+    };
     let dependencies = vec![
         health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
+        health::consumer_group(context, health::GROUP_GRACE),
         health::database(session.clone()),
         health::registry(
             RegistryAdmin::new(config.registry.clone())
@@ -131,7 +141,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         &config.router,
         transactional_id,
         router,
-        consumer,
+        &make_consumer,
         shutdown.clone(),
     );
     let deadline = async {

@@ -14,9 +14,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use herald_kafka::group::{self, GROUP_CHECK_INTERVAL, MakeConsumer};
 use herald_kafka::transaction::{
-    self, CLIENT_TIMEOUT, OffsetRanges, OutRecord, TransactionalId, TxProducer, init_producer,
-    produce_and_commit,
+    self, CLIENT_TIMEOUT, OffsetRanges, OutRecord, TransactionalId, TxProducer,
+    init_producer_patiently, produce_and_commit,
 };
 use herald_kafka::{HeraldContext, KafkaConfig};
 use herald_runtime::config::RouterConfig;
@@ -75,20 +76,30 @@ fn to_input(message: &rdkafka::message::BorrowedMessage<'_>) -> Input {
     }
 }
 
-/// Runs until `shutdown`; the open batch is finished and committed first.
+/// What collecting a batch came to.
+enum Collected {
+    Batch(Batch),
+    Shutdown,
+    /// The consumer has been without partitions and coordinator for too long.
+    GroupLost,
+}
+
+/// Runs until `shutdown`; the open batch is finished and committed first. `make_consumer`
+/// makes the consumer, and makes it again if it loses its group for good.
 pub async fn run(
     kafka: &KafkaConfig,
     config: &RouterConfig,
     transactional_id: String,
     router: Arc<Router>,
-    consumer: Consumer_,
+    make_consumer: &MakeConsumer,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
+    let mut consumer = make_consumer()?;
     let transactional_id = TransactionalId {
         id: transactional_id,
         timeout: config.transaction_timeout,
     };
-    let mut producer = init_producer(kafka, &transactional_id).await?;
+    let mut producer = init_producer_patiently(kafka, &transactional_id).await?;
     let mut backoff = MIN_BACKOFF;
     // Shrinks after a transient fault and grows back on success: when the database is merely
     // overloaded, a smaller batch (and so fewer requests at once) can get through where
@@ -97,8 +108,13 @@ pub async fn run(
     tracing::info!(transactional_id = transactional_id.id, "router processing");
 
     loop {
-        let Some(batch) = collect(&consumer, config, batch_limit, &shutdown).await? else {
-            break;
+        let batch = match collect(&consumer, kafka, config, batch_limit, &shutdown).await? {
+            Collected::Batch(batch) => batch,
+            Collected::Shutdown => break,
+            Collected::GroupLost => {
+                group::rebuild(&mut consumer, make_consumer)?;
+                continue;
+            }
         };
         if batch.inputs.is_empty() {
             continue;
@@ -134,24 +150,46 @@ pub async fn run(
 }
 
 /// Collects a batch: waits for a first record, then takes more until the commit interval
-/// passes or the batch holds `limit` records. `None` on shutdown with nothing collected.
+/// passes or the batch holds `limit` records. While it waits, it looks at the consumer's group
+/// state, and gives up if the group has been lost for `kafka.consumer_rebuild_after`.
 async fn collect(
     consumer: &Consumer_,
+    kafka: &KafkaConfig,
     config: &RouterConfig,
     limit: usize,
     shutdown: &CancellationToken,
-) -> Result<Option<Batch>, ProcessorError> {
+) -> Result<Collected, ProcessorError> {
     let mut batch = Batch::default();
     let generation = consumer.context().revocations();
-    let first = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(None),
-        message = transaction::recv(consumer) => message?,
+    let first = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Collected::Shutdown),
+            message = transaction::recv(consumer) => match message {
+                Ok(message) => break message,
+                Err(e) if group::cured_by_rebuild(&e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    return Ok(Collected::GroupLost);
+                }
+                Err(e) => return Err(e.into()),
+            },
+            () = tokio::time::sleep(GROUP_CHECK_INTERVAL) => {
+                if group::is_stuck(consumer, kafka.consumer_rebuild_after) {
+                    return Ok(Collected::GroupLost);
+                }
+            }
+        }
     };
     batch.push(to_input(&first));
     let deadline = Instant::now() + config.commit_interval;
     while batch.inputs.len() < limit {
         match tokio::time::timeout_at(deadline, transaction::recv(consumer)).await {
-            Ok(message) => batch.push(to_input(&message?)),
+            Ok(Ok(message)) => batch.push(to_input(&message)),
+            // The new consumer reads the batch again from the committed offsets.
+            Ok(Err(e)) if group::cured_by_rebuild(&e) => {
+                tracing::warn!(error = %e, "consumer error");
+                return Ok(Collected::GroupLost);
+            }
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) => break,
         }
     }
@@ -163,9 +201,9 @@ async fn collect(
             "partitions revoked during collection; batch dropped"
         );
         transaction::rewind_owned(consumer, &batch.ranges)?;
-        return Ok(Some(Batch::default()));
+        return Ok(Collected::Batch(Batch::default()));
     }
-    Ok(Some(batch))
+    Ok(Collected::Batch(batch))
 }
 
 /// Routes every record of the batch and commits their output and offsets in one transaction.

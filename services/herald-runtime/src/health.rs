@@ -15,6 +15,9 @@ use crate::metric_names::DEPENDENCY_UP;
 /// bound how late readiness follows a lost or recovered dependency (well within 10 s).
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a consumer may be without partitions and coordinator (joining, rebalancing)
+/// before the role is not ready.
+pub const GROUP_GRACE: Duration = Duration::from_secs(10);
 
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -61,6 +64,23 @@ pub fn kafka(probe: herald_kafka::MetadataProbe) -> Dependency {
     Dependency::new("kafka", move || {
         let probe = probe.clone();
         async move { probe.check(CHECK_TIMEOUT).await }
+    })
+}
+
+/// The consumer's group: down while the consumer has had neither partitions nor a group
+/// coordinator for longer than `grace` (a join or a rebalance takes a few seconds).
+pub fn consumer_group(context: herald_kafka::HeraldContext, grace: Duration) -> Dependency {
+    Dependency::new("consumer_group", move || {
+        let lost = context.group_lost_for();
+        async move {
+            match lost {
+                Some(lost) if lost > grace => Err(format!(
+                    "no partitions and no group coordinator for {}s",
+                    lost.as_secs()
+                )),
+                _ => Ok(()),
+            }
+        }
     })
 }
 

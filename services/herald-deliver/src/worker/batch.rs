@@ -24,9 +24,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use herald_contracts::metric_names::{DELIVER_HELD_PARTITIONS, DELIVER_TRANSACTIONS};
+use herald_kafka::group::{self, GROUP_CHECK_INTERVAL, MakeConsumer};
 use herald_kafka::transaction::{
-    self, CLIENT_TIMEOUT, OffsetRanges, OutRecord, TransactionalId, TxProducer, init_producer,
-    produce_and_commit,
+    self, CLIENT_TIMEOUT, OffsetRanges, OutRecord, TransactionalId, TxProducer,
+    init_producer_patiently, produce_and_commit,
 };
 use herald_kafka::{HeraldContext, KafkaConfig};
 use herald_runtime::config::DeliverConfig;
@@ -81,6 +82,14 @@ impl Topics {
             .filter(|(_, s)| **s == Source::Bulk)
             .map(|(t, _)| t.as_str())
     }
+}
+
+/// What collecting a batch came to.
+enum Collected {
+    Batch(Batch),
+    Shutdown,
+    /// The consumer has been without partitions and coordinator for too long.
+    GroupLost,
 }
 
 /// One batch: its records and, per partition, the first and last offsets it holds.
@@ -176,6 +185,8 @@ pub(crate) struct Worker<'a> {
     pub(crate) transactional: TransactionalId,
     pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) consumer: Consumer_,
+    /// Makes the consumer anew when it has lost its group for good.
+    pub(crate) make_consumer: &'a MakeConsumer,
     pub(crate) topics: Topics,
     /// A client of the worker's group that never joins it: reads the priority lane's
     /// watermarks and committed offsets (blocking calls, made on a blocking thread).
@@ -184,8 +195,8 @@ pub(crate) struct Worker<'a> {
 
 impl Worker<'_> {
     /// Runs until `shutdown`; the open batch is delivered and committed first.
-    pub(crate) async fn run(self, shutdown: CancellationToken) -> Result<(), LoopError> {
-        let mut producer = init_producer(self.kafka, &self.transactional).await?;
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Result<(), LoopError> {
+        let mut producer = init_producer_patiently(self.kafka, &self.transactional).await?;
         let mut backoff = MIN_BACKOFF;
         let mut held = Held::default();
         // Paused until the priority lane is known to have no lag.
@@ -195,8 +206,16 @@ impl Worker<'_> {
             "delivery worker processing"
         );
         loop {
-            let Some(batch) = self.collect(&mut held, bulk_paused, &shutdown).await? else {
-                break;
+            let batch = match self.collect(&mut held, bulk_paused, &shutdown).await? {
+                Collected::Batch(batch) => batch,
+                Collected::Shutdown => break,
+                Collected::GroupLost => {
+                    group::rebuild(&mut self.consumer, self.make_consumer)?;
+                    // The new consumer starts with nothing paused and nothing held.
+                    held = Held::default();
+                    bulk_paused = true;
+                    continue;
+                }
             };
             // Keep the bulk lane paused while the priority lane yields records or has lag.
             let pause = batch.priority || (bulk_paused && self.priority_lag().await);
@@ -320,7 +339,7 @@ impl Worker<'_> {
         held: &mut Held,
         bulk_paused: bool,
         shutdown: &CancellationToken,
-    ) -> Result<Option<Batch>, LoopError> {
+    ) -> Result<Collected, LoopError> {
         let mut batch = Batch::default();
         let max_batch = self
             .deliverer
@@ -342,7 +361,13 @@ impl Worker<'_> {
                 (d, h) => d.or(h),
             };
             let message = tokio::select! {
-                () = shutdown.cancelled(), if batch.inputs.is_empty() => return Ok(None),
+                () = shutdown.cancelled(), if batch.inputs.is_empty() => return Ok(Collected::Shutdown),
+                () = tokio::time::sleep(GROUP_CHECK_INTERVAL), if batch.inputs.is_empty() => {
+                    if group::is_stuck(&self.consumer, self.kafka.consumer_rebuild_after) {
+                        return Ok(Collected::GroupLost);
+                    }
+                    continue;
+                }
                 () = sleep_until(wake) => {
                     if deadline.is_some_and(|d| d <= Instant::now()) {
                         break;
@@ -351,7 +376,16 @@ impl Worker<'_> {
                 }
                 // Waits out brokers down and topics not yet in the metadata (topics just
                 // created by `herald topics apply` take a moment to appear).
-                message = transaction::recv(&self.consumer) => message?,
+                message = transaction::recv(&self.consumer) => match message {
+                    Ok(message) => message,
+                    Err(e) if group::cured_by_rebuild(&e) => {
+                        // What was collected is read again by the new consumer, from the
+                        // committed offsets.
+                        tracing::warn!(error = %e, "consumer error");
+                        return Ok(Collected::GroupLost);
+                    }
+                    Err(e) => return Err(e.into()),
+                },
             };
             let input = to_input(&message);
             drop(message);
@@ -378,9 +412,9 @@ impl Worker<'_> {
                 "partitions revoked during collection; batch dropped"
             );
             transaction::rewind_owned(&self.consumer, &batch.ranges)?;
-            return Ok(Some(Batch::default()));
+            return Ok(Collected::Batch(Batch::default()));
         }
-        Ok(Some(batch))
+        Ok(Collected::Batch(batch))
     }
 
     /// Delivers `inputs[indices]`: one recipient's (one key's) dispatches in order,

@@ -134,15 +134,26 @@ pub async fn run(
         // Static membership: a restarted instance takes its partitions back at once.
         consumer_config.set("group.instance.id", &transactional_id);
     }
-    let consumer: StreamConsumer<HeraldContext> =
-        consumer_config.create_with_context(HeraldContext::default())?;
-    let names: Vec<&str> = topics.keys().map(String::as_str).collect();
-    consumer.subscribe(&names)?;
+    // One context for every consumer this role makes: readiness reads its group state.
+    let context = HeraldContext::default();
+    let names: Vec<String> = topics.keys().cloned().collect();
+    let make_consumer = {
+        let context = context.clone();
+        move || -> Result<StreamConsumer<HeraldContext>, rdkafka::error::KafkaError> {
+            let consumer: StreamConsumer<HeraldContext> =
+                consumer_config.create_with_context(context.clone())?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            consumer.subscribe(&names)?;
+            Ok(consumer)
+        }
+    };
+    let consumer = make_consumer()?;
     let dependencies = vec![
         health::kafka(MetadataProbe::new(
             &config.kafka,
             topic_names.dispatch(channel, Lane::Bulk),
         )?),
+        health::consumer_group(context, health::GROUP_GRACE),
         health::database(session.clone()),
     ];
     let health_task = tokio::spawn(health::watch(
@@ -160,6 +171,7 @@ pub async fn run(
         },
         deliverer,
         consumer,
+        make_consumer: &make_consumer,
         topics: Topics(topics),
         // Only asked for offsets, never polled: without statistics, which would queue up in it
         // (a report every few seconds) for as long as the worker runs.
