@@ -55,6 +55,27 @@ pub fn webhook_dispatch(base_url: &str, path: &str, user: &str) -> Dispatch {
     dispatch
 }
 
+/// Produces `dispatches` to their channel's `lane` topic with one producer.
+pub async fn produce_dispatches(
+    env: &HeraldEnv,
+    codec: &Codec,
+    lane: Lane,
+    dispatches: &[Dispatch],
+) {
+    let Some(first) = dispatches.first() else {
+        return;
+    };
+    let mut records = Vec::new();
+    for dispatch in dispatches {
+        let bytes = codec.encode_dispatch(dispatch).await.unwrap();
+        records.push((dispatch.key().into_bytes(), bytes));
+    }
+    let topic = env.topics().dispatch(first.channel, lane);
+    tokio::task::block_in_place(|| {
+        crate::kafka::produce_raw_many(&env.kafka_config(), &topic, &records)
+    });
+}
+
 /// Produces `dispatch` to its channel's `lane` topic.
 pub async fn produce_dispatch(env: &HeraldEnv, codec: &Codec, lane: Lane, dispatch: &Dispatch) {
     let bytes = codec.encode_dispatch(dispatch).await.unwrap();

@@ -497,6 +497,35 @@ pub fn invoice_requests(id_prefix: &str, range: std::ops::Range<usize>, users: u
         .join("\n")
 }
 
+/// (status, channel, reason) of one status record, `""` where a field is absent.
+pub type Outcome = (String, String, String);
+
+/// One [`Outcome`], for writing expectations.
+pub fn outcome(status: &str, channel: &str, reason: &str) -> Outcome {
+    (status.to_owned(), channel.to_owned(), reason.to_owned())
+}
+
+/// Status records (as `herald tail` prints them) grouped by event id, each event's outcomes
+/// sorted.
+pub fn outcomes_by_event(
+    records: &[serde_json::Value],
+) -> std::collections::BTreeMap<String, Vec<Outcome>> {
+    let mut by_event: std::collections::BTreeMap<String, Vec<Outcome>> = Default::default();
+    for r in records {
+        let v = &r["value"];
+        let text = |f: &str| v[f].as_str().unwrap_or("").to_owned();
+        by_event.entry(text("event_id")).or_default().push((
+            text("status"),
+            text("channel"),
+            text("reason"),
+        ));
+    }
+    for list in by_event.values_mut() {
+        list.sort();
+    }
+    by_event
+}
+
 /// The bytes of a hex string (trace and span ids, `tail`'s `value_hex`).
 pub fn unhex(text: &str) -> Vec<u8> {
     (0..text.len())

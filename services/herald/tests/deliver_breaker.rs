@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use herald_contracts::{Channel, Codec, Dispatch, Lane, headers};
 use herald_test_support::deliver::{
-    DELIVER_DEFAULTS, spawn_webhook_worker, statuses_of, webhook_dispatch, webhook_env,
+    DELIVER_DEFAULTS, produce_dispatches, spawn_webhook_worker, statuses_of, webhook_dispatch,
+    webhook_env,
 };
 use herald_test_support::kafka::produce_raw_many;
 use herald_test_support::standin::{Recorded, Reply, StandIn};
@@ -60,13 +61,7 @@ async fn receiver(answer: impl Fn(usize) -> Reply + Send + Sync + 'static) -> (S
 
 /// Produces `dispatches` to the bulk lane with one producer.
 async fn produce_bulk(env: &HeraldEnv, codec: &Codec, dispatches: &[Dispatch]) {
-    let mut records = Vec::new();
-    for dispatch in dispatches {
-        let bytes = codec.encode_dispatch(dispatch).await.unwrap();
-        records.push((dispatch.key().into_bytes(), bytes));
-    }
-    let topic = env.topics().dispatch(Channel::Webhook, Lane::Bulk);
-    tokio::task::block_in_place(|| produce_raw_many(&env.kafka_config(), &topic, &records));
+    produce_dispatches(env, codec, Lane::Bulk, dispatches).await;
 }
 
 /// Waits until every dispatch has a `sent` status; returns every status record.

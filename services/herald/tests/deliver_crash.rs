@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_contracts::{Channel, Codec, Lane};
-use herald_test_support::deliver::{spawn_webhook_worker, webhook_dispatch, webhook_env};
-use herald_test_support::kafka::produce_raw_many;
+use herald_contracts::{Codec, Lane};
+use herald_test_support::deliver::{
+    produce_dispatches, spawn_webhook_worker, webhook_dispatch, webhook_env,
+};
 use herald_test_support::standin::{Recorded, Reply, StandIn};
 use herald_test_support::wait_for;
 
@@ -46,23 +47,11 @@ async fn kill_repeatedly(name: &str, policy: &str) -> Run {
     .await;
     let codec = Codec::new(&env.registry_config(), env.topics()).unwrap();
     let topics = env.topics();
-    let mut ids = Vec::new();
-    let mut records = Vec::new();
-    for i in 0..DISPATCHES {
-        let dispatch = webhook_dispatch(&standin.url(), "hook", &format!("u{}", i % 97));
-        records.push((
-            dispatch.key().into_bytes(),
-            codec.encode_dispatch(&dispatch).await.unwrap(),
-        ));
-        ids.push(dispatch.dispatch_id);
-    }
-    tokio::task::block_in_place(|| {
-        produce_raw_many(
-            &env.kafka_config(),
-            &topics.dispatch(Channel::Webhook, Lane::Bulk),
-            &records,
-        )
-    });
+    let dispatches: Vec<_> = (0..DISPATCHES)
+        .map(|i| webhook_dispatch(&standin.url(), "hook", &format!("u{}", i % 97)))
+        .collect();
+    produce_dispatches(&env, &codec, Lane::Bulk, &dispatches).await;
+    let ids: Vec<String> = dispatches.into_iter().map(|d| d.dispatch_id).collect();
 
     let mut worker = tokio::task::block_in_place(|| spawn_webhook_worker(&env, &[]));
     for _ in 0..KILLS {

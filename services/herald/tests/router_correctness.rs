@@ -11,7 +11,7 @@ use std::time::Duration;
 use herald_contracts::metric_names::ROUTER_UNIDENTIFIED_DEAD_LETTERS;
 use herald_contracts::{Channel, Codec, Lane, NotificationRequest, headers};
 use herald_test_support::kafka::produce_raw;
-use herald_test_support::{HeraldEnv, metric_value, wait_for};
+use herald_test_support::{HeraldEnv, Outcome, metric_value, outcome, outcomes_by_event, wait_for};
 use tokio_util::sync::CancellationToken;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -67,31 +67,6 @@ fn request(event_id: &str, category: &str, template: &str) -> serde_json::Value 
 
 fn parse(json: &serde_json::Value) -> NotificationRequest {
     NotificationRequest::from_json(&json.to_string()).unwrap()
-}
-
-/// (status, channel, reason) of one status record.
-type Outcome = (String, String, String);
-
-/// (status, channel, reason) per event id, sorted.
-fn statuses(records: &[serde_json::Value]) -> BTreeMap<String, Vec<Outcome>> {
-    let mut by_event: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
-    for r in records {
-        let v = &r["value"];
-        let text = |f: &str| v[f].as_str().unwrap_or("").to_owned();
-        by_event.entry(text("event_id")).or_default().push((
-            text("status"),
-            text("channel"),
-            text("reason"),
-        ));
-    }
-    for list in by_event.values_mut() {
-        list.sort();
-    }
-    by_event
-}
-
-fn s(status: &str, channel: &str, reason: &str) -> Outcome {
-    (status.to_owned(), channel.to_owned(), reason.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,38 +203,53 @@ async fn review_defects_are_fixed_against_the_real_stack() {
 
     // Every router is stopped: exact reads from here on.
     let status_records = env.read_all(&topics.status());
-    let mut by_event = statuses(&status_records);
+    let mut by_event = outcomes_by_event(&status_records);
     by_event.retain(|id, _| !id.starts_with("reseed-"));
     let expected: BTreeMap<String, Vec<Outcome>> = [
         (
             "per-channel",
-            vec![s("routed", "email", ""), s("routed", "sms", "")],
+            vec![outcome("routed", "email", ""), outcome("routed", "sms", "")],
         ),
         (
             "two-hooks",
-            vec![s("routed", "webhook", ""), s("routed", "webhook", "")],
+            vec![
+                outcome("routed", "webhook", ""),
+                outcome("routed", "webhook", ""),
+            ],
         ),
         (
             "no-template",
-            vec![s("dead_lettered", "", "unknown_template")],
+            vec![outcome("dead_lettered", "", "unknown_template")],
         ),
-        ("render-error", vec![s("dead_lettered", "", "render_error")]),
+        (
+            "render-error",
+            vec![outcome("dead_lettered", "", "render_error")],
+        ),
         (
             "override-narrow",
             vec![
-                s("routed", "email", ""),
-                s("suppressed", "push", "not_allowed"),
+                outcome("routed", "email", ""),
+                outcome("suppressed", "push", "not_allowed"),
             ],
         ),
         (
             "invalid-field",
-            vec![s("dead_lettered", "", "invalid_field")],
+            vec![outcome("dead_lettered", "", "invalid_field")],
         ),
-        ("wrong-key", vec![s("dead_lettered", "", "key_mismatch")]),
-        ("too-big", vec![s("dead_lettered", "", "data_too_large")]),
+        (
+            "wrong-key",
+            vec![outcome("dead_lettered", "", "key_mismatch")],
+        ),
+        (
+            "too-big",
+            vec![outcome("dead_lettered", "", "data_too_large")],
+        ),
         (
             "alert-1:fallback:email:fallback:sms",
-            vec![s("routed", "sms", ""), s("scheduled", "", "quiet_hours")],
+            vec![
+                outcome("routed", "sms", ""),
+                outcome("scheduled", "", "quiet_hours"),
+            ],
         ),
     ]
     .into_iter()
@@ -280,7 +270,7 @@ async fn review_defects_are_fixed_against_the_real_stack() {
     let mut outcomes: Vec<Outcome> = Vec::new();
     for (id, list) in &capped {
         assert!(
-            list.contains(&s("scheduled", "", "quiet_hours")),
+            list.contains(&outcome("scheduled", "", "quiet_hours")),
             "{id}: {list:?}"
         );
         assert_eq!(list.len(), 2, "{id}: {list:?}");
@@ -290,9 +280,9 @@ async fn review_defects_are_fixed_against_the_real_stack() {
     assert_eq!(
         outcomes,
         vec![
-            s("routed", "inapp", ""),
-            s("routed", "inapp", ""),
-            s("suppressed", "inapp", "rate_limited"),
+            outcome("routed", "inapp", ""),
+            outcome("routed", "inapp", ""),
+            outcome("suppressed", "inapp", "rate_limited"),
         ]
     );
     let reseeds = status_records

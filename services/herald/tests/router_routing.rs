@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use herald_contracts::{Codec, NotificationRequest, headers};
 use herald_test_support::kafka::produce_raw;
-use herald_test_support::{HeraldEnv, TEST_PARTITIONS, unhex, wait_for};
+use herald_test_support::{
+    HeraldEnv, Outcome, TEST_PARTITIONS, outcome, outcomes_by_event, unhex, wait_for,
+};
 use tokio_util::sync::CancellationToken;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const WAIT: Duration = Duration::from_secs(90);
 /// Status records the routing cases produce, all told.
-const EXPECTED_STATUSES: usize = 32;
+const EXPECTED_STATUSES: usize = 34;
 
 /// Requests are created at noon in Ada's time zone (America/Montreal), outside her quiet
 /// hours (22:00–07:00), unless a case says otherwise: policy is evaluated at creation time.
@@ -27,28 +29,6 @@ fn request(event_id: &str, user: &str, category: &str, template: &str) -> serde_
         "recipient": {"user_id": user},
         "data": {"name": "Ada", "code": "204 913", "invoice": {"number": "INV-7", "amount": "42.00"}},
     })
-}
-
-/// Status records grouped by event id: (status, channel, reason).
-fn statuses(records: &[serde_json::Value]) -> BTreeMap<String, Vec<(String, String, String)>> {
-    let mut by_event: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
-    for r in records {
-        let v = &r["value"];
-        let text = |f: &str| v[f].as_str().unwrap_or("").to_owned();
-        by_event.entry(text("event_id")).or_default().push((
-            text("status"),
-            text("channel"),
-            text("reason"),
-        ));
-    }
-    for list in by_event.values_mut() {
-        list.sort();
-    }
-    by_event
-}
-
-fn s(status: &str, channel: &str, reason: &str) -> (String, String, String) {
-    (status.to_owned(), channel.to_owned(), reason.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,71 +231,96 @@ async fn routing_cases_produce_exactly_the_expected_records() {
     }
     assert!(metrics.contains("herald_router_transactions_total{result=\"committed\"}"));
 
-    let by_event = statuses(&status_records);
-    let expected: BTreeMap<String, Vec<(String, String, String)>> = [
+    let by_event = outcomes_by_event(&status_records);
+    let expected: BTreeMap<String, Vec<Outcome>> = [
         (
             "inv-ada",
             vec![
-                s("routed", "email", ""),
-                s("routed", "email", ""),
-                s("routed", "inapp", ""),
-                s("routed", "inapp", ""),
-                s("suppressed", "", "duplicate"),
+                outcome("routed", "email", ""),
+                outcome("routed", "email", ""),
+                outcome("routed", "inapp", ""),
+                outcome("routed", "inapp", ""),
+                outcome("suppressed", "", "duplicate"),
             ],
         ),
-        ("digest-ada", vec![s("suppressed", "", "opted_out")]),
+        ("digest-ada", vec![outcome("suppressed", "", "opted_out")]),
         (
             "login-grace",
             vec![
-                s("suppressed", "push", "no_address"),
-                s("suppressed", "sms", "no_address"),
+                outcome("suppressed", "push", "no_address"),
+                outcome("suppressed", "sms", "no_address"),
             ],
         ),
-        ("expired", vec![s("suppressed", "", "expired")]),
-        ("unknown", vec![s("suppressed", "", "unknown_recipient")]),
-        ("direct", vec![s("routed", "email", "")]),
+        ("expired", vec![outcome("suppressed", "", "expired")]),
+        (
+            "unknown",
+            vec![outcome("suppressed", "", "unknown_recipient")],
+        ),
+        ("direct", vec![outcome("routed", "email", "")]),
         (
             "login-ada",
-            vec![s("routed", "push", ""), s("routed", "sms", "")],
+            vec![outcome("routed", "push", ""), outcome("routed", "sms", "")],
         ),
-        ("mention-1", vec![s("routed", "inapp", "")]),
-        ("mention-2", vec![s("routed", "inapp", "")]),
-        ("mention-3", vec![s("suppressed", "inapp", "rate_limited")]),
-        ("mention-critical", vec![s("routed", "inapp", "")]),
+        ("mention-1", vec![outcome("routed", "inapp", "")]),
+        ("mention-2", vec![outcome("routed", "inapp", "")]),
+        (
+            "mention-3",
+            vec![outcome("suppressed", "inapp", "rate_limited")],
+        ),
+        ("mention-critical", vec![outcome("routed", "inapp", "")]),
         (
             "quiet-evening",
             vec![
-                s("scheduled", "", "quiet_hours"),
-                s("routed", "email", ""),
-                s("routed", "inapp", ""),
+                outcome("scheduled", "", "quiet_hours"),
+                outcome("routed", "email", ""),
+                outcome("routed", "inapp", ""),
             ],
         ),
         (
             "quiet-morning",
             vec![
-                s("scheduled", "", "quiet_hours"),
-                s("routed", "email", ""),
-                s("routed", "inapp", ""),
+                outcome("scheduled", "", "quiet_hours"),
+                outcome("routed", "email", ""),
+                outcome("routed", "inapp", ""),
             ],
         ),
         (
             "quiet-dst",
             vec![
-                s("scheduled", "", "quiet_hours"),
-                s("routed", "email", ""),
-                s("routed", "inapp", ""),
+                outcome("scheduled", "", "quiet_hours"),
+                outcome("routed", "email", ""),
+                outcome("routed", "inapp", ""),
             ],
         ),
         (
             "quiet-critical",
-            vec![s("routed", "email", ""), s("routed", "inapp", "")],
+            vec![
+                outcome("routed", "email", ""),
+                outcome("routed", "inapp", ""),
+            ],
         ),
         (
             "send-later",
-            vec![s("scheduled", "", "send_at"), s("routed", "email", "")],
+            vec![
+                outcome("scheduled", "", "send_at"),
+                outcome("routed", "email", ""),
+            ],
         ),
-        ("released-twice", vec![s("routed", "email", "")]),
-        ("fallback-last:fallback:sms", vec![s("routed", "sms", "")]),
+        ("released-twice", vec![outcome("routed", "email", "")]),
+        (
+            "fallback-last:fallback:sms",
+            vec![outcome("routed", "sms", "")],
+        ),
+        // Dead-lettered events that name themselves end with a status too; the garbage and
+        // the unknown schema id name nothing and are on the DLQ only.
+        (
+            "no-template",
+            vec![outcome("dead_lettered", "", "unknown_template")],
+        ),
+        (
+            "missing-var",
+            vec![outcome("dead_lettered", "", "render_error")],
+        ),
     ]
     .into_iter()
     .map(|(k, mut v)| {

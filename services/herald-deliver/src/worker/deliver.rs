@@ -239,20 +239,8 @@ impl Deliverer {
                     });
                     return Err(e);
                 }
-                let name = Some(self.provider.name());
-                let id = Some(provider_message_id.as_str());
-                let mut out = vec![
-                    self.status_record(
-                        input,
-                        &self.sent_status(&dispatch, Status::Sent, name, id, attempt),
-                    )
-                    .await?,
-                ];
-                if delivered {
-                    let status = self.sent_status(&dispatch, Status::Delivered, name, id, attempt);
-                    out.push(self.status_record(input, &status).await?);
-                }
-                Ok(out)
+                self.sent_records(input, &dispatch, &provider_message_id, delivered, attempt)
+                    .await
             }
             Outcome::Transient {
                 reason,
@@ -572,8 +560,21 @@ impl Deliverer {
             self.remember_unmarked(unmarked);
             return Err(e);
         }
+        self.sent_records(input, dispatch, &provider_message_id, delivered, attempt)
+            .await
+    }
+
+    /// The `sent` status of a provider call (and `delivered`, when the provider says so).
+    async fn sent_records(
+        &self,
+        input: &Input,
+        dispatch: &Dispatch,
+        provider_message_id: &str,
+        delivered: bool,
+        attempt: i32,
+    ) -> Result<Vec<OutRecord>, Transient> {
         let name = Some(self.provider.name());
-        let id = Some(provider_message_id.as_str());
+        let id = Some(provider_message_id);
         let mut out = vec![
             self.status_record(
                 input,
