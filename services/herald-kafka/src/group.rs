@@ -44,6 +44,19 @@ fn needs_an_operator(code: rdkafka::types::RDKafkaErrorCode) -> bool {
     )
 }
 
+/// Whether a consumer call failed in a way a new consumer cures (`Ok(true)`: the caller
+/// rebuilds it); any other failure is passed on.
+pub fn lost<T>(result: Result<T, KafkaError>) -> Result<bool, KafkaError> {
+    match result {
+        Ok(_) => Ok(false),
+        Err(e) if cured_by_rebuild(&e) => {
+            tracing::warn!(error = %e, "consumer error");
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether `consumer` has had no partitions and no coordinator for longer than `bound`.
 pub fn is_stuck(consumer: &Consumer, bound: Duration) -> bool {
     use rdkafka::consumer::Consumer as _;

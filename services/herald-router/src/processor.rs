@@ -108,7 +108,11 @@ pub async fn run(
     tracing::info!(transactional_id = transactional_id.id, "router processing");
 
     loop {
-        let batch = match collect(&consumer, kafka, config, batch_limit, &shutdown).await? {
+        let collected = match collect(&consumer, kafka, config, batch_limit, &shutdown).await {
+            Err(ProcessorError::Kafka(e)) if group::cured_by_rebuild(&e) => Collected::GroupLost,
+            other => other?,
+        };
+        let batch = match collected {
             Collected::Batch(batch) => batch,
             Collected::Shutdown => break,
             Collected::GroupLost => {
@@ -139,7 +143,11 @@ pub async fn run(
                     batch_limit = (batch.inputs.len() / 4).max(1);
                 }
                 tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "batch aborted; rewinding");
-                pause_and_rewind(&consumer, &batch, backoff, &shutdown).await?;
+                let rewound = pause_and_rewind(&consumer, &batch, backoff, &shutdown).await;
+                if group::lost(rewound)? {
+                    // The new consumer reads the batch again from the committed offsets.
+                    group::rebuild(&mut consumer, make_consumer)?;
+                }
                 backoff = (backoff * 2).min(config.max_backoff);
             }
         }

@@ -206,7 +206,11 @@ impl Worker<'_> {
             "delivery worker processing"
         );
         loop {
-            let batch = match self.collect(&mut held, bulk_paused, &shutdown).await? {
+            let collected = match self.collect(&mut held, bulk_paused, &shutdown).await {
+                Err(LoopError::Kafka(e)) if group::cured_by_rebuild(&e) => Collected::GroupLost,
+                other => other?,
+            };
+            let batch = match collected {
                 Collected::Batch(batch) => batch,
                 Collected::Shutdown => break,
                 Collected::GroupLost => {
@@ -250,7 +254,13 @@ impl Worker<'_> {
                         () = tokio::time::sleep(backoff) => {}
                         () = shutdown.cancelled() => {}
                     }
-                    transaction::rewind_owned(&self.consumer, &batch.ranges)?;
+                    let rewound = transaction::rewind_owned(&self.consumer, &batch.ranges);
+                    if group::lost(rewound)? {
+                        // The new consumer reads the batch again from the committed offsets.
+                        group::rebuild(&mut self.consumer, self.make_consumer)?;
+                        held = Held::default();
+                        bulk_paused = true;
+                    }
                     backoff = (backoff * 2).min(self.config.max_backoff);
                 }
             }
