@@ -98,6 +98,21 @@ async fn several_schedulers_release_each_due_item_exactly_once() {
     }
 
     env.tail_until(&topic, expected.len(), Duration::from_secs(90));
+    // The cursor moves past a minute only after its last item is released (the taken-over
+    // claim held it back for a lease): wait for it before stopping the schedulers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let cursor = schedule.cursor().await.unwrap().unwrap_or(i64::MIN);
+        if cursor >= minute_of(now) - 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cursor {cursor}, now {}",
+            minute_of(now)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     shutdown.cancel();
     for task in tasks {
         task.await.unwrap();
