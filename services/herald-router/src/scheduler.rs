@@ -360,7 +360,15 @@ impl Scheduler {
         } else {
             self.lease
         };
-        let Some(marker) = self.schedule.claim(item, &self.owner, now, lease).await? else {
+        // The clock now, not the sweep's start: a long sweep would otherwise write claims that
+        // look older than the lease to the other schedulers, which would take them over while
+        // this one publishes (a double release, seen with 50,000 items due at once).
+        let claimed_at = Utc::now().max(now);
+        let Some(marker) = self
+            .schedule
+            .claim(item, &self.owner, claimed_at, lease)
+            .await?
+        else {
             return Ok(false);
         };
         let due = &item.item;

@@ -1,8 +1,6 @@
 //! Delivery-worker tests: a test env whose webhook worker may call 127.0.0.1, dispatches to a
 //! stand-in receiver, and readers for the worker's statuses and metrics.
 
-use std::io::Write;
-
 use herald_contracts::{Channel, Codec, Dispatch, Lane};
 
 use crate::dispatch::sample_dispatch;
@@ -23,16 +21,10 @@ pub const DELIVER_DEFAULTS: &str =
 pub fn webhook_env(bin: &str, name: &str, deliver: &str) -> HeraldEnv {
     let env = HeraldEnv::new(bin, name);
     env.prepare(true);
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&env.config_path)
-        .unwrap();
-    write!(
-        file,
+    env.append_config(&format!(
         "\n[deliver]\n{deliver}\n\n\
          [deliver.providers.webhook]\nallow = [\"127.0.0.1/32\"]\ndefault_secret = \"{WEBHOOK_SECRET}\"\n"
-    )
-    .unwrap();
+    ));
     env
 }
 

@@ -262,6 +262,15 @@ impl HeraldEnv {
         run(self.command(args), stdin)
     }
 
+    /// Appends `toml` to this env's configuration file (tables after the ones it has).
+    pub fn append_config(&self, toml: &str) {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config_path)
+            .unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+    }
+
     /// Writes a file into this test's directory and returns its path.
     pub fn write(&self, file: &str, contents: &str) -> PathBuf {
         let path = self.dir.join(file);

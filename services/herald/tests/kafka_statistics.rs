@@ -3,7 +3,6 @@
 //! statistics report at INFO, a multi-kilobyte line per client every interval).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::time::Duration;
 
 use herald_contracts::metric_names::CONSUMER_LAG;
@@ -18,15 +17,7 @@ fn a_worker_at_the_default_log_level_logs_no_client_statistics() {
     let env = webhook_env(HERALD, "stats_log", DELIVER_DEFAULTS);
     // Statistics every 200 ms instead of every 5 s, so that every client of the worker has
     // reported many times by the time the test looks.
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&env.config_path)
-        .unwrap();
-    write!(
-        file,
-        "\n[kafka.properties]\n\"statistics.interval.ms\" = \"200\"\n"
-    )
-    .unwrap();
+    env.append_config("\n[kafka.properties]\n\"statistics.interval.ms\" = \"200\"\n");
     let default_level = TelemetryConfig::default().log_level;
     let mut worker = env.spawn(
         "deliver",

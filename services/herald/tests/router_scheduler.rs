@@ -83,19 +83,7 @@ async fn several_schedulers_release_each_due_item_exactly_once() {
 
     let topic = env.topics().requested();
     let shutdown = CancellationToken::new();
-    let mut tasks = Vec::new();
-    for owner in ["scheduler-a", "scheduler-b", "scheduler-c"] {
-        let scheduler = Scheduler::new(
-            schedule.clone(),
-            env.kafka_config().producer_config(),
-            topic.clone(),
-            owner.into(),
-            Duration::from_millis(200),
-            lease,
-        )
-        .unwrap();
-        tasks.push(tokio::spawn(scheduler.run(shutdown.clone())));
-    }
+    let tasks = start_schedulers(&env, &schedule, lease, &shutdown);
 
     env.tail_until(&topic, expected.len(), Duration::from_secs(90));
     // The cursor moves past a minute only after its last item is released (the taken-over
@@ -166,6 +154,30 @@ async fn several_schedulers_release_each_due_item_exactly_once() {
 
 /// How many rows the schedule in `keyspace` still holds in `bucket`, over `shards` shards
 /// (read directly: some of them may be rows the scheduler cannot read).
+/// Three schedulers sweeping every 200 ms, with claim lease `lease`, until `shutdown`.
+fn start_schedulers(
+    env: &HeraldEnv,
+    schedule: &Schedule,
+    lease: Duration,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    ["scheduler-a", "scheduler-b", "scheduler-c"]
+        .into_iter()
+        .map(|owner| {
+            let scheduler = Scheduler::new(
+                schedule.clone(),
+                env.kafka_config().producer_config(),
+                env.topics().requested(),
+                owner.into(),
+                Duration::from_millis(200),
+                lease,
+            )
+            .unwrap();
+            tokio::spawn(scheduler.run(shutdown.clone()))
+        })
+        .collect()
+}
+
 async fn scheduled_in(session: &Session, keyspace: &str, bucket: i64, shards: i32) -> i64 {
     let count = format!("SELECT COUNT(*) FROM {keyspace}.schedule WHERE bucket = ? AND shard = ?");
     let mut left = 0;
@@ -226,19 +238,7 @@ async fn fifty_thousand_items_due_in_one_minute_are_each_released_exactly_once()
 
     let topic = env.topics().requested();
     let shutdown = CancellationToken::new();
-    let mut tasks = Vec::new();
-    for owner in ["scheduler-a", "scheduler-b", "scheduler-c"] {
-        let scheduler = Scheduler::new(
-            schedule.clone(),
-            env.kafka_config().producer_config(),
-            topic.clone(),
-            owner.into(),
-            Duration::from_millis(200),
-            Duration::from_secs(30),
-        )
-        .unwrap();
-        tasks.push(tokio::spawn(scheduler.run(shutdown.clone())));
-    }
+    let tasks = start_schedulers(&env, &schedule, Duration::from_secs(30), &shutdown);
     // An item leaves the schedule only once its release is acknowledged.
     let releasing = std::time::Instant::now();
     let deadline = releasing + Duration::from_secs(300);
