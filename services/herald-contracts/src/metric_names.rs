@@ -85,3 +85,13 @@ pub const DELIVER_FALLBACKS: &str = "herald_deliver_fallbacks_total";
 /// Delivery: dispatches suppressed because their deadline passed, by when it was found
 /// (`before_send`: already past; `before_retry`: it would pass before the next attempt).
 pub const DELIVER_EXPIRED: &str = "herald_deliver_expired_total";
+
+/// API: requests answered, by route (the matched path) and status code.
+pub const API_REQUESTS: &str = "herald_api_requests_total";
+/// API: seconds to answer one request, by route.
+pub const API_REQUEST_SECONDS: &str = "herald_api_request_seconds";
+/// API: notification requests sent to Kafka, by result (`acked`: the broker acknowledged the
+/// record and the client got 202; `unavailable`: not acknowledged in time, the client got 503).
+pub const API_PRODUCED: &str = "herald_api_produced_total";
+/// API: API key lookups, by result (`hit`, `miss`) of the short-lived key cache.
+pub const API_KEY_CACHE_LOOKUPS: &str = "herald_api_key_cache_lookups_total";

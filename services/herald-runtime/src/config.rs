@@ -34,6 +34,8 @@ pub struct HeraldConfig {
     pub router: RouterConfig,
     #[serde(default)]
     pub deliver: DeliverConfig,
+    #[serde(default)]
+    pub api: crate::api_config::ApiConfig,
 }
 
 /// `herald router`.
@@ -494,6 +496,7 @@ impl HeraldConfig {
             ));
         }
         deliver.breaker.validate().map_err(ConfigError::Invalid)?;
+        self.api.validate().map_err(ConfigError::Invalid)?;
         deliver
             .rate_limit
             .validate()

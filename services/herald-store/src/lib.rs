@@ -2,6 +2,7 @@
 //! the versioned CQL migrations of keyspace `herald`, and the seed loader for users,
 //! preferences, category defaults and templates.
 
+pub mod api_keys;
 mod batcher;
 pub mod config;
 pub mod dedupe;

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "schedule_sweep",
         cql: include_str!("../migrations/0005_schedule_sweep.cql"),
     },
+    Migration {
+        version: 6,
+        name: "api_keys",
+        cql: include_str!("../migrations/0006_api_keys.cql"),
+    },
 ];
 
 const MIGRATIONS_TABLE: &str = "schema_migrations";

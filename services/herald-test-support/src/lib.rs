@@ -6,6 +6,7 @@
 //! `HERALD_TEST_KAFKA`, `HERALD_TEST_CQL` and `HERALD_TEST_REGISTRY`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod api;
 pub mod deliver;
 pub mod dispatch;
 pub mod kafka;
@@ -347,7 +348,7 @@ impl HeraldEnv {
 
 /// A loopback address no one listens on right now, for a child process to bind. (Another
 /// process could take it in between; on a test machine that does not happen in practice.)
-fn free_local_port() -> std::net::SocketAddr {
+pub fn free_local_port() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }

@@ -1,0 +1,186 @@
+//! `herald api`: the HTTP API. Stateless, scaled like the other roles, with the same config,
+//! admin port (`/healthz`, `/readyz` = Kafka and the database answer, `/metrics`) and shutdown
+//! (SIGTERM stops accepting, finishes the requests in flight within `api.shutdown_grace`).
+//!
+//! Every `/v1` route takes a tenant API key (`Authorization: Bearer`); every error is an
+//! RFC 9457 problem (`application/problem+json`).
+
+pub mod apikey;
+pub mod auth;
+pub mod problem;
+pub mod send;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use herald_contracts::Codec;
+use herald_kafka::{MetadataProbe, RenewingProducer};
+use herald_runtime::HeraldConfig;
+use herald_runtime::admin::{self, Readiness};
+use herald_runtime::health;
+use herald_runtime::metric_names::{API_REQUEST_SECONDS, API_REQUESTS};
+use herald_store::api_keys::ApiKeys;
+
+use crate::auth::KeyStore;
+use crate::problem::Problem;
+use crate::send::Sender;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("database: {0}")]
+    Store(#[from] herald_store::StoreError),
+    #[error("codec: {0}")]
+    Codec(#[from] herald_contracts::CodecError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Metrics(String),
+    #[error("shutdown took longer than api.shutdown_grace ({0:?})")]
+    GraceExceeded(Duration),
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub keys: KeyStore,
+    pub sender: Arc<Sender>,
+    pub body_limit: usize,
+}
+
+/// The API's routes and layers.
+pub fn app(state: AppState, request_timeout: Duration) -> Router {
+    let body_limit = state.body_limit;
+    Router::new()
+        .route("/v1/notifications", post(send::post_notification))
+        .route("/v1/notifications/batch", post(send::post_batch))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(request_timeout, observe))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                // The path only: no query string, and never a header (the key is one).
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    key_id = tracing::field::Empty,
+                )
+            }),
+        )
+}
+
+/// Bounds every request by `api.request_timeout` (503 with `Retry-After` past it) and counts
+/// it by route and status.
+async fn observe(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let started = Instant::now();
+    let response = match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::unavailable(format!(
+            "the request took longer than {timeout:?} (api.request_timeout)"
+        ))
+        .into_response(),
+    };
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(API_REQUESTS, "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!(API_REQUEST_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Runs the API until `shutdown` is cancelled, then finishes the requests in flight within
+/// `api.shutdown_grace`.
+pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
+    let metrics = admin::metrics_handle("api").map_err(ApiError::Metrics)?;
+    let readiness = Readiness::default();
+    let admin_listener = bind(config.admin.listen).await?;
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        readiness.clone(),
+        metrics,
+        shutdown.clone(),
+    ));
+
+    let topics = config.kafka.topics();
+    let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
+    let keys = KeyStore::new(
+        ApiKeys::prepare(session.clone(), &config.store).await?,
+        config.api.key_cache_ttl,
+    );
+    let mut producer_config = config.kafka.producer_config();
+    producer_config.set(
+        "message.timeout.ms",
+        config.api.produce_timeout.as_millis().to_string(),
+    );
+    let sender = Sender::new(
+        RenewingProducer::new(producer_config)?,
+        Codec::new(&config.registry, topics.clone())?,
+        topics.requested(),
+        config.api.produce_timeout,
+        config.router.max_data_bytes,
+    );
+    let dependencies = vec![
+        health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
+        health::database(session),
+    ];
+    let health_task = tokio::spawn(health::watch(
+        dependencies,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+
+    let state = AppState {
+        keys,
+        sender: Arc::new(sender),
+        body_limit: config.api.body_limit,
+    };
+    let listener = bind(config.api.listen).await?;
+    let grace = config.api.shutdown_grace;
+    let serving = axum::serve(listener, app(state, config.api.request_timeout))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        result = serving => result.map_err(|source| ApiError::Listen { addr: config.api.listen, source }),
+        () = deadline => Err(ApiError::GraceExceeded(grace)),
+    };
+    shutdown.cancel();
+    if let Err(e) = health_task.await {
+        tracing::warn!(error = %e, "readiness checks failed");
+    }
+    readiness.set(false);
+    if let Ok(Err(e)) = admin_task.await {
+        tracing::warn!(error = %e, "admin server stopped with an error");
+    }
+    result
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ApiError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ApiError::Listen { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ApiError::Listen { addr, source })?;
+    tracing::info!(%bound, "listening");
+    Ok(listener)
+}
