@@ -41,6 +41,13 @@ pub(crate) enum Command {
     /// per the send ledger), statuses, retry tiers and DLQ records out. Stops on SIGTERM after
     /// finishing the sends in flight and committing.
     Deliver(DeliverArgs),
+    /// Run the HTTP API: `POST /v1/notifications` (and `/batch`) with tenant API keys,
+    /// answered 202 once Kafka acknowledged the request. Stops on SIGTERM after finishing the
+    /// requests in flight.
+    Api,
+    /// Manage tenant API keys for `herald api`.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
     /// Check the configuration (file and `HERALD_*` environment) without connecting anywhere.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -112,12 +119,14 @@ impl Command {
             Command::Deliver(_) => "deliver",
             Command::Bench(_) => "bench",
             Command::Config(_) => "config",
+            Command::Api => "api",
+            Command::Apikey(_) => "apikey",
         }
     }
 
     /// Long-running roles log at the configured level; operator tools only warn.
     pub(crate) fn is_role(&self) -> bool {
-        matches!(self, Command::Router | Command::Deliver(_))
+        matches!(self, Command::Router | Command::Deliver(_) | Command::Api)
     }
 }
 
@@ -126,6 +135,42 @@ pub(crate) struct DeliverArgs {
     /// The channel this process delivers: email, sms, push, webhook or inapp.
     #[arg(long)]
     pub(crate) channel: herald_contracts::Channel,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApikeyCommand {
+    /// Make a key for a tenant and print it on stdout, once: only its hash is stored.
+    Create(ApikeyCreateArgs),
+    /// List keys (id, tenant, scopes, created, revoked, label); never the keys themselves.
+    List(ApikeyListArgs),
+    /// Revoke a key by its id; `herald api` refuses it within api.key_cache_ttl.
+    Revoke(ApikeyRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApikeyCreateArgs {
+    /// The tenant the key acts in.
+    #[arg(long)]
+    pub(crate) tenant: String,
+    /// What the key may do, comma-separated: send, manage, read.
+    #[arg(long)]
+    pub(crate) scopes: String,
+    /// A note saying whose key this is.
+    #[arg(long)]
+    pub(crate) label: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApikeyListArgs {
+    /// Only this tenant's keys.
+    #[arg(long)]
+    pub(crate) tenant: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApikeyRevokeArgs {
+    /// The key's id (the 16 hex digits after `hrld_`, as `list` shows).
+    pub(crate) key_id: String,
 }
 
 #[derive(Debug, Subcommand)]

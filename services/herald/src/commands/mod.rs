@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod apikey;
 mod bench;
 mod config;
 mod db;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use herald_runtime::HeraldConfig;
 
-use crate::cli::{Command, ConfigCommand, DbCommand, SchemasCommand, TopicsCommand};
+use crate::cli::{ApikeyCommand, Command, ConfigCommand, DbCommand, SchemasCommand, TopicsCommand};
 
 pub(crate) async fn run(command: Command, config: HeraldConfig) -> anyhow::Result<ExitCode> {
     match command {
@@ -25,6 +26,13 @@ pub(crate) async fn run(command: Command, config: HeraldConfig) -> anyhow::Resul
         Command::Seed(args) => seed::run(&config, &args).await,
         Command::Bench(bench_command) => bench::run(&config, &bench_command).await,
         Command::Config(ConfigCommand::Check(args)) => Ok(config::check(&config, &args).await),
+        Command::Apikey(ApikeyCommand::Create(args)) => apikey::create(&config, &args).await,
+        Command::Apikey(ApikeyCommand::List(args)) => apikey::list(&config, &args).await,
+        Command::Apikey(ApikeyCommand::Revoke(args)) => apikey::revoke(&config, &args).await,
+        Command::Api => {
+            herald_api::run(config, herald_runtime::shutdown::on_signal()).await?;
+            Ok(crate::exit::SUCCESS)
+        }
         Command::Router => {
             herald_router::run(config, herald_runtime::shutdown::on_signal()).await?;
             Ok(crate::exit::SUCCESS)
