@@ -7,9 +7,30 @@ pub const HERALD_PREFIX: &str = "herald-";
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 
-/// Present (any value) on an event re-published by `herald replay`: deduplication lets it
-/// through on purpose.
-pub const REPLAY: &str = "herald-replay";
+/// On every record `herald replay` (or `herald dlq redrive`) copies: the replay's id, its mode
+/// (`recover` or `resend`) and where the record was copied from. Deduplication does not look at
+/// them (a `resend` replay derives new ids instead, so the same replay run twice routes once);
+/// they are there so that a notification's status trail shows it came from a replay.
+pub const REPLAY_ID: &str = "herald-replay-id";
+pub const REPLAY_MODE: &str = "herald-replay-mode";
+pub const REPLAY_SOURCE_TOPIC: &str = "herald-replay-source-topic";
+pub const REPLAY_SOURCE_PARTITION: &str = "herald-replay-source-partition";
+pub const REPLAY_SOURCE_OFFSET: &str = "herald-replay-source-offset";
+/// On a record `herald dlq redrive` sent back from the DLQ: how many times it has been
+/// redriven. A record that fails again returns to the DLQ with it, so redrives stop at
+/// `--max-redrives` instead of looping.
+pub const REDRIVE_COUNT: &str = "herald-redrive-count";
+
+/// The headers the router and the delivery workers copy from a record onto every record and
+/// status they derive from it.
+pub const REPLAY_HEADERS: [&str; 6] = [
+    REPLAY_ID,
+    REPLAY_MODE,
+    REPLAY_SOURCE_TOPIC,
+    REPLAY_SOURCE_PARTITION,
+    REPLAY_SOURCE_OFFSET,
+    REDRIVE_COUNT,
+];
 
 /// On a requested event released from the schedule (quiet hours, send-at): the epoch
 /// milliseconds it was due. The router deduplicates releases by (event id, this value) and

@@ -6,6 +6,9 @@ use crate::Channel;
 pub const REQUESTED: &str = "notifications.requested";
 pub const STATUS: &str = "notifications.status";
 pub const DLQ: &str = "notifications.dlq";
+/// The plan of every `herald replay` (range, filters, mode), keyed by replay id, compacted:
+/// what `herald replay --resume <id>` reads back.
+pub const REPLAYS: &str = "notifications.replays";
 const DISPATCH_PREFIX: &str = "notifications.dispatch";
 const RETRY_PREFIX: &str = "notifications.retry";
 const PRIORITY_SUFFIX: &str = "priority";
@@ -56,6 +59,10 @@ impl TopicNames {
         self.named(DLQ)
     }
 
+    pub fn replays(&self) -> String {
+        self.named(REPLAYS)
+    }
+
     pub fn dispatch(&self, channel: Channel, lane: Lane) -> String {
         match lane {
             Lane::Bulk => self.named(&format!("{DISPATCH_PREFIX}.{channel}")),
@@ -102,7 +109,7 @@ impl TopicNames {
     /// Every topic Herald uses, without the prefix stripped: what `topics/herald.toml` must
     /// declare.
     pub fn all(&self) -> Vec<String> {
-        let mut names = vec![self.requested(), self.status(), self.dlq()];
+        let mut names = vec![self.requested(), self.status(), self.dlq(), self.replays()];
         for channel in Channel::ALL {
             names.push(self.dispatch(channel, Lane::Bulk));
             names.push(self.dispatch(channel, Lane::Priority));
@@ -130,7 +137,7 @@ mod tests {
             names.retry(Channel::Webhook, 2),
             "notifications.retry.webhook.2"
         );
-        assert_eq!(names.all().len(), 3 + 5 * (2 + RETRY_TIERS as usize));
+        assert_eq!(names.all().len(), 4 + 5 * (2 + RETRY_TIERS as usize));
     }
 
     #[test]
@@ -165,6 +172,7 @@ mod tests {
         assert!(keyed.contains(&names.dispatch(Channel::Inapp, Lane::Priority)));
         assert!(!keyed.contains(&names.status()));
         assert!(!keyed.contains(&names.dlq()));
+        assert!(!keyed.contains(&names.replays()));
         assert!(!keyed.contains(&names.retry(Channel::Email, 1)));
     }
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod context;
 pub mod group;
 pub mod headers;
+pub mod metadata;
 pub mod probe;
 pub mod renewal;
 pub mod topic_apply;

@@ -316,32 +316,33 @@ impl Router {
         // A release from the schedule is the same event a second time, on purpose: it is
         // deduplicated under its own key, so a release published twice routes once.
         let released = input.scheduled_for();
-        if input.header(headers::REPLAY).is_none() {
-            let dedupe_id = match released {
-                Some(due) => format!("{}#scheduled@{}", request.event_id, due.timestamp_millis()),
-                None => request.event_id.clone(),
-            };
-            let seen = self
-                .dedupe
-                .check_and_record(&request.tenant, &dedupe_id, &input.source())
-                .await;
-            match seen {
-                Ok(Seen::Duplicate) if released.is_some() => {
-                    metrics::counter!(ROUTER_EVENTS, "outcome" => "dropped", "reason" => "duplicate_release")
-                        .increment(1);
-                    return Ok(Ok(Vec::new()));
-                }
-                Ok(Seen::Duplicate) => {
-                    return self
-                        .suppressed(input, &request, reason::DUPLICATE)
-                        .await
-                        .map(Ok);
-                }
-                Ok(Seen::First | Seen::SameRecord) => {}
-                // Every storage fault is retried: dead-lettering events because the database
-                // misbehaves would turn an outage into lost notifications.
-                Err(e) => return Err(Transient::Store(e)),
+        // A replayed event is deduplicated like any other: a `recover` replay keeps the id
+        // (only what never got through goes through), a `resend` replay derives a new one
+        // (guarantee 7).
+        let dedupe_id = match released {
+            Some(due) => format!("{}#scheduled@{}", request.event_id, due.timestamp_millis()),
+            None => request.event_id.clone(),
+        };
+        let seen = self
+            .dedupe
+            .check_and_record(&request.tenant, &dedupe_id, &input.source())
+            .await;
+        match seen {
+            Ok(Seen::Duplicate) if released.is_some() => {
+                metrics::counter!(ROUTER_EVENTS, "outcome" => "dropped", "reason" => "duplicate_release")
+                    .increment(1);
+                return Ok(Ok(Vec::new()));
             }
+            Ok(Seen::Duplicate) => {
+                return self
+                    .suppressed(input, &request, reason::DUPLICATE)
+                    .await
+                    .map(Ok);
+            }
+            Ok(Seen::First | Seen::SameRecord) => {}
+            // Every storage fault is retried: dead-lettering events because the database
+            // misbehaves would turn an outage into lost notifications.
+            Err(e) => return Err(Transient::Store(e)),
         }
 
         stages.lap(Stage::Dedupe);
@@ -470,7 +471,7 @@ impl Router {
                 topic: self.topics.dispatch(target.channel, lane),
                 key: Some(dispatch.key().into_bytes()),
                 payload,
-                headers: trace_headers(input),
+                headers: carried_headers(input),
             });
             metrics::counter!(ROUTER_DISPATCHES, "channel" => target.channel.as_str()).increment(1);
             out.push(
@@ -765,7 +766,7 @@ impl Router {
             topic: self.topics.status(),
             key: Some(event.key().into_bytes()),
             payload,
-            headers: trace_headers(input),
+            headers: carried_headers(input),
         })
     }
 
@@ -968,6 +969,20 @@ fn event_span(input: &Input) -> tracing::Span {
     // Fails only when no OpenTelemetry layer is installed, and then there is nothing to link.
     let _ = span.set_parent(upstream);
     span
+}
+
+/// The headers of every record the event produces: its replay headers, if it was replayed
+/// (so its status trail says so), and trace context.
+fn carried_headers(input: &Input) -> Vec<(String, Vec<u8>)> {
+    let mut carried = trace_headers(input);
+    carried.extend(
+        input
+            .headers
+            .iter()
+            .filter(|(k, _)| headers::REPLAY_HEADERS.contains(&k.as_str()))
+            .cloned(),
+    );
+    carried
 }
 
 /// Trace context for every record the event produces: this event's span when traces are

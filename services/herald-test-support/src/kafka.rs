@@ -134,24 +134,31 @@ pub fn produce_raw_many(kafka: &KafkaConfig, topic: &str, records: &[(Vec<u8>, V
     let producer: ThreadedProducer<DefaultProducerContext> =
         kafka.producer_config().create().unwrap();
     for (key, value) in records {
-        let mut record = BaseRecord::to(topic).key(key).payload(value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    back,
-                )) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => panic!("producing to {topic}: {e}"),
-            }
-        }
+        send_patiently(&producer, BaseRecord::to(topic).key(key).payload(value));
     }
     producer.flush(TIMEOUT).unwrap();
+}
+
+/// Sends one record, waiting while the producer's queue is full.
+fn send_patiently(
+    producer: &rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    mut record: rdkafka::producer::BaseRecord<'_, Vec<u8>, Vec<u8>>,
+) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                back,
+            )) => {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, record)) => panic!("producing to {}: {e}", record.topic),
+        }
+    }
 }
 
 /// Creates one topic (replication factor 1) for a test that needs no others.
@@ -168,4 +175,146 @@ pub async fn create_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) {
     for result in results {
         result.unwrap();
     }
+}
+
+/// A record to produce at a chosen partition and timestamp.
+#[derive(Debug, Clone)]
+pub struct TimedRecord {
+    pub partition: i32,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Epoch milliseconds.
+    pub timestamp: i64,
+}
+
+/// Produces `records` as given (partition, timestamp) and waits for the broker to take them.
+pub fn produce_timed(kafka: &KafkaConfig, topic: &str, records: &[TimedRecord]) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kafka.producer_config().create().unwrap();
+    for r in records {
+        send_patiently(
+            &producer,
+            BaseRecord::to(topic)
+                .partition(r.partition)
+                .timestamp(r.timestamp)
+                .key(&r.key)
+                .payload(&r.value),
+        );
+    }
+    producer.flush(TIMEOUT).unwrap();
+}
+
+/// The end (high watermark) of every partition of `topic`, by partition.
+pub fn end_offsets(kafka: &KafkaConfig, topic: &str) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = kafka.client_config().create().unwrap();
+    // A topic just created can be missing from the metadata, or without a leader, for a
+    // moment.
+    crate::wait_for(&format!("the end offsets of {topic}"), TIMEOUT, || {
+        let partitions = herald_kafka::metadata::partitions_of(&consumer, topic, TIMEOUT).ok()?;
+        if partitions.is_empty() {
+            return None;
+        }
+        partitions
+            .into_iter()
+            .map(|p| {
+                let (_, high) = consumer.fetch_watermarks(topic, p, TIMEOUT).ok()?;
+                Some((p, high))
+            })
+            .collect()
+    })
+}
+
+/// The sum of `group`'s committed offsets on `topic` (0 where it has none).
+pub fn committed_total(kafka: &KafkaConfig, group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for partition in end_offsets(kafka, topic).keys() {
+        tpl.add_partition(topic, *partition);
+    }
+    let committed = consumer.committed_offsets(tpl, TIMEOUT).unwrap();
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .sum()
+}
+
+/// A record as read back, bytes and all.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl RawRecord {
+    /// The last value of a header, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Every committed record of `topic` now (`read_committed`, to the end of each partition).
+pub fn read_raw(kafka: &KafkaConfig, topic: &str) -> Vec<RawRecord> {
+    use rdkafka::message::Message;
+    let ends = end_offsets(kafka, topic);
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", format!("read-raw-{}", uuid::Uuid::new_v4()))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for partition in ends.keys() {
+        tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut at_end = std::collections::HashSet::new();
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while at_end.len() < ends.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reading {topic} timed out"
+        );
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                records.push(RawRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp: m.timestamp().to_millis(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers: m
+                        .headers()
+                        .map(herald_kafka::headers::to_pairs)
+                        .unwrap_or_default(),
+                });
+            }
+        }
+    }
+    records
 }

@@ -54,6 +54,10 @@ pub(crate) enum Command {
     /// Measure a role's throughput and latency against a baseline in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Copy a range of a Herald topic back into the pipeline, filtered, exactly once and
+    /// resumable: `recover` keeps ids (only what never finished goes through), `resend`
+    /// derives new ones (everything matched is processed again, once).
+    Replay(Box<ReplayArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +123,7 @@ impl Command {
             Command::Deliver(_) => "deliver",
             Command::Bench(_) => "bench",
             Command::Config(_) => "config",
+            Command::Replay(_) => "replay",
             Command::Api => "api",
             Command::Apikey(_) => "apikey",
         }
@@ -282,4 +287,93 @@ fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
 pub(crate) struct SeedArgs {
     /// The seed file (JSON); see dev/demo/seed.json.
     pub(crate) file: PathBuf,
+}
+
+const REPLAY_HELP: &str = "Examples:
+  herald replay --topic notifications.requested --from 2026-12-01T08:00:00Z --to 2026-12-01T10:00:00Z --mode recover
+  herald replay --topic notifications.dispatch.email --from 3h --category billing.invoice_ready --mode resend --dry-run
+  herald replay --topic notifications.dlq --from earliest --class unknown_template --mode recover
+  herald replay --resume 3f2a9c1b
+
+The range is resolved per partition when the replay starts (--to defaults to each partition's \
+end then) and kept with the replay's plan in notifications.replays; --resume needs only the id. \
+A record at --from is copied, one at --to is not. Copies go back to the topic read (from the \
+DLQ: to the topic each record came from) unless --into says otherwise. Exit codes: 0 done; \
+1 failed or interrupted (resume it); 2 bad arguments, nothing written.";
+
+/// How a replay treats ids.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ReplayMode {
+    /// Keep event and dispatch ids: the dedupe and send ledgers let through only what was lost
+    /// or never finished. After an outage.
+    Recover,
+    /// Give each copy a derived id (`<event_id>:replay:<replay_id>`) so it is processed again,
+    /// once. After a template or preference fix. Asks for confirmation (or --yes).
+    Resend,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = REPLAY_HELP)]
+pub(crate) struct ReplayArgs {
+    /// The topic to copy from: a Herald topic's name (kafka.topic_prefix is prepended) or any
+    /// full topic name.
+    #[arg(long, required_unless_present = "resume")]
+    pub(crate) topic: Option<String>,
+    /// Start of the range, included: an RFC 3339 time, a time ago (`2h`, `90m`),
+    /// PARTITION:OFFSET[,...] (only the partitions named are replayed) or `earliest`.
+    #[arg(long, required_unless_present = "resume")]
+    pub(crate) from: Option<String>,
+    /// End of the range, excluded, in the same forms; each partition's end when the replay
+    /// starts by default.
+    #[arg(long)]
+    pub(crate) to: Option<String>,
+    /// recover (keep ids) or resend (derive new ids).
+    #[arg(long, value_enum, required_unless_present = "resume")]
+    pub(crate) mode: Option<ReplayMode>,
+    /// Copy into this topic instead of back into the one read.
+    #[arg(long)]
+    pub(crate) into: Option<String>,
+    /// Only records of this tenant (repeatable: any of them).
+    #[arg(long = "tenant")]
+    pub(crate) tenants: Vec<String>,
+    /// Only records of this user id.
+    #[arg(long = "user")]
+    pub(crate) users: Vec<String>,
+    /// Only records of this category.
+    #[arg(long = "category")]
+    pub(crate) categories: Vec<String>,
+    /// Only records for this channel (a dispatch's channel; a request's channel override).
+    #[arg(long = "channel")]
+    pub(crate) channels: Vec<herald_contracts::Channel>,
+    /// Only this event id.
+    #[arg(long = "event-id")]
+    pub(crate) event_ids: Vec<String>,
+    /// Only the event ids in this file, one a line.
+    #[arg(long)]
+    pub(crate) event_ids_file: Option<PathBuf>,
+    /// DLQ only: records dead-lettered by this stage (decode, validate, render, deliver, ...).
+    #[arg(long = "stage")]
+    pub(crate) stages: Vec<String>,
+    /// DLQ only: records dead-lettered with this error class.
+    #[arg(long = "class")]
+    pub(crate) classes: Vec<String>,
+    /// Read and filter, write nothing; print the counts and the first matching records.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Copy at most this many records per second.
+    #[arg(long)]
+    pub(crate) rate: Option<std::num::NonZeroU32>,
+    /// Do not ask before a resend.
+    #[arg(long)]
+    pub(crate) yes: bool,
+    /// Name the replay (lower-case letters, digits, `-`); a new 8-digit id by default.
+    #[arg(long)]
+    pub(crate) id: Option<String>,
+    /// Continue the replay with this id after a crash or Ctrl-C, from its saved plan.
+    #[arg(long, conflicts_with_all = ["topic", "from", "to", "mode", "into", "tenants", "users",
+        "categories", "channels", "event_ids", "event_ids_file", "stages", "classes", "id"])]
+    pub(crate) resume: Option<String>,
+    /// Print the final report as one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
 }

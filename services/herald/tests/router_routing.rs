@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const WAIT: Duration = Duration::from_secs(90);
 /// Status records the routing cases produce, all told.
-const EXPECTED_STATUSES: usize = 34;
+const EXPECTED_STATUSES: usize = 33;
 
 /// Requests are created at noon in Ada's time zone (America/Montreal), outside her quiet
 /// hours (22:00–07:00), unless a case says otherwise: policy is evaluated at creation time.
@@ -137,7 +137,8 @@ async fn routing_cases_produce_exactly_the_expected_records() {
         &[0, 0x7f, 0xff, 0xff, 0xff, 2, 4],
         &[],
     );
-    // The same event again, replayed on purpose.
+    // The same event again, replayed by a `recover` replay: deduplicated like any other, and
+    // its status says it came from the replay.
     let codec = Codec::new(&env.registry_config(), topics.clone()).unwrap();
     let replayed = NotificationRequest::from_json(
         &request("inv-ada", "ada", "billing.invoice_ready", "invoice_ready").to_string(),
@@ -149,7 +150,10 @@ async fn routing_cases_produce_exactly_the_expected_records() {
         &topics.requested(),
         b"acme:ada",
         &bytes,
-        &[(headers::REPLAY, "1")],
+        &[
+            (headers::REPLAY_ID, "r1"),
+            (headers::REPLAY_MODE, "recover"),
+        ],
     );
 
     // A release from the schedule published twice (a scheduler died between publishing and
@@ -237,9 +241,8 @@ async fn routing_cases_produce_exactly_the_expected_records() {
             "inv-ada",
             vec![
                 outcome("routed", "email", ""),
-                outcome("routed", "email", ""),
                 outcome("routed", "inapp", ""),
-                outcome("routed", "inapp", ""),
+                outcome("suppressed", "", "duplicate"),
                 outcome("suppressed", "", "duplicate"),
             ],
         ),
@@ -329,6 +332,15 @@ async fn routing_cases_produce_exactly_the_expected_records() {
     })
     .collect();
     assert_eq!(by_event, expected);
+    // The replayed copy's status names the replay; no other status does.
+    let from_replay: Vec<&serde_json::Value> = status_records
+        .iter()
+        .filter(|r| r["headers"][headers::REPLAY_ID] == "r1")
+        .collect();
+    assert_eq!(from_replay.len(), 1, "{from_replay:?}");
+    assert_eq!(from_replay[0]["value"]["event_id"], "inv-ada");
+    assert_eq!(from_replay[0]["value"]["reason"], "duplicate");
+    assert_eq!(from_replay[0]["headers"][headers::REPLAY_MODE], "recover");
     assert_eq!(
         status_records.len(),
         EXPECTED_STATUSES,

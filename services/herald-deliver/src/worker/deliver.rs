@@ -99,10 +99,16 @@ impl Input {
             .collect()
     }
 
-    fn trace_headers(&self) -> Vec<(String, Vec<u8>)> {
+    /// The headers of a status or fallback request derived from this record: trace context
+    /// and, for a replayed dispatch, its replay headers (its status trail says it was replayed).
+    fn derived_headers(&self) -> Vec<(String, Vec<u8>)> {
         self.headers
             .iter()
-            .filter(|(k, _)| k == headers::TRACEPARENT || k == headers::TRACESTATE)
+            .filter(|(k, _)| {
+                k == headers::TRACEPARENT
+                    || k == headers::TRACESTATE
+                    || headers::REPLAY_HEADERS.contains(&k.as_str())
+            })
             .cloned()
             .collect()
     }
@@ -661,7 +667,7 @@ impl Deliverer {
             .skip(1)
             .map(|c| c.as_str())
             .collect();
-        let mut record_headers = input.trace_headers();
+        let mut record_headers = input.derived_headers();
         record_headers.push((
             headers::FALLBACK_CHAIN.to_owned(),
             rest.join(",").into_bytes(),
@@ -734,7 +740,7 @@ impl Deliverer {
             topic: self.topics.status(),
             key: Some(event.key().into_bytes()),
             payload,
-            headers: input.trace_headers(),
+            headers: input.derived_headers(),
         })
     }
 

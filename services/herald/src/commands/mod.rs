@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod db;
 mod produce;
+mod replay;
 mod schemas;
 mod seed;
 mod tail;
@@ -24,6 +25,7 @@ pub(crate) async fn run(command: Command, config: HeraldConfig) -> anyhow::Resul
         Command::Produce(args) => produce::run(&config, &args).await,
         Command::Tail(args) => tail::run(&config, &args).await,
         Command::Seed(args) => seed::run(&config, &args).await,
+        Command::Replay(args) => replay::run(&config, &args).await,
         Command::Bench(bench_command) => bench::run(&config, &bench_command).await,
         Command::Config(ConfigCommand::Check(args)) => Ok(config::check(&config, &args).await),
         Command::Apikey(ApikeyCommand::Create(args)) => apikey::create(&config, &args).await,

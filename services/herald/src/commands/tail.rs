@@ -91,15 +91,8 @@ fn partitions_of(
     consumer: &StreamConsumer<HeraldContext>,
     topic: &str,
 ) -> anyhow::Result<Vec<i32>> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+    let partitions = herald_kafka::metadata::partitions_of(consumer, topic, METADATA_TIMEOUT)
         .with_context(|| format!("reading metadata of {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
     if partitions.is_empty() {
         anyhow::bail!("topic {topic} does not exist");
     }
