@@ -7,6 +7,7 @@
 
 pub mod apikey;
 pub mod auth;
+pub mod manage;
 pub mod problem;
 pub mod send;
 
@@ -14,7 +15,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,8 @@ use herald_runtime::admin::{self, Readiness};
 use herald_runtime::health;
 use herald_runtime::metric_names::{API_REQUEST_SECONDS, API_REQUESTS};
 use herald_store::api_keys::ApiKeys;
+use herald_store::directory::Directory;
+use herald_store::users::Users;
 
 use crate::auth::KeyStore;
 use crate::problem::Problem;
@@ -56,6 +59,8 @@ pub enum ApiError {
 pub struct AppState {
     pub keys: KeyStore,
     pub sender: Arc<Sender>,
+    pub users: Users,
+    pub directory: Directory,
     pub body_limit: usize,
 }
 
@@ -65,6 +70,16 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/v1/notifications", post(send::post_notification))
         .route("/v1/notifications/batch", post(send::post_batch))
+        .route(
+            "/v1/users/{user_id}",
+            get(manage::get_user)
+                .put(manage::put_user)
+                .delete(manage::delete_user),
+        )
+        .route(
+            "/v1/users/{user_id}/preferences",
+            get(manage::get_preferences).put(manage::put_preferences),
+        )
         .fallback(|| async { Problem::not_found("no such route") })
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -136,6 +151,8 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         config.api.produce_timeout,
         config.router.max_data_bytes,
     );
+    let users = Users::prepare(session.clone(), &config.store).await?;
+    let directory = Directory::prepare(session.clone(), &config.store).await?;
     let dependencies = vec![
         health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
         health::database(session),
@@ -149,6 +166,8 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let state = AppState {
         keys,
         sender: Arc::new(sender),
+        users,
+        directory,
         body_limit: config.api.body_limit,
     };
     let listener = bind(config.api.listen).await?;

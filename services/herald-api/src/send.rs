@@ -350,7 +350,7 @@ pub fn parse_request(
 }
 
 /// A serde error (missing or unknown field, wrong type or value) with the path it was found at.
-fn shape(error: &serde_path_to_error::Error<serde_json::Error>) -> FieldProblem {
+pub(crate) fn shape(error: &serde_path_to_error::Error<serde_json::Error>) -> FieldProblem {
     use serde_path_to_error::Segment;
     let mut segments: Vec<String> = error
         .path()

@@ -15,6 +15,7 @@ pub mod schedule;
 pub mod seed;
 pub mod send_ledger;
 pub mod session;
+pub mod users;
 mod unlogged;
 
 pub use config::StoreConfig;
