@@ -7,9 +7,11 @@
 
 pub mod apikey;
 pub mod auth;
+pub mod categories;
 pub mod manage;
 pub mod problem;
 pub mod send;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -28,8 +30,11 @@ use herald_runtime::admin::{self, Readiness};
 use herald_runtime::health;
 use herald_runtime::metric_names::{API_REQUEST_SECONDS, API_REQUESTS};
 use herald_store::api_keys::ApiKeys;
+use herald_store::categories::Categories;
 use herald_store::directory::Directory;
+use herald_store::push_tokens::PushTokens;
 use herald_store::users::Users;
+use herald_store::webhooks::Webhooks;
 
 use crate::auth::KeyStore;
 use crate::problem::Problem;
@@ -61,6 +66,9 @@ pub struct AppState {
     pub sender: Arc<Sender>,
     pub users: Users,
     pub directory: Directory,
+    pub categories: Categories,
+    pub push_tokens: PushTokens,
+    pub webhooks: Webhooks,
     pub body_limit: usize,
 }
 
@@ -79,6 +87,40 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route(
             "/v1/users/{user_id}/preferences",
             get(manage::get_preferences).put(manage::put_preferences),
+        )
+        .route(
+            "/v1/users/{user_id}/push_tokens",
+            post(manage::add_push_token),
+        )
+        .route(
+            "/v1/users/{user_id}/push_tokens/{token}",
+            axum::routing::delete(manage::remove_push_token),
+        )
+        .route(
+            "/v1/users/{user_id}/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/v1/users/{user_id}/webhooks/{id}",
+            axum::routing::delete(webhooks::delete),
+        )
+        .route(
+            "/v1/users/{user_id}/webhooks/{id}/disable",
+            post(webhooks::disable),
+        )
+        .route(
+            "/v1/users/{user_id}/webhooks/{id}/enable",
+            post(webhooks::enable),
+        )
+        .route(
+            "/v1/users/{user_id}/webhooks/{id}/rotate",
+            post(webhooks::rotate),
+        )
+        .route(
+            "/v1/categories/{category}",
+            get(categories::get_category)
+                .put(categories::put_category)
+                .delete(categories::delete_category),
         )
         .fallback(|| async { Problem::not_found("no such route") })
         .with_state(state)
@@ -153,6 +195,9 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     );
     let users = Users::prepare(session.clone(), &config.store).await?;
     let directory = Directory::prepare(session.clone(), &config.store).await?;
+    let categories = Categories::prepare(session.clone(), &config.store).await?;
+    let push_tokens = PushTokens::prepare(session.clone(), &config.store).await?;
+    let webhooks = Webhooks::prepare(session.clone(), &config.store).await?;
     let dependencies = vec![
         health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
         health::database(session),
@@ -168,6 +213,9 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         sender: Arc::new(sender),
         users,
         directory,
+        categories,
+        push_tokens,
+        webhooks,
         body_limit: config.api.body_limit,
     };
     let listener = bind(config.api.listen).await?;

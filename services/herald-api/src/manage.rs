@@ -84,7 +84,13 @@ struct PreferencesView {
     categories: Vec<PreferenceView>,
 }
 
-fn store_problem(error: &StoreError) -> Problem {
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Self {
+        store_problem(&error)
+    }
+}
+
+pub(crate) fn store_problem(error: &StoreError) -> Problem {
     if error.is_transient() {
         tracing::warn!(%error, "database request failed");
         Problem::unavailable("the database did not answer; try again")
@@ -95,8 +101,12 @@ fn store_problem(error: &StoreError) -> Problem {
 }
 
 /// The user id from the path: what a request's `recipient.user_id` may be.
-fn user_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+pub(crate) fn user_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
     let Path(user_id) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    check_user_id(user_id)
+}
+
+pub(crate) fn check_user_id(user_id: String) -> Result<String, Problem> {
     if user_id.is_empty() || user_id.len() > 256 || user_id.chars().any(char::is_control) {
         return Err(Problem::bad_request(
             "the user id must be 1 to 256 bytes without control characters",
@@ -106,7 +116,9 @@ fn user_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem>
 }
 
 /// The body as `T`, with a bad field named by its JSON Pointer.
-fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Problem> {
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, Problem> {
     serde_path_to_error::deserialize(value).map_err(|e| Problem::invalid(vec![shape(&e)]))
 }
 
@@ -140,7 +152,7 @@ fn check_as_seed(user: SeedUser) -> Result<SeedUser, Problem> {
     file.users.into_iter().next().ok_or_else(Problem::internal)
 }
 
-fn read_scope(caller: &Caller) -> Result<(), Problem> {
+pub(crate) fn read_scope(caller: &Caller) -> Result<(), Problem> {
     caller
         .require(Scope::Read)
         .or_else(|_| caller.require(Scope::Manage))
@@ -174,8 +186,7 @@ pub async fn put_user(
     state
         .users
         .put_profile(&caller.tenant, &user_id, &profile)
-        .await
-        .map_err(|e| store_problem(&e))?;
+        .await?;
     Ok(problem::json(
         StatusCode::OK,
         &UserView {
@@ -189,12 +200,12 @@ pub async fn put_user(
     ))
 }
 
-async fn profile(state: &AppState, caller: &Caller, user_id: &str) -> Result<Profile, Problem> {
-    let profile = state
-        .directory
-        .profile(&caller.tenant, user_id)
-        .await
-        .map_err(|e| store_problem(&e))?;
+pub(crate) async fn profile(
+    state: &AppState,
+    caller: &Caller,
+    user_id: &str,
+) -> Result<Profile, Problem> {
+    let profile = state.directory.profile(&caller.tenant, user_id).await?;
     if profile.known {
         Ok(profile)
     } else {
@@ -235,11 +246,7 @@ pub async fn delete_user(
     caller.require(Scope::Manage)?;
     let user_id = user_id(path)?;
     profile(&state, &caller, &user_id).await?;
-    state
-        .users
-        .delete(&caller.tenant, &user_id)
-        .await
-        .map_err(|e| store_problem(&e))?;
+    state.users.delete(&caller.tenant, &user_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -328,9 +335,62 @@ pub async fn put_preferences(
     state
         .users
         .replace_preferences(&caller.tenant, &user_id, &preferences)
-        .await
-        .map_err(|e| store_problem(&e))?;
+        .await?;
     get_preferences(State(state), caller, Ok(Path(user_id))).await
+}
+
+/// `POST /v1/users/{user_id}/push_tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushTokenBody {
+    token: String,
+}
+
+/// A push token as requests carry them: 1 to 4096 bytes without blanks.
+fn check_token(token: &str) -> Result<(), Problem> {
+    if token.is_empty() || token.len() > 4096 || token.chars().any(char::is_whitespace) {
+        return Err(Problem::invalid_field(
+            "/token",
+            "a push token is 1 to 4096 bytes without blanks",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/users/{user_id}/push_tokens`: adds a token (adding it again changes nothing).
+pub async fn add_push_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    caller.require(Scope::Manage)?;
+    let user_id = user_id(path)?;
+    let body: PushTokenBody = typed(json_body(body, state.body_limit)?)?;
+    check_token(&body.token)?;
+    profile(&state, &caller, &user_id).await?;
+    state
+        .push_tokens
+        .add(&caller.tenant, &user_id, &body.token)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /v1/users/{user_id}/push_tokens/{token}`.
+pub async fn remove_push_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, Problem> {
+    caller.require(Scope::Manage)?;
+    let Path((user_id, token)) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let user_id = check_user_id(user_id)?;
+    profile(&state, &caller, &user_id).await?;
+    state
+        .push_tokens
+        .remove(&caller.tenant, &user_id, &[token])
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[cfg(test)]

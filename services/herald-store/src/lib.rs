@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 mod batcher;
+pub mod categories;
 pub mod config;
 pub mod dedupe;
 pub mod directory;
@@ -15,8 +16,9 @@ pub mod schedule;
 pub mod seed;
 pub mod send_ledger;
 pub mod session;
-pub mod users;
 mod unlogged;
+pub mod users;
+pub mod webhooks;
 
 pub use config::StoreConfig;
 pub use error::StoreError;

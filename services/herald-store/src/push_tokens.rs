@@ -1,5 +1,5 @@
-//! Removing push tokens a provider said are gone for good (`UNREGISTERED`, `BadDeviceToken`),
-//! so that the router stops addressing them.
+//! Adding push tokens (`herald api`) and removing those a provider said are gone for good
+//! (`UNREGISTERED`, `BadDeviceToken`), so that the router stops addressing them.
 
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
@@ -10,6 +10,7 @@ use crate::{StoreConfig, StoreError};
 #[derive(Debug, Clone)]
 pub struct PushTokens {
     session: Arc<Session>,
+    add: PreparedStatement,
     remove: PreparedStatement,
 }
 
@@ -21,7 +22,27 @@ impl PushTokens {
                 config.table("users")
             ))
             .await?;
-        Ok(Self { session, remove })
+        let add = session
+            .prepare(format!(
+                "UPDATE {} SET push_tokens = push_tokens + ? WHERE tenant = ? AND user_id = ?",
+                config.table("users")
+            ))
+            .await?;
+        Ok(Self {
+            session,
+            add,
+            remove,
+        })
+    }
+
+    /// Adds `token` to the user's `push_tokens` (the `herald api` route); adding it twice
+    /// changes nothing.
+    pub async fn add(&self, tenant: &str, user_id: &str, token: &str) -> Result<(), StoreError> {
+        let set = std::collections::HashSet::from([token]);
+        self.session
+            .execute_unpaged(&self.add, (set, tenant, user_id))
+            .await?;
+        Ok(())
     }
 
     /// Removes `tokens` from the user's `push_tokens`. Removing a token that is not there

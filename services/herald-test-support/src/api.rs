@@ -23,18 +23,32 @@ impl ApiProcess {
 impl HeraldEnv {
     /// Starts `herald api` on a free port with extra environment, and waits until it is ready
     /// (Kafka and the database answer).
+    /// A free port can be taken by another process before the API binds it: then it is
+    /// started again on another.
     pub fn spawn_api(&self, name: &str, envs: &[(&str, &str)]) -> ApiProcess {
-        let addr = free_local_port();
-        let listen = addr.to_string();
-        let mut all = vec![("HERALD_API__LISTEN", listen.as_str())];
-        all.extend_from_slice(envs);
-        let role = self.spawn(name, &["api"], &all);
-        wait_for(
-            "herald api to be ready",
-            std::time::Duration::from_secs(60),
-            || (role.ready() == Some(true)).then_some(()),
+        for _ in 0..3 {
+            let addr = free_local_port();
+            let listen = addr.to_string();
+            let mut all = vec![("HERALD_API__LISTEN", listen.as_str())];
+            all.extend_from_slice(envs);
+            let mut role = self.spawn(name, &["api"], &all);
+            let ready = wait_for(
+                "herald api to be ready or to exit",
+                Duration::from_secs(60),
+                || match role.ready() {
+                    Some(true) => Some(true),
+                    _ if role.has_exited() => Some(false),
+                    _ => None,
+                },
+            );
+            if ready {
+                return ApiProcess { role, addr };
+            }
+        }
+        panic!(
+            "herald api did not start in three tries; see the logs in {}",
+            self.dir.display()
         );
-        ApiProcess { role, addr }
     }
 
     /// A new API key of `tenant` with `scopes` (`send,manage`), as `herald apikey create`

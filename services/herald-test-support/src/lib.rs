@@ -392,6 +392,12 @@ impl RoleProcess {
         self.child.id()
     }
 
+    /// Whether the process has exited (for one that could not start, e.g. its port was
+    /// taken).
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

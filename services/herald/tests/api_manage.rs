@@ -186,3 +186,241 @@ async fn users_and_preferences_are_managed_inside_the_key_s_tenant() {
     let answer = client.call(Method::GET, user, &globex, None).await;
     assert_eq!(answer.body["email"], "other@example.com");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn categories_and_push_tokens() {
+    let env = HeraldEnv::new(HERALD, "api_categories");
+    env.prepare(true);
+    let acme = env.create_api_key("acme", "manage");
+    let acme_read = env.create_api_key("acme", "read");
+    let globex = env.create_api_key("globex", "manage");
+    let api = env.spawn_api("api", &[]);
+    let client = ApiClient::new(&api);
+    let category = "/v1/categories/security.login";
+
+    // Categories: create, read, replace, 422 by seed's rules, tenant isolation, delete.
+    let defaults = serde_json::json!({
+        "channels": ["sms", "push"], "fallback": ["email"], "mandatory": true,
+        "rate_limit": {"count": 5, "window": "1h"},
+    });
+    let answer = client
+        .call(Method::PUT, category, &acme, Some(&defaults))
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let answer = client.call(Method::GET, category, &acme_read, None).await;
+    assert_eq!(
+        answer.body,
+        serde_json::json!({
+            "category": "security.login", "channels": ["sms", "push"], "fallback": ["email"],
+            "mandatory": true, "rate_limit": {"count": 5, "window": "3600s"},
+        })
+    );
+    let answer = client
+        .call(
+            Method::PUT,
+            category,
+            &acme,
+            Some(&serde_json::json!({"channels": []})),
+        )
+        .await;
+    assert!(
+        answer.problem(422)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("channels is empty")
+    );
+    let answer = client
+        .call(
+            Method::PUT,
+            category,
+            &acme,
+            Some(&serde_json::json!({"channels": ["email"], "fallback": ["fax"]})),
+        )
+        .await;
+    answer.problem(422);
+    assert_eq!(answer.pointers(), ["/fallback/0"]);
+    client
+        .call(Method::PUT, category, &acme_read, Some(&defaults))
+        .await
+        .problem(403);
+    client
+        .call(Method::GET, "/v1/categories/Not-Lower", &acme, None)
+        .await
+        .problem(400);
+    client
+        .call(Method::GET, category, &globex, None)
+        .await
+        .problem(404);
+    client
+        .call(Method::DELETE, category, &globex, None)
+        .await
+        .problem(404);
+    let answer = client.call(Method::DELETE, category, &acme, None).await;
+    assert_eq!(answer.status, 204, "{answer:?}");
+    client
+        .call(Method::GET, category, &acme, None)
+        .await
+        .problem(404);
+
+    // Push tokens: added to and removed from an existing user only.
+    let user = "/v1/users/ada";
+    let tokens = "/v1/users/ada/push_tokens";
+    client
+        .call(
+            Method::POST,
+            tokens,
+            &acme,
+            Some(&serde_json::json!({"token": "tok-1"})),
+        )
+        .await
+        .problem(404);
+    let answer = client
+        .call(
+            Method::PUT,
+            user,
+            &acme,
+            Some(&serde_json::json!({"push_tokens": ["tok-1"]})),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    for token in ["tok-2", "tok-2"] {
+        let answer = client
+            .call(
+                Method::POST,
+                tokens,
+                &acme,
+                Some(&serde_json::json!({"token": token})),
+            )
+            .await;
+        assert_eq!(answer.status, 204, "{answer:?}");
+    }
+    let answer = client
+        .call(
+            Method::POST,
+            tokens,
+            &acme,
+            Some(&serde_json::json!({"token": "has blank"})),
+        )
+        .await;
+    answer.problem(422);
+    assert_eq!(answer.pointers(), ["/token"]);
+    client
+        .call(
+            Method::POST,
+            tokens,
+            &globex,
+            Some(&serde_json::json!({"token": "tok-3"})),
+        )
+        .await
+        .problem(404);
+    let answer = client
+        .call(
+            Method::DELETE,
+            "/v1/users/ada/push_tokens/tok-1",
+            &acme,
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 204, "{answer:?}");
+    let answer = client.call(Method::GET, user, &acme, None).await;
+    assert_eq!(answer.body["push_tokens"], serde_json::json!(["tok-2"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_endpoints_show_their_secret_once() {
+    let env = HeraldEnv::new(HERALD, "api_webhooks");
+    env.prepare(true);
+    let acme = env.create_api_key("acme", "manage");
+    let acme_read = env.create_api_key("acme", "read");
+    let globex = env.create_api_key("globex", "manage");
+    let api = env.spawn_api("api", &[]);
+    let client = ApiClient::new(&api);
+    let hooks = "/v1/users/ada/webhooks";
+    let body = serde_json::json!({"id": "main", "url": "https://hooks.example.com/ada"});
+
+    client
+        .call(Method::POST, hooks, &acme, Some(&body))
+        .await
+        .problem(404);
+    let answer = client
+        .call(
+            Method::PUT,
+            "/v1/users/ada",
+            &acme,
+            Some(&serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let created = client.call(Method::POST, hooks, &acme, Some(&body)).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let secret = created.body["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let generated = client
+        .call(
+            Method::POST,
+            hooks,
+            &acme,
+            Some(&serde_json::json!({"url": "http://hooks.example.com/other"})),
+        )
+        .await;
+    assert_eq!(generated.status, 201, "{generated:?}");
+    let other_id = generated.body["id"].as_str().unwrap().to_owned();
+    let answer = client
+        .call(
+            Method::POST,
+            hooks,
+            &acme,
+            Some(&serde_json::json!({"url": "ftp://x"})),
+        )
+        .await;
+    answer.problem(422);
+    assert_eq!(answer.pointers(), ["/url"]);
+    client
+        .call(Method::POST, hooks, &acme_read, Some(&body))
+        .await
+        .problem(403);
+
+    let listed = client.call(Method::GET, hooks, &acme_read, None).await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let endpoints = listed.body["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 2);
+    assert!(endpoints.iter().all(|e| e.get("secret").is_none()));
+
+    let answer = client
+        .call(Method::POST, &format!("{hooks}/main/disable"), &acme, None)
+        .await;
+    assert_eq!(answer.body["enabled"], false, "{answer:?}");
+    let answer = client
+        .call(Method::POST, &format!("{hooks}/main/rotate"), &acme, None)
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let rotated = answer.body["secret"].as_str().unwrap();
+    assert!(rotated.starts_with("whsec_") && rotated != secret);
+    client
+        .call(Method::POST, &format!("{hooks}/nope/rotate"), &acme, None)
+        .await
+        .problem(404);
+    client
+        .call(Method::GET, hooks, &globex, None)
+        .await
+        .problem(404);
+    client
+        .call(Method::DELETE, &format!("{hooks}/main"), &globex, None)
+        .await
+        .problem(404);
+
+    let answer = client
+        .call(Method::DELETE, &format!("{hooks}/main"), &acme, None)
+        .await;
+    assert_eq!(answer.status, 204, "{answer:?}");
+    let listed = client.call(Method::GET, hooks, &acme, None).await;
+    let ids: Vec<&str> = listed.body["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [other_id.as_str()]);
+    let log = api.role.log_text();
+    assert!(!log.contains(&secret[6..]) && !log.contains(&rotated[6..]));
+}

@@ -39,7 +39,7 @@ async fn sending_authenticates_validates_and_answers_after_kafka() {
     let acme_manage = env.create_api_key("acme", "manage");
     let globex = env.create_api_key("globex", "send");
     let revoked = env.create_api_key("acme", "send");
-    let api = env.spawn_api(
+    let mut api = env.spawn_api(
         "api",
         &[
             ("HERALD_API__BODY_LIMIT", "65536"),
@@ -268,6 +268,8 @@ async fn sending_authenticates_validates_and_answers_after_kafka() {
         metrics.contains("herald_api_requests_total{route=\"/v1/notifications\",status=\"202\"}"),
         "{metrics}"
     );
+    // SIGTERM: the API finishes and exits 0, as the other roles do.
+    assert_eq!(api.role.terminate(Duration::from_secs(30)), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
