@@ -14,7 +14,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -124,6 +124,10 @@ pub async fn copy(mut job: Copy<'_>) -> Result<Report, ReplayError> {
         dlq: job.kafka.topics().dlq(),
         decode_always: job.dry_run || plan.mode == Mode::Resend || plan.filter.needs_body(),
         dry_run: job.dry_run,
+        superseded: match plan.max_redrives {
+            Some(_) => crate::dlq::redriven(job.kafka).await?,
+            None => HashSet::new(),
+        },
     };
 
     while !open.is_empty() {
@@ -235,7 +239,7 @@ fn committed_positions(
 
 /// Up to `cap` records below their partition's end, waiting at most [`BATCH_WINDOW`] once the
 /// first is in; and the partitions found finished on the way.
-async fn collect(
+pub(crate) async fn collect(
     consumer: &StreamConsumer<HeraldContext>,
     open: &BTreeMap<i32, i64>,
     cap: usize,
@@ -296,6 +300,9 @@ struct Evaluator<'a> {
     dlq: String,
     decode_always: bool,
     dry_run: bool,
+    /// A redrive: DLQ records already redriven once (a later DLQ record names them as its
+    /// replay source), which are not redriven again.
+    superseded: HashSet<(i32, i64)>,
 }
 
 impl Evaluator<'_> {
@@ -357,6 +364,12 @@ impl Evaluator<'_> {
         };
         let mut extra = Vec::new();
         if let Some(max) = plan.max_redrives {
+            if self
+                .superseded
+                .contains(&(message.partition(), message.offset()))
+            {
+                return Ok(leave(tally, left::REDRIVEN_BEFORE));
+            }
             let redriven: u32 = header(headers::REDRIVE_COUNT)
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0);

@@ -4,10 +4,11 @@
 //! and resumed (guarantee 7).
 //!
 //! One idea per module: [`range`] (what `--from`/`--to` mean), [`filter`] (which records),
-//! [`rewrite`] (ids and headers of a copy), [`plan`] (what is kept for `--resume`), [`copy`] (the
+//! [`rewrite`] (ids and headers of a copy), [`dlq`] (reading the DLQ), [`plan`] (what is kept for `--resume`), [`copy`] (the
 //! transactional loop), [`report`] and [`progress`] (what the operator sees).
 
 pub mod copy;
+pub mod dlq;
 pub mod filter;
 pub mod plan;
 pub mod progress;

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -23,7 +23,7 @@ use herald_kafka::{HeraldContext, KafkaConfig};
 
 use crate::ReplayError;
 use crate::filter::Filter;
-use crate::range::{Bound, Resolved, check_order, partitions_of, resolve};
+use crate::range::{Resolved, committed_reader, partitions_of, resolve_typed};
 use crate::rewrite::Mode;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,29 +88,15 @@ impl Plan {
                     .into(),
             ));
         }
-        let from = Bound::parse(&spec.from, now)?;
-        let to = spec
-            .to
-            .as_deref()
-            .map(|t| Bound::parse(t, now))
-            .transpose()?;
-        check_order(&from, to.as_ref())?;
-        // Read committed: the end of a partition is then its last stable offset, and reaching
-        // it means every committed record below the plan's end was read.
-        let consumer: BaseConsumer = kafka
-            .client_config()
-            .set("group.id", group_of(kafka, &id))
-            .set("isolation.level", "read_committed")
-            .create()?;
         let into = match spec.into {
             Some(into) => {
                 let into = topics.resolve(&into);
-                partitions_of(&consumer, &into)?;
+                partitions_of(&committed_reader(kafka)?, &into)?;
                 Some(into)
             }
             None => None,
         };
-        let range = resolve(&consumer, &source, &from, to.as_ref())?;
+        let range = resolve_typed(kafka, &source, &spec.from, spec.to.as_deref(), now)?;
         Ok(Plan {
             id,
             mode: spec.mode,

@@ -161,6 +161,30 @@ pub fn partitions_of<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     Ok(partitions)
 }
 
+/// Parses `from` and `to` as typed, checks their order and resolves them against `topic`.
+pub fn resolve_typed(
+    kafka: &herald_kafka::KafkaConfig,
+    topic: &str,
+    from: &str,
+    to: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Resolved, ReplayError> {
+    let from = Bound::parse(from, now)?;
+    let to = to.map(|t| Bound::parse(t, now)).transpose()?;
+    check_order(&from, to.as_ref())?;
+    resolve(&committed_reader(kafka)?, topic, &from, to.as_ref())
+}
+
+/// A client for metadata and offset lookups that sees what a `read_committed` consumer sees:
+/// the end of a partition is then its last stable offset, and reaching it means every
+/// committed record below a range's end was read.
+pub fn committed_reader(kafka: &herald_kafka::KafkaConfig) -> Result<BaseConsumer, ReplayError> {
+    Ok(kafka
+        .client_config()
+        .set("isolation.level", "read_committed")
+        .create()?)
+}
+
 /// Resolves `from` and `to` (the end of each partition now when absent) into offsets.
 pub fn resolve(
     consumer: &BaseConsumer,

@@ -17,6 +17,9 @@ pub mod left {
     pub const NO_ORIGINAL_TOPIC: &str = "no_original_topic";
     /// `herald dlq redrive`: already redriven `--max-redrives` times.
     pub const MAX_REDRIVES: &str = "max_redrives";
+    /// `herald dlq redrive`: redriven before, and back in the DLQ as a newer record (which
+    /// is the one redriven, with its count).
+    pub const REDRIVEN_BEFORE: &str = "redriven_before";
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -175,6 +175,24 @@ impl Poison {
         self.identity = Some(request.identity());
         self
     }
+
+    /// Whether the event was recorded in the dedupe ledger before it failed: only rendering
+    /// fails after deduplication.
+    fn after_dedupe(&self) -> bool {
+        self.stage == RENDER_STAGE
+    }
+}
+
+/// The DLQ stage of a template that is missing or does not render.
+const RENDER_STAGE: &str = "render";
+
+/// The dedupe ledger's key of an event: its id, or for a release from the schedule the id and
+/// the time it was due (a release is the same event a second time, on purpose).
+fn dedupe_key(event_id: &str, released: Option<DateTime<Utc>>) -> String {
+    match released {
+        Some(due) => format!("{event_id}#scheduled@{}", due.timestamp_millis()),
+        None => event_id.to_owned(),
+    }
 }
 
 /// Cached by (tenant, key): profiles by user id, defaults by category, templates by id.
@@ -284,6 +302,18 @@ impl Router {
                     event_id = poison.identity.as_ref().map(|i| i.event_id.as_str()),
                     "event dead-lettered"
                 );
+                // An event dead-lettered after it was recorded did not finish: forgotten, a
+                // redrive of it from the DLQ is routed. (Should this batch abort, its retry
+                // records the event again from the same record.)
+                if poison.after_dedupe()
+                    && let Some(identity) = &poison.identity
+                {
+                    let key = dedupe_key(&identity.event_id, input.scheduled_for());
+                    self.dedupe
+                        .forget(&identity.tenant, &key)
+                        .await
+                        .map_err(Transient::Store)?;
+                }
                 self.dead_letter_with_status(input, poison).await
             }
             Err(transient) => Err(transient),
@@ -319,10 +349,7 @@ impl Router {
         // A replayed event is deduplicated like any other: a `recover` replay keeps the id
         // (only what never got through goes through), a `resend` replay derives a new one
         // (guarantee 7).
-        let dedupe_id = match released {
-            Some(due) => format!("{}#scheduled@{}", request.event_id, due.timestamp_millis()),
-            None => request.event_id.clone(),
-        };
+        let dedupe_id = dedupe_key(&request.event_id, released);
         let seen = self
             .dedupe
             .check_and_record(&request.tenant, &dedupe_id, &input.source())
@@ -611,7 +638,7 @@ impl Router {
         targets: &[Target],
     ) -> Result<Result<Vec<Rendered>, Poison>, Transient> {
         let rows = self.template_rows(request).await?;
-        let unknown = |what: String| Poison::new("render", "unknown_template", what);
+        let unknown = |what: String| Poison::new(RENDER_STAGE, "unknown_template", what);
         if rows.is_empty() {
             return Ok(Err(unknown(format!(
                 "template {}/{} does not exist",
@@ -655,7 +682,13 @@ impl Router {
                     },
                     locale: key.locale,
                 }),
-                Err(e) => return Ok(Err(Poison::new("render", "render_error", e.to_string()))),
+                Err(e) => {
+                    return Ok(Err(Poison::new(
+                        RENDER_STAGE,
+                        "render_error",
+                        e.to_string(),
+                    )));
+                }
             }
         }
         Ok(Ok(rendered))

@@ -41,6 +41,8 @@ type Check = (String, String, String);
 #[derive(Debug, Clone)]
 pub struct DedupeLedger {
     checks: Batcher<Check, Seen>,
+    session: Arc<Session>,
+    forget: PreparedStatement,
 }
 
 #[derive(Debug)]
@@ -63,8 +65,13 @@ impl DedupeLedger {
                 "INSERT INTO {table} (tenant, event_id, first_seen, source) VALUES (?, ?, ?, ?)"
             ))
             .await?;
+        let forget = session
+            .prepare(format!(
+                "DELETE FROM {table} WHERE tenant = ? AND event_id = ?"
+            ))
+            .await?;
         let statements = Arc::new(Statements {
-            session,
+            session: session.clone(),
             select,
             insert,
         });
@@ -72,7 +79,11 @@ impl DedupeLedger {
             let statements = statements.clone();
             async move { statements.check_all(checks).await }
         });
-        Ok(Self { checks })
+        Ok(Self {
+            checks,
+            session,
+            forget,
+        })
     }
 
     /// Records `event_id` as seen in record `source` (e.g. `requested/3/1207`) unless it was
@@ -86,6 +97,16 @@ impl DedupeLedger {
         self.checks
             .get((tenant.to_owned(), event_id.to_owned(), source.to_owned()))
             .await
+    }
+
+    /// Forgets `event_id`: for an event that was dead-lettered after it was recorded, which
+    /// never finished, so that a redrive of it from the DLQ is routed rather than taken for a
+    /// duplicate (while a second redrive, once the first got through, still is one).
+    pub async fn forget(&self, tenant: &str, event_id: &str) -> Result<(), StoreError> {
+        self.session
+            .execute_unpaged(&self.forget, (tenant, event_id))
+            .await?;
+        Ok(())
     }
 }
 

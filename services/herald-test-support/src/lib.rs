@@ -123,6 +123,14 @@ pub struct Run {
 }
 
 impl Run {
+    /// Stdout as one JSON document, after checking that the command succeeded (the `--json`
+    /// output of `herald replay` and `herald dlq`).
+    pub fn json(&self) -> serde_json::Value {
+        self.assert_code(0);
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("{e}: stdout is not one JSON document:\n{}", self.stdout))
+    }
+
     pub fn assert_code(&self, code: i32) -> &Self {
         assert_eq!(
             self.code, code,

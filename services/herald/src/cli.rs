@@ -58,6 +58,10 @@ pub(crate) enum Command {
     /// resumable: `recover` keeps ids (only what never finished goes through), `resend`
     /// derives new ones (everything matched is processed again, once).
     Replay(Box<ReplayArgs>),
+    /// Inspect the DLQ (`list`, `show`) and send its records back to the topics they came
+    /// from (`redrive`), through the same exactly-once, resumable machinery as `replay`.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +128,7 @@ impl Command {
             Command::Bench(_) => "bench",
             Command::Config(_) => "config",
             Command::Replay(_) => "replay",
+            Command::Dlq(_) => "dlq",
             Command::Api => "api",
             Command::Apikey(_) => "apikey",
         }
@@ -376,4 +381,73 @@ pub(crate) struct ReplayArgs {
     /// Print the final report as one JSON object instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// DLQ records grouped by stage, error class and original topic: count, first and last
+    /// time, one example each.
+    List(DlqListArgs),
+    /// One DLQ record (PARTITION:OFFSET) with its headers and, when it decodes, its value.
+    Show(DlqShowArgs),
+    /// Send matching DLQ records back to the topic each came from (its error headers), once:
+    /// a transaction per batch, resumable with `herald replay --resume <id>`. Event and
+    /// dispatch ids are kept (the dedupe and send ledgers stop what already got through). A
+    /// record that fails again returns to the DLQ with its redrive count; past
+    /// --max-redrives it stays there and is reported.
+    Redrive(DlqRedriveArgs),
+}
+
+/// Which DLQ records: a time or offset range and filters.
+#[derive(Debug, Args)]
+pub(crate) struct DlqSelection {
+    /// Start (included): an RFC 3339 time, a time ago (`2h`), PARTITION:OFFSET[,...] or
+    /// `earliest`.
+    #[arg(long, default_value = "earliest")]
+    pub(crate) from: String,
+    /// End (excluded); the end of each partition by default.
+    #[arg(long)]
+    pub(crate) to: Option<String>,
+    /// Only records of this tenant (repeatable).
+    #[arg(long = "tenant")]
+    pub(crate) tenants: Vec<String>,
+    /// Only records dead-lettered by this stage (decode, validate, render, deliver).
+    #[arg(long = "stage")]
+    pub(crate) stages: Vec<String>,
+    /// Only records with this error class.
+    #[arg(long = "class")]
+    pub(crate) classes: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DlqListArgs {
+    #[command(flatten)]
+    pub(crate) selection: DlqSelection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DlqShowArgs {
+    /// The record's position, PARTITION:OFFSET (as `list` and `tail` print them).
+    pub(crate) position: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DlqRedriveArgs {
+    #[command(flatten)]
+    pub(crate) selection: DlqSelection,
+    /// Leave a record in the DLQ (and report it) once it has been redriven this many times.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) max_redrives: u32,
+    /// Read and filter, write nothing; print what would be redriven.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Redrive at most this many records per second.
+    #[arg(long)]
+    pub(crate) rate: Option<std::num::NonZeroU32>,
+    /// Name the redrive (it is a replay: `herald replay --resume <id>` continues it).
+    #[arg(long)]
+    pub(crate) id: Option<String>,
 }

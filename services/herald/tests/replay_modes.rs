@@ -10,18 +10,13 @@ use std::time::Duration;
 
 use herald_contracts::headers;
 use herald_test_support::kafka::create_topic;
-use herald_test_support::{HeraldEnv, Run, TEST_PARTITIONS, invoice_requests};
+use herald_test_support::{HeraldEnv, TEST_PARTITIONS, invoice_requests};
 use tokio_util::sync::CancellationToken;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const WAIT: Duration = Duration::from_secs(180);
 const EVENTS: usize = 2_000;
 const SEEN: usize = 1_500;
-
-fn report(run: &Run) -> serde_json::Value {
-    run.assert_code(0);
-    serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
-}
 
 /// (event id, status, reason) → how many statuses say so.
 fn tally(statuses: &[serde_json::Value]) -> BTreeMap<(String, String, String), usize> {
@@ -59,23 +54,25 @@ async fn recover_routes_only_the_lost_and_resend_routes_everything_once() {
     env.tail_until(&status, SEEN, WAIT);
 
     // Recover: the 500 the router never saw are routed; the 1,500 are duplicates.
-    let recover = report(&env.run(
-        &[
-            "replay",
-            "--topic",
-            &side,
-            "--into",
-            "notifications.requested",
-            "--from",
-            "earliest",
-            "--mode",
-            "recover",
-            "--id",
-            "rec",
-            "--json",
-        ],
-        None,
-    ));
+    let recover = env
+        .run(
+            &[
+                "replay",
+                "--topic",
+                &side,
+                "--into",
+                "notifications.requested",
+                "--from",
+                "earliest",
+                "--mode",
+                "recover",
+                "--id",
+                "rec",
+                "--json",
+            ],
+            None,
+        )
+        .json();
     assert_eq!(recover["written"], EVENTS);
     let statuses = env.tail_until(&status, SEEN + EVENTS, WAIT);
     let counts = tally(&statuses);
@@ -98,24 +95,26 @@ async fn recover_routes_only_the_lost_and_resend_routes_everything_once() {
     assert_eq!(from_replay, EVENTS);
 
     // Resend: everything again, under derived ids.
-    let resend = report(&env.run(
-        &[
-            "replay",
-            "--topic",
-            &side,
-            "--into",
-            "notifications.requested",
-            "--from",
-            "earliest",
-            "--mode",
-            "resend",
-            "--yes",
-            "--id",
-            "res",
-            "--json",
-        ],
-        None,
-    ));
+    let resend = env
+        .run(
+            &[
+                "replay",
+                "--topic",
+                &side,
+                "--into",
+                "notifications.requested",
+                "--from",
+                "earliest",
+                "--mode",
+                "resend",
+                "--yes",
+                "--id",
+                "res",
+                "--json",
+            ],
+            None,
+        )
+        .json();
     assert_eq!(resend["written"], EVENTS);
     let statuses = env.tail_until(&status, SEEN + 2 * EVENTS, WAIT);
     let counts = tally(&statuses);
@@ -130,10 +129,12 @@ async fn recover_routes_only_the_lost_and_resend_routes_everything_once() {
 
     // The same resend again: resuming it copies nothing, and replaying its copies (the ids
     // already derived) only finds duplicates.
-    let again = report(&env.run(&["replay", "--resume", "res", "--json"], None));
+    let again = env
+        .run(&["replay", "--resume", "res", "--json"], None)
+        .json();
     assert_eq!(again["written"], 0, "{again}");
-    let copies = report(
-        &env.run(
+    let copies = env
+        .run(
             &[
                 "replay",
                 "--topic",
@@ -158,8 +159,8 @@ async fn recover_routes_only_the_lost_and_resend_routes_everything_once() {
                 .unwrap(),
             ],
             None,
-        ),
-    );
+        )
+        .json();
     assert_eq!(copies["written"], EVENTS);
     let statuses = env.tail_until(&status, SEEN + 3 * EVENTS, WAIT);
     let counts = tally(&statuses);

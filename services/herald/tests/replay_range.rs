@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use herald_contracts::headers;
 use herald_test_support::kafka::{TimedRecord, create_topic, end_offsets, produce_timed, read_raw};
-use herald_test_support::{HeraldEnv, Run, TEST_PARTITIONS, invoice_requests};
+use herald_test_support::{HeraldEnv, TEST_PARTITIONS, invoice_requests};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 /// 2026-11-30T00:00:00Z.
@@ -17,11 +17,6 @@ fn rfc3339(millis: i64) -> String {
     chrono::DateTime::from_timestamp_millis(millis)
         .unwrap()
         .to_rfc3339()
-}
-
-fn report(run: &Run) -> serde_json::Value {
-    run.assert_code(0);
-    serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 
 /// The end offsets of each topic, to see that nothing was written.
@@ -84,7 +79,7 @@ async fn time_and_offset_boundaries_are_exact() {
         ],
         None,
     );
-    let summary = report(&run);
+    let summary = run.json();
     assert_eq!(summary["matched"], 10, "{summary}");
     assert_eq!(summary["written"], 10);
     let copied = read_raw(&kafka, &by_time);
@@ -113,25 +108,29 @@ async fn time_and_offset_boundaries_are_exact() {
     // Offsets: partition 0 from offset 2 up to (not including) 5: records 6, 9 and 12.
     let by_offset = format!("{}.by_offset", env.name);
     create_topic(&kafka, &by_offset, TEST_PARTITIONS).await;
-    let summary = report(&env.run(
-        &[
-            "replay", "--topic", &source, "--into", &by_offset, "--mode", "recover", "--from",
-            "0:2", "--to", "0:5", "--json",
-        ],
-        None,
-    ));
+    let summary = env
+        .run(
+            &[
+                "replay", "--topic", &source, "--into", &by_offset, "--mode", "recover", "--from",
+                "0:2", "--to", "0:5", "--json",
+            ],
+            None,
+        )
+        .json();
     assert_eq!(summary["by_partition"], serde_json::json!({"0": 3}));
     assert_eq!(values(&read_raw(&kafka, &by_offset)), ["v06", "v09", "v12"]);
 
     // A relative --from with the default --to: everything stamped in the last hour, which
     // none of these records is; the replay ends at once.
-    let summary = report(&env.run(
-        &[
-            "replay", "--topic", &source, "--into", &by_offset, "--mode", "recover", "--from",
-            "1h", "--json",
-        ],
-        None,
-    ));
+    let summary = env
+        .run(
+            &[
+                "replay", "--topic", &source, "--into", &by_offset, "--mode", "recover", "--from",
+                "1h", "--json",
+            ],
+            None,
+        )
+        .json();
     assert_eq!(summary["matched"], 0, "{summary}");
 }
 
@@ -200,7 +199,9 @@ async fn filters_select_exactly_and_a_dry_run_counts_what_the_run_copies() {
 
         let watched = [requested.clone(), into.clone(), topics.replays()];
         let before = ends_of(&kafka, &watched);
-        let dry = report(&env.run(&[args.as_slice(), &["--dry-run"]].concat(), None));
+        let dry = env
+            .run(&[args.as_slice(), &["--dry-run"]].concat(), None)
+            .json();
         let after = ends_of(&kafka, &watched);
         assert_eq!(before, after, "a dry run writes nothing");
         assert_eq!(dry["dry_run"], true);
@@ -208,7 +209,7 @@ async fn filters_select_exactly_and_a_dry_run_counts_what_the_run_copies() {
         assert!(dry["examples"].as_array().unwrap().len() <= 5);
         assert_eq!(dry["by_category"]["billing.invoice_ready"], expected.len());
 
-        let real = report(&env.run(&args, None));
+        let real = env.run(&args, None).json();
         for count in ["matched", "written", "by_partition", "by_tenant"] {
             assert_eq!(dry[count], real[count], "{count}: {dry} vs {real}");
         }

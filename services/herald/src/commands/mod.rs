@@ -4,6 +4,7 @@ mod apikey;
 mod bench;
 mod config;
 mod db;
+mod dlq;
 mod produce;
 mod replay;
 mod schemas;
@@ -26,6 +27,7 @@ pub(crate) async fn run(command: Command, config: HeraldConfig) -> anyhow::Resul
         Command::Tail(args) => tail::run(&config, &args).await,
         Command::Seed(args) => seed::run(&config, &args).await,
         Command::Replay(args) => replay::run(&config, &args).await,
+        Command::Dlq(command) => dlq::run(&config, &command).await,
         Command::Bench(bench_command) => bench::run(&config, &bench_command).await,
         Command::Config(ConfigCommand::Check(args)) => Ok(config::check(&config, &args).await),
         Command::Apikey(ApikeyCommand::Create(args)) => apikey::create(&config, &args).await,

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -99,8 +99,8 @@ fn partitions_of(
     Ok(partitions)
 }
 
-/// One record as a JSON line.
-async fn render(codec: &Codec, message: &BorrowedMessage<'_>) -> serde_json::Value {
+/// One record as a JSON line (also `herald dlq show`).
+pub(crate) async fn render<M: Message>(codec: &Codec, message: &M) -> serde_json::Value {
     let headers: serde_json::Map<String, serde_json::Value> = message
         .headers()
         .map(|h| {
