@@ -9,6 +9,7 @@ pub mod apikey;
 pub mod auth;
 pub mod categories;
 pub mod manage;
+pub mod preview;
 pub mod problem;
 pub mod send;
 pub mod webhooks;
@@ -69,6 +70,7 @@ pub struct AppState {
     pub categories: Categories,
     pub push_tokens: PushTokens,
     pub webhooks: Webhooks,
+    pub preview: preview::PreviewConfig,
     pub body_limit: usize,
 }
 
@@ -115,6 +117,10 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route(
             "/v1/users/{user_id}/webhooks/{id}/rotate",
             post(webhooks::rotate),
+        )
+        .route(
+            "/v1/templates/{template_id}/preview",
+            post(preview::preview),
         )
         .route(
             "/v1/categories/{category}",
@@ -216,6 +222,9 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         categories,
         push_tokens,
         webhooks,
+        preview: preview::PreviewConfig {
+            default_locale: config.router.default_locale.clone(),
+        },
         body_limit: config.api.body_limit,
     };
     let listener = bind(config.api.listen).await?;

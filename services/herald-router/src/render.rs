@@ -13,6 +13,7 @@ use std::fmt;
 use handlebars::template::TemplateElement;
 use handlebars::{Handlebars, RenderErrorReason, Template};
 use herald_contracts::{Channel, RenderedContent};
+use herald_store::directory::TemplateRow;
 
 use crate::sms::sms_shape;
 
@@ -491,6 +492,30 @@ pub fn locale_chain(locale: &str) -> Vec<String> {
     }
     push(DEFAULT_LOCALE);
     chain
+}
+
+/// The template row that renders `channel`: of the pinned version, or else of the newest
+/// version that has a part for this channel in a locale of the chain (a new version published
+/// for one channel does not take the others with it); within the version, the most specific
+/// locale.
+pub fn template_for<'r>(
+    rows: &'r [TemplateRow],
+    pinned: Option<i32>,
+    channel: herald_contracts::Channel,
+    chain: &[String],
+) -> Option<&'r TemplateRow> {
+    let in_chain = |row: &TemplateRow| chain.iter().any(|l| l.eq_ignore_ascii_case(&row.locale));
+    let usable = || {
+        rows.iter()
+            .filter(move |r| r.channel == Some(channel) && in_chain(r))
+    };
+    let version = match pinned {
+        Some(v) => v,
+        None => usable().map(|r| r.version).max()?,
+    };
+    chain.iter().find_map(|locale| {
+        usable().find(|r| r.version == version && r.locale.eq_ignore_ascii_case(locale))
+    })
 }
 
 #[cfg(test)]

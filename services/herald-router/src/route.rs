@@ -29,7 +29,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::decide::{Decision, Target, decide};
 use crate::quiet_hours::{QuietHours, quiet_until};
-use crate::render::{Renderer, TemplateKey, TemplateSource, locale_chain};
+use crate::render::{Renderer, TemplateKey, TemplateSource, locale_chain, template_for};
 use herald_runtime::cache::TtlCache;
 
 /// A consumed record, as the router sees it.
@@ -930,30 +930,6 @@ fn fallback_request(
         send_at: None,
         ..request.clone()
     }
-}
-
-/// The template row that renders `channel`: of the pinned version, or else of the newest
-/// version that has a part for this channel in a locale of the chain (a new version published
-/// for one channel does not take the others with it); within the version, the most specific
-/// locale.
-fn template_for<'r>(
-    rows: &'r [TemplateRow],
-    pinned: Option<i32>,
-    channel: herald_contracts::Channel,
-    chain: &[String],
-) -> Option<&'r TemplateRow> {
-    let in_chain = |row: &TemplateRow| chain.iter().any(|l| l.eq_ignore_ascii_case(&row.locale));
-    let usable = || {
-        rows.iter()
-            .filter(move |r| r.channel == Some(channel) && in_chain(r))
-    };
-    let version = match pinned {
-        Some(v) => v,
-        None => usable().map(|r| r.version).max()?,
-    };
-    chain.iter().find_map(|locale| {
-        usable().find(|r| r.version == version && r.locale.eq_ignore_ascii_case(locale))
-    })
 }
 
 /// The fallback channels an event id says were already taken (`e:fallback:sms:fallback:push`
