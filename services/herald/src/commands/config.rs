@@ -39,6 +39,7 @@ pub(crate) async fn check(config: &HeraldConfig, args: &ConfigCheckArgs) -> Exit
     println!("store.nodes = {:?}", config.store.nodes);
     println!("store.keyspace = {}", config.store.keyspace);
     println!("admin.listen = {}", config.admin.listen);
+    println!("api.listen = {}", config.api.listen);
     println!(
         "telemetry.otlp_endpoint = {}",
         config
