@@ -73,6 +73,23 @@ pub(crate) enum BenchCommand {
     /// the delivery worker, in this process, against a local sink that answers 200 at once.
     /// Creates its own topics and keyspace (`bench<time>`).
     Deliver(BenchDeliverArgs),
+    /// Produce records, then time a transactional copy of them (the baseline) and `herald
+    /// replay` (recover mode, no filter) on the same topics, in this process. Creates its own
+    /// topics (`bench<time>`).
+    Replay(BenchReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchReplayArgs {
+    /// Records to produce and replay.
+    #[arg(long, default_value_t = 500_000)]
+    pub(crate) records: usize,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 12)]
+    pub(crate) partitions: i32,
+    /// Replication factor of the bench topics (1 on a single broker).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) replication_factor: i32,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 mod baseline;
 mod deliver;
 mod lag;
+mod replay;
 mod router;
 
 use std::process::ExitCode;
@@ -16,5 +17,6 @@ pub(crate) async fn run(config: &HeraldConfig, command: &BenchCommand) -> anyhow
     match command {
         BenchCommand::Router(args) => router::run(config, args).await,
         BenchCommand::Deliver(args) => deliver::run(config, args).await,
+        BenchCommand::Replay(args) => replay::run(config, args).await,
     }
 }
