@@ -35,6 +35,9 @@ pub const SCHEDULER_BUCKET_FAILURES: &str = "herald_scheduler_bucket_failures_to
 /// Scheduler: shards of minute buckets recorded as failed and waiting for a retry, as a sweep
 /// found them.
 pub const SCHEDULER_RETRY_BUCKETS: &str = "herald_scheduler_retry_buckets";
+/// Scheduler: releases whose publish timed out after it may have reached the broker; the retry
+/// may publish a second copy, which the router drops by deduplication.
+pub const SCHEDULER_AMBIGUOUS_PUBLISHES: &str = "herald_scheduler_ambiguous_publishes_total";
 
 /// Every consumer: records not yet consumed per partition (last stable offset minus the
 /// consumer's position), by topic and partition; from librdkafka statistics.

@@ -17,18 +17,20 @@
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, future, stream};
 use rdkafka::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use herald_contracts::headers;
 use herald_kafka::RenewingProducer;
 use herald_runtime::metric_names::{
-    SCHEDULER_BUCKET_FAILURES, SCHEDULER_RELEASE_DELAY_SECONDS, SCHEDULER_RELEASED,
-    SCHEDULER_RETRY_BUCKETS, SCHEDULER_SWEEP_ERRORS,
+    SCHEDULER_AMBIGUOUS_PUBLISHES, SCHEDULER_BUCKET_FAILURES, SCHEDULER_RELEASE_DELAY_SECONDS,
+    SCHEDULER_RELEASED, SCHEDULER_RETRY_BUCKETS, SCHEDULER_SWEEP_ERRORS,
 };
 use herald_store::StoreError;
 use herald_store::schedule::{Schedule, ScheduledItem, ShardBucket, minute_of};
@@ -67,7 +69,39 @@ pub struct Scheduler {
     owner: String,
     interval: Duration,
     lease: Duration,
+    /// Items this instance published but could not delete (the delete failed or timed out),
+    /// by row, with the claim marker they were published under: a later sweep that finds one
+    /// still claimed with that marker only deletes it; publishing it again would be a second
+    /// copy.
+    published: Mutex<HashMap<RowKey, Published>>,
 }
+
+/// A schedule row's primary key.
+type RowKey = (i64, i32, DateTime<Utc>, String);
+
+fn row_key(item: &ScheduledItem) -> RowKey {
+    (
+        item.bucket,
+        item.shard,
+        item.item.due_at,
+        item.item.event_id.clone(),
+    )
+}
+
+#[derive(Debug)]
+struct Published {
+    item: ScheduledItem,
+    marker: String,
+    at: DateTime<Utc>,
+}
+
+/// Attempts at deleting a released item, and the pause before the second (doubling after).
+const REMOVE_ATTEMPTS: u32 = 4;
+const REMOVE_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long a published-but-not-deleted entry is kept: a delete that failed may have been
+/// applied, and then no sweep finds the row again to clear the entry.
+const PUBLISHED_MEMORY: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,6 +181,7 @@ impl Scheduler {
             owner,
             interval,
             lease,
+            published: Mutex::new(HashMap::new()),
         })
     }
 
@@ -179,6 +214,7 @@ impl Scheduler {
         now: DateTime<Utc>,
         shutdown: &CancellationToken,
     ) -> Result<Sweep, SchedulerError> {
+        let finished = self.finish_published(now).await;
         let Some(cursor) = self.schedule.cursor().await? else {
             self.schedule.init_cursor(now).await?;
             return Ok(Sweep::default());
@@ -229,7 +265,10 @@ impl Scheduler {
             .collect()
             .await;
 
-        let mut done = Sweep::default();
+        let mut done = Sweep {
+            released: finished,
+            ..Sweep::default()
+        };
         // Per forward bucket, the shards that need no more reading from the cursor's side:
         // emptied, or failed and recorded for retry.
         let mut settled: HashMap<i64, i32> = HashMap::new();
@@ -350,6 +389,11 @@ impl Scheduler {
         item: &ScheduledItem,
         now: DateTime<Utc>,
     ) -> Result<bool, SchedulerError> {
+        if let Some(marker) = self.published_under(item) {
+            // Published by an earlier sweep of ours whose delete failed: only the delete is
+            // left.
+            return self.remove(item, &marker, now).await;
+        }
         // Our own earlier claim (a publish that failed on a previous tick) is ours to retry.
         let lease = if item
             .claimed_by
@@ -371,6 +415,12 @@ impl Scheduler {
         else {
             return Ok(false);
         };
+        self.publish(item).await?;
+        self.remove(item, &marker, now).await
+    }
+
+    /// Publishes an item to the requested topic, marked with the time it was due.
+    async fn publish(&self, item: &ScheduledItem) -> Result<(), SchedulerError> {
         let due = &item.item;
         let due_millis = due.due_at.timestamp_millis().to_string();
         let record_headers = due
@@ -393,19 +443,119 @@ impl Scheduler {
             .headers(record_headers);
         let client = self.producer.lease();
         if let Err((e, _)) = client.producer.send(record, PUBLISH_TIMEOUT).await {
+            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut) {
+                // It may have been written: the retry may publish a second copy, which the
+                // router drops (it deduplicates releases by event id and due time).
+                metrics::counter!(SCHEDULER_AMBIGUOUS_PUBLISHES).increment(1);
+                tracing::warn!(event_id = %due.event_id, "a release's publish timed out and may have been written; it is published again");
+            }
             self.producer.failed(&client, &e)?;
             return Err(e.into());
         }
-        if !self.schedule.remove(item, &marker).await? {
-            // Taken over meanwhile: the other scheduler publishes it again, and the router
-            // drops that second copy.
-            tracing::warn!(event_id = %due.event_id, "schedule claim was taken over during release");
+        Ok(())
+    }
+
+    /// Deletes a published item under the claim it was published with, trying again at once
+    /// on a failure: until the delete lands, the item's claim ages, and another scheduler
+    /// takes it over (and publishes it again) once the claim is older than the lease. A delete
+    /// that still fails is remembered, and tried again at the start of every sweep.
+    async fn remove(
+        &self,
+        item: &ScheduledItem,
+        marker: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, SchedulerError> {
+        let due = &item.item;
+        let mut failed_before = false;
+        let mut pause = REMOVE_RETRY_PAUSE;
+        for attempt in 1.. {
+            match self.schedule.remove(item, marker).await {
+                Ok(true) => break,
+                // After a failed attempt, the row may be gone because that attempt landed.
+                Ok(false) if failed_before => break,
+                Ok(false) => {
+                    // Taken over meanwhile: the other scheduler publishes it again, and the
+                    // router drops that second copy.
+                    tracing::warn!(event_id = %due.event_id, "schedule claim was taken over during release");
+                    break;
+                }
+                Err(e) if attempt >= REMOVE_ATTEMPTS => {
+                    self.remember_published(item, marker);
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    tracing::debug!(event_id = %due.event_id, error = %e, "deleting a released item failed; trying again");
+                    failed_before = true;
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
         }
+        self.forget_published(item);
         metrics::counter!(SCHEDULER_RELEASED).increment(1);
         metrics::histogram!(SCHEDULER_RELEASE_DELAY_SECONDS)
             .record((now - due.due_at).as_seconds_f64().max(0.0));
         tracing::debug!(event_id = %due.event_id, due_at = %due.due_at, "released a deferred notification");
         Ok(true)
+    }
+
+    /// Deletes the items this instance published but could not delete, before a sweep reads
+    /// the schedule again, and counts them. Stops at the first failure (the database is still
+    /// failing).
+    async fn finish_published(&self, now: DateTime<Utc>) -> usize {
+        let pending: Vec<(ScheduledItem, String)> = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|p| (p.item.clone(), p.marker.clone()))
+            .collect();
+        let mut finished = 0;
+        for (item, marker) in pending {
+            if self.remove(&item, &marker, now).await.is_err() {
+                break;
+            }
+            finished += 1;
+        }
+        finished
+    }
+
+    /// The claim marker this instance published the item under, if it did and the row still
+    /// carries that claim.
+    fn published_under(&self, item: &ScheduledItem) -> Option<String> {
+        let published = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let entry = published.get(&row_key(item))?;
+        (item.claimed_by.as_deref() == Some(entry.marker.as_str())).then(|| entry.marker.clone())
+    }
+
+    fn remember_published(&self, item: &ScheduledItem, marker: &str) {
+        let now = Utc::now();
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        published.retain(|_, p| now - p.at < PUBLISHED_MEMORY);
+        published.insert(
+            row_key(item),
+            Published {
+                item: item.clone(),
+                marker: marker.to_owned(),
+                at: now,
+            },
+        );
+    }
+
+    fn forget_published(&self, item: &ScheduledItem) {
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !published.is_empty() {
+            published.remove(&row_key(item));
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod kafka;
 pub mod keys;
 pub mod otlp;
+pub mod proxy;
 pub mod smtp;
 pub mod standin;
 

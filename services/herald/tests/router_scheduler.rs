@@ -12,7 +12,8 @@ use futures::{StreamExt, TryStreamExt};
 use herald_contracts::headers;
 use herald_router::scheduler::Scheduler;
 use herald_store::schedule::{Deferred, Schedule, ShardBucket, minute_of, shard_of};
-use herald_test_support::{HeraldEnv, unhex};
+use herald_test_support::proxy::{TcpProxy, cql_session_via};
+use herald_test_support::{HeraldEnv, Stack, unhex};
 use scylla::client::session::Session;
 use tokio_util::sync::CancellationToken;
 
@@ -211,6 +212,12 @@ fn released_counts(released: &[serde_json::Value]) -> BTreeMap<usize, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_thousand_items_due_in_one_minute_are_each_released_exactly_once() {
     const ITEMS: usize = 50_000;
+    // The schedulers run in this process: their warnings (a publish that timed out, a claim
+    // taken over) explain a failure here.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn,herald_router=info")
+        .try_init();
     let env = HeraldEnv::new(HERALD, "scheduler_scale");
     env.prepare(true);
     let store = env.store_config();
@@ -536,6 +543,127 @@ async fn changing_the_shard_count_hides_no_item() {
     );
     let seen = released_counts(&env.read_all(&topic));
     assert_eq!(seen.len(), 200);
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "released more than once: {seen:?}"
+    );
+}
+
+/// How many rows of a bucket some scheduler has claimed.
+async fn claimed_in(session: &Session, keyspace: &str, bucket: i64, shards: i32) -> usize {
+    let select =
+        format!("SELECT claimed_by FROM {keyspace}.schedule WHERE bucket = ? AND shard = ?");
+    let mut claimed = 0;
+    for shard in 0..shards {
+        let rows = session
+            .query_unpaged(select.as_str(), (bucket, shard))
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap();
+        claimed += rows
+            .rows::<(Option<String>,)>()
+            .unwrap()
+            .filter(|row| row.as_ref().unwrap().0.is_some())
+            .count();
+    }
+    claimed
+}
+
+/// A release whose delete is lost after its publish succeeded (the database never gets the
+/// request, the driver times it out) is finished by the next sweep with the delete alone:
+/// publishing it again would put a second copy on the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_whose_delete_was_lost_is_deleted_not_published_again() {
+    const ITEMS: usize = 20;
+    let env = HeraldEnv::new(HERALD, "scheduler_lost_delete");
+    env.prepare(true);
+    let store = env.store_config();
+    let direct = herald_store::connect_keyspace(&store).await.unwrap();
+    let stack = Stack::from_env();
+    let node: std::net::SocketAddr = stack.cql.parse().unwrap();
+    let proxy = TcpProxy::start(node).await;
+    let via_proxy = cql_session_via(&proxy, node, Duration::from_secs(2)).await;
+    let schedule = Schedule::prepare(Arc::new(via_proxy), &store)
+        .await
+        .unwrap();
+
+    let minute = minute_of(Utc::now()) - 2;
+    let minute_start = chrono::DateTime::from_timestamp(minute * 60, 0).unwrap();
+    let deferred_at = minute_start - TimeDelta::minutes(1);
+    schedule.init_cursor(deferred_at).await.unwrap();
+    // All in one shard: a sweep releases the items of a shard at once (up to its limit), and
+    // only a few shards at a time.
+    let shards = i32::from(schedule.shards());
+    for (n, i) in ids_in_shard(0, schedule.shards(), 0, ITEMS)
+        .into_iter()
+        .enumerate()
+    {
+        let due = minute_start + TimeDelta::seconds(i64::try_from(n).unwrap());
+        schedule.defer(&item(i, due), deferred_at).await.unwrap();
+    }
+
+    let topic = env.topics().requested();
+    let scheduler = Arc::new(
+        Scheduler::new(
+            schedule.clone(),
+            env.kafka_config().producer_config(),
+            topic.clone(),
+            "scheduler-a".into(),
+            Duration::from_millis(200),
+            Duration::from_secs(30),
+        )
+        .unwrap(),
+    );
+    // With the broker frozen, the sweep claims every item and its publishes wait; once all are
+    // claimed, the database stops getting requests and the broker runs again: the publishes
+    // succeed and the deletes after them are lost.
+    let frozen = stack.freeze_broker();
+    let sweep = tokio::spawn({
+        let scheduler = scheduler.clone();
+        async move { scheduler.sweep(Utc::now()).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while claimed_in(&direct, &store.keyspace, minute, shards).await < ITEMS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep did not claim every item"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.drop_requests(true);
+    drop(frozen);
+    // The sweep fails as a whole or records the shard as failed, depending on which of its
+    // last writes (the cursor, the failed shard) it tries first; either way no release ended.
+    let first = sweep.await.unwrap();
+    assert!(
+        first
+            .as_ref()
+            .map_or(true, |s| s.released == 0 && s.failed > 0),
+        "{first:?}"
+    );
+    let published = env.read_all(&topic);
+    assert_eq!(
+        published.len(),
+        ITEMS,
+        "every item published by the first sweep"
+    );
+    assert_eq!(
+        scheduled_in(&direct, &store.keyspace, minute, shards).await,
+        i64::try_from(ITEMS).unwrap(),
+        "the deletes were lost"
+    );
+
+    proxy.drop_requests(false);
+    let second = scheduler.sweep(Utc::now()).await.unwrap();
+    assert_eq!(second.released, ITEMS, "{second:?}");
+    assert_eq!(
+        scheduled_in(&direct, &store.keyspace, minute, shards).await,
+        0
+    );
+    let released = env.read_all(&topic);
+    let seen = released_counts(&released);
+    assert_eq!(seen.len(), ITEMS);
     assert!(
         seen.values().all(|n| *n == 1),
         "released more than once: {seen:?}"
