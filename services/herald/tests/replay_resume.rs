@@ -16,23 +16,8 @@ const KILLS: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_killed_and_resumed_copies_each_record_once() {
-    let env = HeraldEnv::new(HERALD, "replay_kill");
-    env.prepare(false);
+    let (env, source, into) = source_and_copies("replay_kill", RECORDS).await;
     let kafka = env.kafka_config();
-    let source = format!("{}.source", env.name);
-    let into = format!("{}.copies", env.name);
-    create_topic(&kafka, &source, TEST_PARTITIONS).await;
-    create_topic(&kafka, &into, TEST_PARTITIONS).await;
-    let records: Vec<(Vec<u8>, Vec<u8>)> = (0..RECORDS)
-        .map(|i| {
-            (
-                format!("acme:u{}", i % 97).into_bytes(),
-                format!("r{i}").into_bytes(),
-            )
-        })
-        .collect();
-    produce_raw_many(&kafka, &source, &records);
-
     let id = "kill-resume";
     let group = kafka.group(&format!("herald-replay-{id}"));
     let start = [
@@ -56,16 +41,7 @@ async fn a_replay_killed_and_resumed_copies_each_record_once() {
     let last = env.run(&resume, None);
     last.assert_code(0);
 
-    let copies = read_raw(&kafka, &into);
-    let mut seen: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
-    for copy in &copies {
-        *seen.entry(copy.value.clone()).or_default() += 1;
-        assert_eq!(copy.header(headers::REPLAY_ID), Some(id));
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "copied more than once: {twice:?}");
-    assert_eq!(seen.len(), RECORDS, "every record copied");
-    assert_eq!(copies.len(), RECORDS);
+    assert_copied_once(&env, &into, id, RECORDS);
 }
 
 /// A random number below `n`, from the clock (no RNG crate needed for one number per kill).
@@ -75,4 +51,75 @@ fn fastrand_below(n: usize) -> usize {
         .unwrap()
         .subsec_nanos() as usize;
     nanos % n.max(1)
+}
+
+/// A test env with `records` records (values `r<i>`) in a topic of its own, and an empty
+/// topic for the copies.
+async fn source_and_copies(name: &str, records: usize) -> (HeraldEnv, String, String) {
+    let env = HeraldEnv::new(HERALD, name);
+    env.prepare(false);
+    let kafka = env.kafka_config();
+    let source = format!("{}.source", env.name);
+    let into = format!("{}.copies", env.name);
+    create_topic(&kafka, &source, TEST_PARTITIONS).await;
+    create_topic(&kafka, &into, TEST_PARTITIONS).await;
+    let records: Vec<(Vec<u8>, Vec<u8>)> = (0..records)
+        .map(|i| {
+            (
+                format!("acme:u{}", i % 97).into_bytes(),
+                format!("r{i}").into_bytes(),
+            )
+        })
+        .collect();
+    produce_raw_many(&kafka, &source, &records);
+    (env, source, into)
+}
+
+/// Every one of `records` source records is in `into` exactly once, copied by replay `id`.
+fn assert_copied_once(env: &HeraldEnv, into: &str, id: &str, records: usize) {
+    let copies = read_raw(&env.kafka_config(), into);
+    let mut seen: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    for copy in &copies {
+        *seen.entry(copy.value.clone()).or_default() += 1;
+        assert_eq!(copy.header(headers::REPLAY_ID), Some(id));
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "copied more than once: {twice:?}");
+    assert_eq!(seen.len(), records, "every record copied");
+    assert_eq!(copies.len(), records);
+}
+
+/// SIGTERM (what Ctrl-C does too): the open batch is committed, the run stops with exit code
+/// 1 and says it was interrupted; resuming finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_replay_says_so_and_resumes() {
+    let (env, source, into) = source_and_copies("replay_stop", 6_000).await;
+    let kafka = env.kafka_config();
+    let id = "stopped";
+    let group = kafka.group(&format!("herald-replay-{id}"));
+    let mut replay = env.spawn(
+        "replay",
+        &[
+            "replay", "--topic", &source, "--into", &into, "--from", "earliest", "--mode",
+            "recover", "--id", id, "--rate", "1000", "--json",
+        ],
+        &[],
+    );
+    wait_for("the replay under way", Duration::from_secs(60), || {
+        (committed_total(&kafka, &group, &source) >= 500).then_some(())
+    });
+    assert_eq!(replay.terminate(Duration::from_secs(30)), Some(1));
+    let report: serde_json::Value = serde_json::from_str(
+        replay
+            .log_text()
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .expect("a JSON report"),
+    )
+    .unwrap();
+    assert_eq!(report["interrupted"], true, "{report}");
+    let done = committed_total(&kafka, &group, &source);
+    assert!(done < 6_000, "stopped before the end ({done})");
+    env.run(&["replay", "--resume", id], None).assert_code(0);
+    assert_copied_once(&env, &into, id, 6_000);
 }
