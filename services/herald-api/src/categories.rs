@@ -18,13 +18,13 @@ use crate::AppState;
 use crate::apikey::Scope;
 use crate::auth::Caller;
 use crate::manage::{read_scope, store_problem, typed};
-use crate::problem::{self, Problem};
+use crate::problem::{self, CreateErrors, Problem, ReadErrors};
 use crate::send::json_body;
 
 /// `PUT /v1/categories/{category}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CategoryBody {
+pub(crate) struct CategoryBody {
     /// Default channels, in order.
     channels: Vec<Channel>,
     /// Channels to fall back to, in order, when one is dead-lettered.
@@ -38,14 +38,14 @@ struct CategoryBody {
     rate_limit: Option<RateLimit>,
 }
 
-#[derive(Debug, Serialize)]
-struct RateLimitView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RateLimitView {
     count: i32,
     window: String,
 }
 
-#[derive(Debug, Serialize)]
-struct CategoryView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct CategoryView {
     category: String,
     channels: Vec<Channel>,
     fallback: Vec<Channel>,
@@ -94,6 +94,18 @@ async fn read(
         .ok_or_else(|| Problem::not_found(format!("no category `{category}` in this tenant")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/categories/{category}",
+    tag = "herald",
+    params(
+        ("category" = String, Path, description = "The category, e.g. billing.invoice_ready"),
+    ),
+    responses(
+        (status = 200, description = "The category's defaults", body = CategoryView),
+        ReadErrors,
+    ),
+)]
 /// `GET /v1/categories/{category}`.
 pub async fn get_category(
     State(state): State<AppState>,
@@ -106,6 +118,19 @@ pub async fn get_category(
     Ok(problem::json(StatusCode::OK, &view(category, defaults)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/categories/{category}",
+    tag = "herald",
+    params(
+        ("category" = String, Path, description = "The category, e.g. billing.invoice_ready"),
+    ),
+    request_body = CategoryBody,
+    responses(
+        (status = 200, description = "Stored", body = CategoryView),
+        CreateErrors,
+    ),
+)]
 /// `PUT /v1/categories/{category}`: creates or replaces the category's defaults.
 pub async fn put_category(
     State(state): State<AppState>,
@@ -156,6 +181,18 @@ pub async fn put_category(
     Ok(problem::json(StatusCode::OK, &view(category, defaults)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/categories/{category}",
+    tag = "herald",
+    params(
+        ("category" = String, Path, description = "The category, e.g. billing.invoice_ready"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        ReadErrors,
+    ),
+)]
 /// `DELETE /v1/categories/{category}`.
 pub async fn delete_category(
     State(state): State<AppState>,

@@ -9,6 +9,7 @@ pub mod apikey;
 pub mod auth;
 pub mod categories;
 pub mod manage;
+pub mod openapi;
 pub mod preview;
 pub mod problem;
 pub mod send;
@@ -128,6 +129,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
                 .put(categories::put_category)
                 .delete(categories::delete_category),
         )
+        .route("/openapi.json", get(serve_openapi))
         .fallback(|| async { Problem::not_found("no such route") })
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -143,6 +145,16 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
                 )
             }),
         )
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 description of `/v1` (no key needed).
+async fn serve_openapi() -> Response {
+    let mut response = openapi::json().into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Bounds every request by `api.request_timeout` (503 with `Retry-After` past it) and counts

@@ -19,13 +19,13 @@ use herald_store::users::{Preference, Preferences, UserProfile};
 use crate::AppState;
 use crate::apikey::Scope;
 use crate::auth::Caller;
-use crate::problem::{self, Problem};
+use crate::problem::{self, CreateErrors, Problem, ReadErrors, WriteErrors};
 use crate::send::{json_body, shape};
 
 /// `PUT /v1/users/{user_id}`: the user's addresses, locale and time zone.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UserBody {
+pub(crate) struct UserBody {
     #[serde(default)]
     email: Option<String>,
     #[serde(default)]
@@ -40,8 +40,8 @@ struct UserBody {
 }
 
 /// A user as `GET /v1/users/{user_id}` shows it.
-#[derive(Debug, Serialize)]
-struct UserView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct UserView {
     user_id: String,
     email: Option<String>,
     phone: Option<String>,
@@ -51,9 +51,9 @@ struct UserView {
 }
 
 /// `PUT /v1/users/{user_id}/preferences`: replaces every preference of the user.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PreferencesBody {
+pub(crate) struct PreferencesBody {
     #[serde(default)]
     global_opt_out: bool,
     /// `{"start": "22:00", "end": "07:00"}` in the user's time zone.
@@ -63,22 +63,22 @@ struct PreferencesBody {
     categories: Vec<SeedPreference>,
 }
 
-#[derive(Debug, Serialize)]
-struct QuietHoursView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct QuietHoursView {
     start: String,
     end: String,
 }
 
-#[derive(Debug, Serialize)]
-struct PreferenceView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PreferenceView {
     category: String,
     channels: Option<Vec<Channel>>,
     opted_out: bool,
     opted_out_channels: Vec<Channel>,
 }
 
-#[derive(Debug, Serialize)]
-struct PreferencesView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PreferencesView {
     global_opt_out: bool,
     quiet_hours: Option<QuietHoursView>,
     categories: Vec<PreferenceView>,
@@ -158,6 +158,19 @@ pub(crate) fn read_scope(caller: &Caller) -> Result<(), Problem> {
         .or_else(|_| caller.require(Scope::Manage))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/users/{user_id}",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+    ),
+    request_body = UserBody,
+    responses(
+        (status = 200, description = "Stored", body = UserView),
+        CreateErrors,
+    ),
+)]
 /// `PUT /v1/users/{user_id}`: creates or replaces the user's profile.
 pub async fn put_user(
     State(state): State<AppState>,
@@ -215,6 +228,18 @@ pub(crate) async fn profile(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+    ),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        ReadErrors,
+    ),
+)]
 /// `GET /v1/users/{user_id}`.
 pub async fn get_user(
     State(state): State<AppState>,
@@ -237,6 +262,18 @@ pub async fn get_user(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{user_id}",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+    ),
+    responses(
+        (status = 204, description = "Deleted with the user's preferences and webhook endpoints"),
+        ReadErrors,
+    ),
+)]
 /// `DELETE /v1/users/{user_id}`: the user, their preferences and webhook endpoints.
 pub async fn delete_user(
     State(state): State<AppState>,
@@ -259,6 +296,18 @@ fn minute(hhmm: &str) -> Option<i32> {
     i32::try_from(time.hour() * 60 + time.minute()).ok()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/preferences",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+    ),
+    responses(
+        (status = 200, description = "The user's preferences", body = PreferencesView),
+        ReadErrors,
+    ),
+)]
 /// `GET /v1/users/{user_id}/preferences`.
 pub async fn get_preferences(
     State(state): State<AppState>,
@@ -292,6 +341,19 @@ pub async fn get_preferences(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/users/{user_id}/preferences",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+    ),
+    request_body = PreferencesBody,
+    responses(
+        (status = 200, description = "Replaced", body = PreferencesView),
+        WriteErrors,
+    ),
+)]
 /// `PUT /v1/users/{user_id}/preferences`: replaces every preference (categories left out are
 /// removed). The user must exist.
 pub async fn put_preferences(
@@ -340,9 +402,9 @@ pub async fn put_preferences(
 }
 
 /// `POST /v1/users/{user_id}/push_tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PushTokenBody {
+pub(crate) struct PushTokenBody {
     token: String,
 }
 
@@ -357,6 +419,19 @@ fn check_token(token: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{user_id}/push_tokens",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+    ),
+    request_body = PushTokenBody,
+    responses(
+        (status = 204, description = "Added"),
+        WriteErrors,
+    ),
+)]
 /// `POST /v1/users/{user_id}/push_tokens`: adds a token (adding it again changes nothing).
 pub async fn add_push_token(
     State(state): State<AppState>,
@@ -376,6 +451,19 @@ pub async fn add_push_token(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{user_id}/push_tokens/{token}",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+        ("token" = String, Path, description = "The push token"),
+    ),
+    responses(
+        (status = 204, description = "Removed (or was not there)"),
+        ReadErrors,
+    ),
+)]
 /// `DELETE /v1/users/{user_id}/push_tokens/{token}`.
 pub async fn remove_push_token(
     State(state): State<AppState>,

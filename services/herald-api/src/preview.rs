@@ -16,14 +16,15 @@ use herald_router::render::{Renderer, TemplateKey, TemplateSource, locale_chain,
 use crate::AppState;
 use crate::auth::Caller;
 use crate::manage::{read_scope, typed};
-use crate::problem::{self, Problem};
+use crate::problem::{self, Problem, WriteErrors};
 use crate::send::json_body;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PreviewBody {
+pub(crate) struct PreviewBody {
     /// The template variables, as a request's `data`.
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     data: serde_json::Value,
     /// The channels to render; every channel the template has by default.
     #[serde(default)]
@@ -41,8 +42,8 @@ fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())
 }
 
-#[derive(Debug, Serialize)]
-struct ChannelPreview {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChannelPreview {
     channel: Channel,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<i32>,
@@ -56,12 +57,25 @@ struct ChannelPreview {
     error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct PreviewResult {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PreviewResult {
     template_id: String,
     results: Vec<ChannelPreview>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/templates/{template_id}/preview",
+    tag = "herald",
+    params(
+        ("template_id" = String, Path, description = "The template's id"),
+    ),
+    request_body = PreviewBody,
+    responses(
+        (status = 200, description = "Each channel's content or render error; nothing is sent", body = PreviewResult),
+        WriteErrors,
+    ),
+)]
 pub async fn preview(
     State(state): State<AppState>,
     caller: Caller,

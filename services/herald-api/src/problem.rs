@@ -12,21 +12,25 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 pub const RETRY_AFTER_SECONDS: u64 = 5;
 
 /// One bad field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldProblem {
     /// JSON Pointer into the request body (`/recipient/email`); `""` is the whole body.
     pub pointer: String,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An RFC 9457 problem (`application/problem+json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// `urn:herald:problem:<kind>`: validation, unauthorized, forbidden, bad-request,
+    /// too-large, unavailable, not-found, internal.
     #[serde(rename = "type")]
     pub kind: String,
     pub title: &'static str,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For 422: each bad field.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldProblem>,
 }
@@ -146,6 +150,90 @@ impl IntoResponse for Problem {
         }
         response
     }
+}
+
+/// The problems a route that reads can answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documents the answers; handlers build `Problem`s
+pub(crate) enum ReadErrors {
+    /// A malformed body, header or path.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// A missing, malformed, unknown or revoked API key.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The key lacks the route's scope, or the body names another tenant.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// No such resource in the key's tenant.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// Kafka or the database did not answer in time: retry after `Retry-After` seconds.
+    #[response(
+        status = 503,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+    )]
+    Unavailable(Problem),
+}
+
+/// The problems a route that changes an existing resource can answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documents the answers; handlers build `Problem`s
+pub(crate) enum WriteErrors {
+    /// A malformed body, header or path.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// A missing, malformed, unknown or revoked API key.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The key lacks the route's scope, or the body names another tenant.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// No such resource in the key's tenant.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// The body is larger than `api.body_limit`.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// A field is not acceptable: `errors[]` names each by JSON Pointer.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(Problem),
+    /// Kafka or the database did not answer in time: retry after `Retry-After` seconds.
+    #[response(
+        status = 503,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+    )]
+    Unavailable(Problem),
+}
+
+/// The problems a route that sends or creates can answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documents the answers; handlers build `Problem`s
+pub(crate) enum CreateErrors {
+    /// A malformed body, header or path.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// A missing, malformed, unknown or revoked API key.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The key lacks the route's scope, or the body names another tenant.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// The body is larger than `api.body_limit`.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// A field is not acceptable: `errors[]` names each by JSON Pointer.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(Problem),
+    /// Kafka or the database did not answer in time: retry after `Retry-After` seconds.
+    #[response(
+        status = 503,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+    )]
+    Unavailable(Problem),
 }
 
 /// A JSON answer (`application/json`).

@@ -22,7 +22,7 @@ use herald_runtime::metric_names::API_PRODUCED;
 use crate::AppState;
 use crate::apikey::Scope;
 use crate::auth::Caller;
-use crate::problem::{self, FieldProblem, Problem};
+use crate::problem::{self, CreateErrors, FieldProblem, Problem};
 
 /// The most requests one batch may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -110,12 +110,28 @@ impl Sender {
 }
 
 /// The body of a 202.
-#[derive(Debug, Serialize)]
-struct Accepted {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Accepted {
     event_id: String,
 }
 
-/// `POST /v1/notifications`.
+#[utoipa::path(
+    post,
+    path = "/v1/notifications",
+    tag = "herald",
+    params((
+        "Idempotency-Key" = Option<String>,
+        Header,
+        description = "1 to 255 visible ASCII characters: the event id is derived from (tenant, key), so a retry creates one notification"
+    )),
+    request_body = NotificationRequest,
+    responses(
+        (status = 202, description = "Kafka acknowledged the request", body = Accepted),
+        CreateErrors,
+    ),
+)]
+/// Send one notification: the JSON `herald produce` takes. `tenant` may be left out (the key's
+/// tenant is used); naming another tenant is 403. Answered 202 once Kafka acknowledged it.
 pub async fn post_notification(
     State(state): State<AppState>,
     caller: Caller,
@@ -137,8 +153,8 @@ pub async fn post_notification(
 }
 
 /// One request's result in a batch.
-#[derive(Debug, Serialize)]
-struct ItemResult {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ItemResult {
     /// The status the request would have had on its own: 202, 403, 422 or 503.
     status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,11 +173,36 @@ impl ItemResult {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct BatchResults {
+/// One result per request, in order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct BatchResults {
     results: Vec<ItemResult>,
 }
 
+/// The body of `POST /v1/notifications/batch` (parsed item by item, so that each gets its own
+/// result; this type only documents it).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct BatchRequest {
+    /// 1 to 1,000 notification requests.
+    notifications: Vec<herald_contracts::NotificationRequest>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/notifications/batch",
+    tag = "herald",
+    params((
+        "Idempotency-Key" = Option<String>,
+        Header,
+        description = "Request i's event id is derived from (tenant, key, i)"
+    )),
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "One result per request; `Retry-After` when some got 503", body = BatchResults),
+        CreateErrors,
+    ),
+)]
 /// `POST /v1/notifications/batch`: `{"notifications": [...]}`, at most [`MAX_BATCH`]. Every
 /// valid request is produced; the answer is 200 with one result per request, in order, and
 /// `Retry-After` when some were not acknowledged. With an `Idempotency-Key`, request `i`'s

@@ -19,15 +19,15 @@ use crate::AppState;
 use crate::apikey::Scope;
 use crate::auth::Caller;
 use crate::manage::{check_user_id, profile, read_scope, typed, user_id};
-use crate::problem::{self, Problem};
+use crate::problem::{self, Problem, ReadErrors, WriteErrors};
 use crate::send::json_body;
 
 const MAX_URL_LEN: usize = 2048;
 
 /// `POST /v1/users/{user_id}/webhooks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EndpointBody {
+pub(crate) struct EndpointBody {
     /// 1 to 64 letters, digits, `-`, `_` or `.`; generated when absent.
     #[serde(default)]
     id: Option<String>,
@@ -35,8 +35,8 @@ struct EndpointBody {
     url: String,
 }
 
-#[derive(Debug, Serialize)]
-struct EndpointView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct EndpointView {
     id: String,
     url: String,
     enabled: bool,
@@ -45,8 +45,8 @@ struct EndpointView {
     secret: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct EndpointList {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct EndpointList {
     endpoints: Vec<EndpointView>,
 }
 
@@ -92,6 +92,19 @@ async fn endpoint(
     Ok((user_id, found))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{user_id}/webhooks",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+    ),
+    request_body = EndpointBody,
+    responses(
+        (status = 201, description = "Created; the secret is shown only here", body = EndpointView),
+        WriteErrors,
+    ),
+)]
 /// `POST /v1/users/{user_id}/webhooks`: 201 with the endpoint and its secret (shown once).
 pub async fn create(
     State(state): State<AppState>,
@@ -139,6 +152,18 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/webhooks",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+    ),
+    responses(
+        (status = 200, description = "The user's endpoints, without secrets", body = EndpointList),
+        ReadErrors,
+    ),
+)]
 /// `GET /v1/users/{user_id}/webhooks`: every endpoint, without secrets.
 pub async fn list(
     State(state): State<AppState>,
@@ -173,6 +198,19 @@ async fn set_enabled(
     Ok(problem::json(StatusCode::OK, &view(endpoint, None)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{user_id}/webhooks/{id}/disable",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+        ("id" = String, Path, description = "The endpoint's id"),
+    ),
+    responses(
+        (status = 200, description = "Disabled", body = EndpointView),
+        ReadErrors,
+    ),
+)]
 /// `POST /v1/users/{user_id}/webhooks/{id}/disable`: no more deliveries to it.
 pub async fn disable(
     State(state): State<AppState>,
@@ -182,6 +220,19 @@ pub async fn disable(
     set_enabled(state, caller, path, false).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{user_id}/webhooks/{id}/enable",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+        ("id" = String, Path, description = "The endpoint's id"),
+    ),
+    responses(
+        (status = 200, description = "Enabled", body = EndpointView),
+        ReadErrors,
+    ),
+)]
 /// `POST /v1/users/{user_id}/webhooks/{id}/enable`.
 pub async fn enable(
     State(state): State<AppState>,
@@ -191,6 +242,19 @@ pub async fn enable(
     set_enabled(state, caller, path, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{user_id}/webhooks/{id}/rotate",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+        ("id" = String, Path, description = "The endpoint's id"),
+    ),
+    responses(
+        (status = 200, description = "A new secret, shown only here", body = EndpointView),
+        ReadErrors,
+    ),
+)]
 /// `POST /v1/users/{user_id}/webhooks/{id}/rotate`: a new secret, shown once; the old one
 /// stops signing once workers' secret caches expire.
 pub async fn rotate(
@@ -208,6 +272,19 @@ pub async fn rotate(
     Ok(problem::json(StatusCode::OK, &view(endpoint, Some(secret))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{user_id}/webhooks/{id}",
+    tag = "herald",
+    params(
+        ("user_id" = String, Path, description = "The user's id in the key's tenant"),
+        ("id" = String, Path, description = "The endpoint's id"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        ReadErrors,
+    ),
+)]
 /// `DELETE /v1/users/{user_id}/webhooks/{id}`.
 pub async fn delete(
     State(state): State<AppState>,

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 /// A delivery channel. The Avro symbol is the upper-case name; JSON and topic names use the
 /// lower-case one.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
@@ -75,6 +76,7 @@ impl FromStr for Channel {
 
 /// Delivery priority. Critical bypasses quiet hours and rate limits; critical and high travel on
 /// the priority lane.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
 )]

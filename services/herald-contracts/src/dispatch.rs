@@ -35,6 +35,7 @@ pub struct Dispatch {
     pub routed_at: DateTime<Utc>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RenderedContent {
@@ -53,6 +54,7 @@ pub struct RenderedContent {
 }
 
 /// The character encoding an SMS body needs, which decides its segment size.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SmsEncoding {

@@ -20,6 +20,7 @@ const MAX_ADDRESS_LEN: usize = 2048;
 
 /// A notification request as JSON. Unknown fields are refused, so a typo is an error rather
 /// than a silently ignored setting.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationRequest {
@@ -32,6 +33,7 @@ pub struct NotificationRequest {
     pub recipient: Recipient,
     /// Template variables; must be a JSON object.
     #[serde(default = "empty_object")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: serde_json::Value,
     #[serde(default)]
     pub priority: Priority,
@@ -62,6 +64,7 @@ fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateRef {
@@ -70,6 +73,7 @@ pub struct TemplateRef {
     pub version: Option<i32>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipient {

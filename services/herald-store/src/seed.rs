@@ -64,6 +64,7 @@ fn yes() -> bool {
 }
 
 /// Quiet hours as `HH:MM` in the user's time zone; `end` before `start` crosses midnight.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuietHours {
@@ -71,6 +72,7 @@ pub struct QuietHours {
     pub end: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedPreference {
@@ -97,11 +99,14 @@ pub struct SeedCategory {
     pub rate_limit: Option<RateLimit>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub count: i32,
+    /// A duration such as `1h` or `30m`.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub window: Duration,
 }
 

@@ -49,6 +49,20 @@ async fn sending_authenticates_validates_and_answers_after_kafka() {
     let client = Client::new(&api);
     let mut accepted = Vec::new();
 
+    // The OpenAPI document, without a key, is the repository's copy.
+    let served = client
+        .http
+        .get(api.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    let kept = std::fs::read_to_string(
+        herald_test_support::repo_root().join("services/herald-api/openapi.json"),
+    )
+    .unwrap();
+    assert_eq!(served.text().await.unwrap().trim_end(), kept.trim_end());
+
     // 202 with the event id, in the key's tenant when the body names none.
     let answer = client.send(&acme, &request("guest-1")).await;
     assert_eq!(answer.status, 202, "{answer:?}");

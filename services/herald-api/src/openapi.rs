@@ -1,0 +1,96 @@
+//! The OpenAPI 3.1 description of `/v1`, generated from the handlers and types
+//! ([`utoipa`]), served at `/openapi.json` and kept in the repository as
+//! `services/herald-api/openapi.json` (a test fails when the two differ; run it with
+//! `HERALD_UPDATE_OPENAPI=1` to rewrite the file).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{categories, manage, preview, send, webhooks};
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Herald API",
+        description = "Send notifications and manage users, preferences, categories and webhook \
+endpoints. Every `/v1` route takes a tenant API key as `Authorization: Bearer hrld_...` and acts \
+inside its tenant. Every error is an RFC 9457 problem (`application/problem+json`). Sending is \
+answered 202 only once Kafka acknowledged the request; a 503 may still have been accepted, so \
+retry with the same `Idempotency-Key` header (or `event_id`). Changes to users, preferences, \
+categories and webhook endpoints reach the router within its cache TTL (`router.cache_ttl`, \
+30 s by default)."
+    ),
+    paths(
+        send::post_notification,
+        send::post_batch,
+        manage::put_user,
+        manage::get_user,
+        manage::delete_user,
+        manage::get_preferences,
+        manage::put_preferences,
+        manage::add_push_token,
+        manage::remove_push_token,
+        webhooks::create,
+        webhooks::list,
+        webhooks::disable,
+        webhooks::enable,
+        webhooks::rotate,
+        webhooks::delete,
+        categories::get_category,
+        categories::put_category,
+        categories::delete_category,
+        preview::preview,
+    ),
+    modifiers(&BearerKey),
+    security(("api_key" = []))
+)]
+pub struct ApiDoc;
+
+/// The tenant API key as a bearer token.
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A tenant API key from `herald apikey create` (`hrld_<id>_<secret>`)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as served and as kept in the repository.
+pub fn json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repository_copy_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+        let generated = format!("{}\n", json());
+        if std::env::var_os("HERALD_UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let kept = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            kept == generated,
+            "{path} is not what the code generates; rerun this test with HERALD_UPDATE_OPENAPI=1"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 13);
+    }
+}
