@@ -130,6 +130,11 @@ Args: dict "in" <value> "out" <dict receiving "value"> */}}
 {{- dig "admin" "listen" "" (.Values.config | default dict) | toString | splitList ":" | last | int }}
 {{- end }}
 
+{{/* The API's HTTP port, from config.api.listen ("0.0.0.0:8080"). */}}
+{{- define "herald.apiPort" -}}
+{{- dig "api" "listen" "" (.Values.config | default dict) | toString | splitList ":" | last | int }}
+{{- end }}
+
 {{/* Collects the paths of secret-looking keys. Args: dict "map" <map> "path" <prefix> "found" <dict with "paths"> */}}
 {{- define "herald.secretPaths" -}}
 {{- range $key, $value := .map }}
@@ -148,7 +153,7 @@ Args: dict "in" <value> "out" <dict receiving "value"> */}}
 {{- if not (kindIs "map" $config) }}
 {{- fail "config must be a map of Herald's configuration sections" }}
 {{- end }}
-{{- $sections := list "kafka" "registry" "store" "telemetry" "admin" "router" "deliver" }}
+{{- $sections := list "kafka" "registry" "store" "telemetry" "admin" "router" "api" "deliver" }}
 {{- range $section, $body := $config }}
 {{- if not (has $section $sections) }}
 {{- fail (printf "config.%s is not a Herald configuration section (allowed: %s); Herald refuses unknown keys" $section (join ", " $sections)) }}
@@ -178,6 +183,18 @@ Args: dict "in" <value> "out" <dict receiving "value"> */}}
 {{- end }}
 {{- if lt (int (include "herald.adminPort" .)) 1 }}
 {{- fail (printf "config.admin.listen %s has no port" $listen) }}
+{{- end }}
+{{- if .Values.api.enabled }}
+{{- $apiListen := dig "api" "listen" "" $config | toString }}
+{{- if or (not $apiListen) (hasPrefix "127." $apiListen) (hasPrefix "localhost" $apiListen) (hasPrefix "[::1]" $apiListen) }}
+{{- fail (printf "config.api.listen %q must listen on all interfaces (e.g. 0.0.0.0:8080): Herald's default 127.0.0.1:8080 is unreachable for the Service" $apiListen) }}
+{{- end }}
+{{- if lt (int (include "herald.apiPort" .)) 1 }}
+{{- fail (printf "config.api.listen %s has no port" $apiListen) }}
+{{- end }}
+{{- if eq (include "herald.apiPort" .) (include "herald.adminPort" .) }}
+{{- fail (printf "config.api.listen and config.admin.listen share port %s" (include "herald.apiPort" .)) }}
+{{- end }}
 {{- end }}
 {{- range $role := list "router" "deliver" }}
 {{- if not (kindIs "invalid" (dig $role "instance_id" nil $config)) }}
@@ -228,7 +245,7 @@ own values), as JSON {"roles": [...]}. Each role has:
   extraVolumes, extraVolumeMounts, nodeSelector, tolerations, affinity, podAnnotations,
   podLabels, autoscaling, keda, pdb,
   scaler ("keda", "hpa" or ""), minReplicas (the fewest replicas it can run with),
-  consumerGroup and lagTopics (for KEDA).
+  consumerGroup and lagTopics (for KEDA), httpPort (the API's; empty for the others).
 */}}
 {{- define "herald.roles" -}}
 {{- $root := . }}
@@ -243,6 +260,16 @@ own values), as JSON {"roles": [...]}. Each role has:
       "own" .Values.router
       "consumerGroup" (printf "%s%s" $prefix (dig "router" "group_id" "herald-router" $config))
       "lagTopics" (list (printf "%snotifications.requested" $prefix))) }}
+{{- if .Values.api.enabled }}
+{{- $specs = append $specs (dict
+      "component" "api"
+      "args" (list "api")
+      "layer" dict
+      "own" (omit .Values.api "enabled" "service" "ingress")
+      "consumerGroup" ""
+      "lagTopics" list
+      "httpPort" (include "herald.apiPort" .)) }}
+{{- end }}
 {{- range $channel, $values := .Values.deliver.channels }}
 {{- if $values.enabled }}
 {{- $specs = append $specs (dict
@@ -279,6 +306,7 @@ own values), as JSON {"roles": [...]}. Each role has:
       "args" $spec.args
       "consumerGroup" $spec.consumerGroup
       "lagTopics" $spec.lagTopics
+      "httpPort" (get $spec "httpPort")
       "replicas" $own.replicas
       "terminationGracePeriodSeconds" (coalesce $own.terminationGracePeriodSeconds $layer.terminationGracePeriodSeconds 45)
       "resources" (coalesce $own.resources $layer.resources dict)
@@ -378,7 +406,7 @@ securityContext:
   {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
 {{- end }}
 
-{{/* The pod spec of a long-running role (router, deliver-<channel>).
+{{/* The pod spec of a long-running role (router, api, deliver-<channel>).
 Args: dict "root" $ "role" <role from herald.roles> */}}
 {{- define "herald.podSpec" -}}
 {{- $root := .root }}
@@ -397,6 +425,11 @@ containers:
       - name: admin
         containerPort: {{ include "herald.adminPort" $root }}
         protocol: TCP
+      {{- with $role.httpPort }}
+      - name: http
+        containerPort: {{ int . }}
+        protocol: TCP
+      {{- end }}
     livenessProbe:
       httpGet:
         path: /healthz

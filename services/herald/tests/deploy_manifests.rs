@@ -431,7 +431,7 @@ fn every_herald_container_the_helm_chart_renders_runs_with_a_valid_configuration
     let lint = helm_in_repo(&["lint", "--strict", "helm/herald"]);
     assert_eq!(lint.code, 0, "helm lint: {}{}", lint.stdout, lint.stderr);
 
-    // The defaults (setup job, router, the email, webhook and in-app workers), with the one
+    // The defaults (setup job, router, API, the email, webhook and in-app workers), with the one
     // thing they leave to the operator: an email provider.
     let manifests = render_chart(
         None,
@@ -453,6 +453,7 @@ fn every_herald_container_the_helm_chart_renders_runs_with_a_valid_configuration
     assert_eq!(
         roles,
         [
+            "api",
             "deliver --channel email",
             "deliver --channel inapp",
             "deliver --channel webhook",
@@ -476,6 +477,7 @@ fn every_herald_container_the_helm_chart_renders_runs_with_a_valid_configuration
             "deliver.channels.push.enabled=true",
             "keda.enabled=true",
             "router.autoscaling.enabled=true",
+            "api.autoscaling.enabled=true",
         ],
     );
     let deployments: HashSet<String> = manifests
@@ -483,7 +485,7 @@ fn every_herald_container_the_helm_chart_renders_runs_with_a_valid_configuration
         .filter(|m| m["kind"] == "Deployment")
         .map(|m| scalar(&m["metadata"]["name"]))
         .collect();
-    assert_eq!(deployments.len(), 6, "{deployments:?}");
+    assert_eq!(deployments.len(), 7, "{deployments:?}");
     let mut scaled: Vec<String> = manifests
         .iter()
         .filter_map(|m| match m["kind"].as_str() {
@@ -510,7 +512,7 @@ fn every_herald_container_the_helm_chart_renders_runs_with_a_valid_configuration
 /// Every channel the chart can render, each provider's credentials given only to the worker
 /// that uses them, as an operator would: the SendGrid key to the email worker, the Twilio
 /// token (envFrom) to sms, the APNs and FCM keys (a Secret volume) to push, the webhook
-/// signing secret to webhook. Every other container (router, in-app, the setup hook's three)
+/// signing secret to webhook. Every other container (router, API, in-app, the setup hook's three)
 /// runs without them and still passes `config check`; each worker's check builds its provider.
 #[test]
 fn every_channel_worker_runs_with_only_its_own_provider_secrets() {
@@ -617,6 +619,7 @@ deliver:
         .collect();
     let expected: BTreeMap<String, Vec<&str>> = [
         ("router", vec![]),
+        ("api", vec![]),
         ("deliver --channel email", vec!["herald-sendgrid"]),
         ("deliver --channel sms", vec!["herald-twilio"]),
         ("deliver --channel push", vec!["herald-push"]),
@@ -642,6 +645,119 @@ deliver:
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The manifest of `kind` named `name`, if rendered.
+fn manifest<'a>(manifests: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    manifests
+        .iter()
+        .find(|m| m["kind"] == kind && m["metadata"]["name"] == name)
+}
+
+/// The API role: a Deployment running `herald api` with its HTTP port and probes on the admin
+/// port, a Service with both ports, a PDB; an HPA on CPU targeting it and an Ingress to the
+/// Service's http port only when asked for.
+#[test]
+fn the_api_renders_a_deployment_service_and_optionally_an_hpa_and_an_ingress() {
+    let manifests = render_chart(None, &[]);
+    let deployment = manifest(&manifests, "Deployment", "herald-api").expect("api Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(strings(&container["args"]).last().unwrap(), "api");
+    let ports: BTreeMap<String, String> = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| (scalar(&p["name"]), scalar(&p["containerPort"])))
+        .collect();
+    assert_eq!(
+        ports,
+        BTreeMap::from([
+            ("admin".to_owned(), "9464".to_owned()),
+            ("http".to_owned(), "8080".to_owned())
+        ])
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "admin");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert!(!container["resources"]["requests"]["cpu"].is_null());
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let service = manifest(&manifests, "Service", "herald-api").expect("api Service");
+    let mut service_ports: Vec<(String, String)> = service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| (scalar(&p["name"]), scalar(&p["targetPort"])))
+        .collect();
+    service_ports.sort();
+    assert_eq!(
+        service_ports,
+        [
+            ("admin".to_owned(), "admin".to_owned()),
+            ("http".to_owned(), "http".to_owned())
+        ]
+    );
+    assert_eq!(
+        service["spec"]["selector"]["app.kubernetes.io/component"],
+        "api"
+    );
+    assert!(manifest(&manifests, "PodDisruptionBudget", "herald-api").is_some());
+    assert!(manifest(&manifests, "HorizontalPodAutoscaler", "herald-api").is_none());
+    assert!(!manifests.iter().any(|m| m["kind"] == "Ingress"));
+
+    let manifests = render_chart(
+        None,
+        &[
+            "api.autoscaling.enabled=true",
+            "api.ingress.enabled=true",
+            "api.ingress.className=nginx",
+            "api.ingress.hosts[0].host=api.acme.example",
+            "api.ingress.hosts[0].paths[0].path=/v1",
+            "api.ingress.tls[0].secretName=acme-tls",
+        ],
+    );
+    let hpa = manifest(&manifests, "HorizontalPodAutoscaler", "herald-api").expect("api HPA");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "herald-api");
+    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["name"], "cpu");
+    let deployment = manifest(&manifests, "Deployment", "herald-api").unwrap();
+    assert!(
+        deployment["spec"]["replicas"].is_null(),
+        "the HPA owns replicas"
+    );
+    let ingress = manifest(&manifests, "Ingress", "herald-api").expect("api Ingress");
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    assert_eq!(ingress["spec"]["tls"][0]["secretName"], "acme-tls");
+    let rule = &ingress["spec"]["rules"][0];
+    assert_eq!(rule["host"], "api.acme.example");
+    let path = &rule["http"]["paths"][0];
+    assert_eq!(path["path"], "/v1");
+    assert_eq!(path["pathType"], "Prefix");
+    assert_eq!(path["backend"]["service"]["name"], "herald-api");
+    assert_eq!(path["backend"]["service"]["port"]["name"], "http");
+
+    // The API turned off renders nothing of it.
+    let manifests = render_chart(None, &["api.enabled=false", "api.ingress.enabled=true"]);
+    assert!(
+        !manifests
+            .iter()
+            .any(|m| m["metadata"]["labels"]["app.kubernetes.io/component"] == "api"),
+        "nothing of the API"
+    );
+    // A loopback api.listen would be unreachable for the Service: refused at render time.
+    let output = helm_in_repo(&[
+        "template",
+        "herald",
+        "helm/herald",
+        "--set",
+        "config.api.listen=127.0.0.1:8080",
+    ]);
+    assert_ne!(output.code, 0);
+    assert!(
+        output.stderr.contains("config.api.listen"),
+        "{}",
+        output.stderr
+    );
+}
+
 /// `values.schema.json` closes every set of values the chart defines: a misspelled or
 /// mistyped value fails `helm lint` (and `helm install`) instead of being silently ignored.
 #[test]
@@ -656,6 +772,7 @@ fn the_values_schema_refuses_a_misspelled_value() {
         ("setup.topics.partition=6", "partition"),
         ("keda.enable=true", "enable"),
         ("image.tga=1.0", "tga"),
+        ("api.ingress.hostz[0].host=a", "hostz"),
         ("config.routr.max_batch=10", "routr"),
     ] {
         let lint = helm_in_repo(&["lint", "--strict", "helm/herald", "--set", set]);
