@@ -405,6 +405,8 @@ pub async fn put_preferences(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PushTokenBody {
+    /// 1 to 4096 bytes without blanks.
+    #[schema(pattern = r"^\S{1,1000}$")]
     token: String,
 }
 

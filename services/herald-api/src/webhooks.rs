@@ -30,8 +30,10 @@ const MAX_URL_LEN: usize = 2048;
 pub(crate) struct EndpointBody {
     /// 1 to 64 letters, digits, `-`, `_` or `.`; generated when absent.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     id: Option<String>,
     /// Where deliveries are POSTed: `https://...` (or `http://`).
+    #[schema(pattern = r"^https?://[^\s/]{1,200}(/[^\s]{0,1000})?$")]
     url: String,
 }
 

@@ -26,8 +26,11 @@ const MAX_ADDRESS_LEN: usize = 2048;
 pub struct NotificationRequest {
     /// Unique id; generated (UUIDv7) when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._:-]{0,128}$"))]
     pub event_id: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
     pub tenant: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9._-]{1,128}$"))]
     pub category: String,
     pub template: TemplateRef,
     pub recipient: Recipient,
@@ -37,9 +40,16 @@ pub struct NotificationRequest {
     pub data: serde_json::Value,
     #[serde(default)]
     pub priority: Priority,
+    /// The channels to use instead of the user's preferences; each at most once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 5))]
     pub channels: Option<Vec<Channel>>,
+    /// A BCP 47 tag such as `fr` or `fr-CA`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+    )]
     pub locale: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_at: Option<DateTime<Utc>>,
@@ -68,8 +78,11 @@ fn empty_object() -> serde_json::Value {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateRef {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,128}$"))]
     pub id: String,
+    /// Pins a version; the newest published one per channel when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub version: Option<i32>,
 }
 
@@ -77,14 +90,26 @@ pub struct TemplateRef {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipient {
+    /// Up to 256 bytes, no control characters (the pattern is the safe subset: 64 characters).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,64}$")
+    )]
     pub user_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[^@\s]{1,64}@[^@\s]{1,100}\.[^@\s]{1,60}$")
+    )]
     pub email: Option<String>,
+    /// E.164, such as `+14155550100`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^\+[1-9][0-9]{6,14}$"))]
     pub phone: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub push_tokens: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^https?://[^\s]{1,2000}$"))]
     pub webhook_url: Option<String>,
 }
 
