@@ -77,6 +77,36 @@ pub(crate) enum BenchCommand {
     /// replay` (recover mode, no filter) on the same topics, in this process. Creates its own
     /// topics (`bench<time>`).
     Replay(BenchReplayArgs),
+    /// Start `herald api`, then time single notifications, batches of 100 and a fixed request
+    /// rate from concurrent HTTP clients against a baseline producing the same records straight
+    /// to Kafka from this process; prints the API's peak RSS and CPU per notification. Creates
+    /// its own topics and keyspace (`bench<time>`).
+    Api(BenchApiArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchApiArgs {
+    /// Single notifications to post (and records the baseline produces).
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) requests: usize,
+    /// Batches of 100 notifications to post.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) batches: usize,
+    /// Concurrent HTTP clients (keep-alive), and records in flight in the baseline.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    /// Requests per second of the fixed-rate phase (single notifications).
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) rate: u32,
+    /// Seconds of the fixed-rate phase.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) rate_seconds: u32,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 12)]
+    pub(crate) partitions: i32,
+    /// Replication factor of the bench topics (1 on a single broker).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) replication_factor: i32,
 }
 
 #[derive(Debug, Args)]

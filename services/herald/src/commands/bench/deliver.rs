@@ -25,7 +25,7 @@ use herald_contracts::{
     Channel, Codec, Decoded, Dispatch, Lane, Priority, RenderedContent, TemplateRef,
 };
 use herald_deliver::webhook::{WEBHOOK_ID, webhook_body};
-use herald_kafka::{TopicPlan, apply_plan};
+use herald_kafka::apply_plan;
 use herald_runtime::HeraldConfig;
 
 use crate::cli::BenchDeliverArgs;
@@ -49,15 +49,7 @@ pub(super) async fn run(
         );
         return Ok(exit::config());
     }
-    let run_id = format!(
-        "bench{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-    );
-    let mut config = config.clone();
-    config.kafka.topic_prefix = format!("{run_id}.");
-    config.store.keyspace = run_id.clone();
+    let (run_id, config) = super::isolated(config)?;
     let topics = config.kafka.topics();
     let topic = topics.dispatch(Channel::Webhook, Lane::Bulk);
     println!(
@@ -66,12 +58,7 @@ pub(super) async fn run(
     );
 
     // Topics and keyspace (the worker reads webhook_endpoints and writes the send ledger).
-    let mut plan = TopicPlan::declared()?
-        .with_prefix(&config.kafka.topic_prefix)
-        .with_replication_factor(args.replication_factor);
-    for topic in &mut plan.topics {
-        topic.partitions = args.partitions;
-    }
+    let plan = super::declared_topics(&config, args.partitions, args.replication_factor)?;
     apply_plan(&config.kafka.client_config(), &plan, false).await?;
     let session = herald_store::connect(&config.store).await?;
     herald_store::migrate(&session, &config.store).await?;

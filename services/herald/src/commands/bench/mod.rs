@@ -1,6 +1,7 @@
 //! `herald bench`: throughput and latency of a role against a baseline measured in the same run
 //! on the same machine. Prints numbers; asserts nothing.
 
+mod api;
 mod baseline;
 mod deliver;
 mod lag;
@@ -9,6 +10,7 @@ mod router;
 
 use std::process::ExitCode;
 
+use herald_kafka::TopicPlan;
 use herald_runtime::HeraldConfig;
 
 use crate::cli::BenchCommand;
@@ -18,5 +20,36 @@ pub(crate) async fn run(config: &HeraldConfig, command: &BenchCommand) -> anyhow
         BenchCommand::Router(args) => router::run(config, args).await,
         BenchCommand::Deliver(args) => deliver::run(config, args).await,
         BenchCommand::Replay(args) => replay::run(config, args).await,
+        BenchCommand::Api(args) => api::run(config, args).await,
     }
+}
+
+/// The run's id (`bench<unix ms>`) and its own copy of `config`: topics under `<id>.` and
+/// keyspace `<id>`, so that runs never share state.
+fn isolated(config: &HeraldConfig) -> anyhow::Result<(String, HeraldConfig)> {
+    let run_id = format!(
+        "bench{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let mut config = config.clone();
+    config.kafka.topic_prefix = format!("{run_id}.");
+    config.store.keyspace = run_id.clone();
+    Ok((run_id, config))
+}
+
+/// Herald's declared topics under the run's prefix, `partitions` each.
+fn declared_topics(
+    config: &HeraldConfig,
+    partitions: i32,
+    replication_factor: i32,
+) -> anyhow::Result<TopicPlan> {
+    let mut plan = TopicPlan::declared()?
+        .with_prefix(&config.kafka.topic_prefix)
+        .with_replication_factor(replication_factor);
+    for topic in &mut plan.topics {
+        topic.partitions = partitions;
+    }
+    Ok(plan)
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use herald_contracts::{Codec, NotificationRequest};
-use herald_kafka::{TopicPlan, TopicSpec, apply_plan};
+use herald_kafka::{TopicSpec, apply_plan};
 use herald_replay::plan::{self, Spec};
 use herald_replay::progress::Progress;
 use herald_replay::{Filter, Mode, Plan};
@@ -24,14 +24,7 @@ const IN_FLIGHT: usize = 4096;
 const USERS: usize = 10_000;
 
 pub(super) async fn run(config: &HeraldConfig, args: &BenchReplayArgs) -> anyhow::Result<ExitCode> {
-    let run_id = format!(
-        "bench{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-    );
-    let mut config = config.clone();
-    config.kafka.topic_prefix = format!("{run_id}.");
+    let (run_id, config) = super::isolated(config)?;
     let topics = config.kafka.topics();
     let baseline_topic = format!("{run_id}.bench.baseline");
     let replay_topic = format!("{run_id}.bench.replay");
@@ -40,12 +33,7 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchReplayArgs) -> anyhow
         args.records, args.partitions
     );
 
-    let mut plan = TopicPlan::declared()?
-        .with_prefix(&config.kafka.topic_prefix)
-        .with_replication_factor(args.replication_factor);
-    for topic in &mut plan.topics {
-        topic.partitions = args.partitions;
-    }
+    let mut plan = super::declared_topics(&config, args.partitions, args.replication_factor)?;
     for name in [&baseline_topic, &replay_topic] {
         plan.topics.push(TopicSpec {
             name: name.clone(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use herald_contracts::{Codec, NotificationRequest};
-use herald_kafka::{TopicPlan, TopicSpec, apply_plan};
+use herald_kafka::{TopicSpec, apply_plan};
 use herald_runtime::HeraldConfig;
 use herald_store::seed::{SeedFile, load};
 
@@ -26,15 +26,7 @@ const ROUTER_GROUP: &str = "bench-router";
 const BASELINE_GROUP: &str = "bench-baseline";
 
 pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow::Result<ExitCode> {
-    let run_id = format!(
-        "bench{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-    );
-    let mut config = config.clone();
-    config.kafka.topic_prefix = format!("{run_id}.");
-    config.store.keyspace = run_id.clone();
+    let (run_id, config) = super::isolated(config)?;
     let topics = config.kafka.topics();
     let baseline_topic = format!("{run_id}.bench.baseline");
     println!(
@@ -43,12 +35,7 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow
     );
 
     // Topics (the declared ones plus the baseline's output), keyspace, demo categories/templates.
-    let mut plan = TopicPlan::declared()?
-        .with_prefix(&config.kafka.topic_prefix)
-        .with_replication_factor(args.replication_factor);
-    for topic in &mut plan.topics {
-        topic.partitions = args.partitions;
-    }
+    let mut plan = super::declared_topics(&config, args.partitions, args.replication_factor)?;
     plan.topics.push(TopicSpec {
         name: baseline_topic.clone(),
         partitions: args.partitions,
@@ -247,7 +234,7 @@ async fn produce_events(
 }
 
 /// Peak resident set size of a process, in KiB (Linux `VmHWM`).
-fn peak_rss(pid: u32) -> Option<u64> {
+pub(super) fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

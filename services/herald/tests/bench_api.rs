@@ -1,0 +1,73 @@
+//! `herald bench api` with small counts on the real stack: it starts `herald api`, runs every
+//! phase and prints each figure, every request accepted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use herald_test_support::HeraldEnv;
+
+const HERALD: &str = env!("CARGO_BIN_EXE_herald");
+
+/// The number after `label` in `line` (`"p99 12.5 ms"` -> 12.5), commas dropped.
+fn number_after(line: &str, label: &str) -> f64 {
+    let rest = &line[line
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} in {line}"))
+        + label.len()..];
+    rest.split_whitespace()
+        .next()
+        .and_then(|n| n.trim_end_matches('%').replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("a number after {label} in {line}"))
+}
+
+#[test]
+fn bench_api_prints_every_figure() {
+    let env = HeraldEnv::new(HERALD, "bench_api");
+    let run = env.run(
+        &[
+            "bench",
+            "api",
+            "--requests",
+            "300",
+            "--batches",
+            "3",
+            "--concurrency",
+            "8",
+            "--rate",
+            "100",
+            "--rate-seconds",
+            "1",
+            "--partitions",
+            "3",
+        ],
+        None,
+    );
+    run.assert_code(0);
+    let line = |prefix: &str| -> &str {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in\n{}", run.stdout))
+    };
+    for prefix in [
+        "baseline",
+        "api singles:",
+        "api batches",
+        "api fixed rate",
+        "api singles latency",
+    ] {
+        assert!(!line(prefix).contains("failed"), "{}", line(prefix));
+    }
+    assert!(number_after(line("baseline"), "):") > 0.0);
+    assert!(number_after(line("api singles:"), "api singles:") > 0.0);
+    assert!(
+        number_after(line("api singles:"), ")") > 0.0,
+        "ratio to the baseline"
+    );
+    assert!(number_after(line("api batches"), "requests/s,") > 0.0);
+    let latency = line("api singles latency");
+    assert!(number_after(latency, "p50") <= number_after(latency, "p99"));
+    assert!(line("api fixed rate").contains(": 100 requests"));
+    let rss = number_after(line("api peak RSS"), "(VmHWM):");
+    assert!(rss > 1.0 && rss < 4096.0, "{rss} MiB");
+    assert!(number_after(line("api CPU per notification"), "singles") > 0.0);
+    std::fs::remove_dir_all(&env.dir).ok();
+}
