@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod preview;
 pub mod problem;
 pub mod send;
+pub mod templates;
 pub mod webhooks;
 
 use axum::Router;
@@ -35,6 +36,7 @@ use herald_store::api_keys::ApiKeys;
 use herald_store::categories::Categories;
 use herald_store::directory::Directory;
 use herald_store::push_tokens::PushTokens;
+use herald_store::templates::Templates;
 use herald_store::users::Users;
 use herald_store::webhooks::Webhooks;
 
@@ -71,6 +73,7 @@ pub struct AppState {
     pub categories: Categories,
     pub push_tokens: PushTokens,
     pub webhooks: Webhooks,
+    pub templates: Templates,
     pub preview: preview::PreviewConfig,
     pub body_limit: usize,
 }
@@ -122,6 +125,19 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route(
             "/v1/templates/{template_id}/preview",
             post(preview::preview),
+        )
+        .route("/v1/templates/{template_id}", get(templates::get_template))
+        .route(
+            "/v1/templates/{template_id}/versions",
+            post(templates::create_version),
+        )
+        .route(
+            "/v1/templates/{template_id}/versions/{version}",
+            get(templates::get_version),
+        )
+        .route(
+            "/v1/templates/{template_id}/versions/{version}/publish",
+            post(templates::publish_version),
         )
         .route(
             "/v1/categories/{category}",
@@ -216,6 +232,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let categories = Categories::prepare(session.clone(), &config.store).await?;
     let push_tokens = PushTokens::prepare(session.clone(), &config.store).await?;
     let webhooks = Webhooks::prepare(session.clone(), &config.store).await?;
+    let templates = Templates::prepare(session.clone(), &config.store).await?;
     let dependencies = vec![
         health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
         health::database(session),
@@ -234,6 +251,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         categories,
         push_tokens,
         webhooks,
+        templates,
         preview: preview::PreviewConfig {
             default_locale: config.router.default_locale.clone(),
         },

@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{categories, manage, preview, send, webhooks};
+use crate::{categories, manage, preview, send, templates, webhooks};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -18,7 +18,10 @@ inside its tenant. Every error is an RFC 9457 problem (`application/problem+json
 answered 202 only once Kafka acknowledged the request; a 503 may still have been accepted, so \
 retry with the same `Idempotency-Key` header (or `event_id`). Changes to users, preferences, \
 categories and webhook endpoints reach the router within its cache TTL (`router.cache_ttl`, \
-30 s by default)."
+30 s by default). Template versions are immutable: a new one is a draft, which a preview \
+renders when given its number but the router does not, until it is published; a publication \
+reaches the router within the same cache TTL. The router treats a request pinned to a draft \
+version like one pinned to an unknown version (dead-lettered, `unknown_template`)."
     ),
     paths(
         send::post_notification,
@@ -40,6 +43,10 @@ categories and webhook endpoints reach the router within its cache TTL (`router.
         categories::put_category,
         categories::delete_category,
         preview::preview,
+        templates::create_version,
+        templates::publish_version,
+        templates::get_template,
+        templates::get_version,
     ),
     modifiers(&BearerKey),
     security(("api_key" = []))
@@ -91,6 +98,6 @@ mod tests {
         );
         let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 13);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 17);
     }
 }

@@ -1,7 +1,8 @@
 //! `POST /v1/templates/{template_id}/preview` (scope `manage` or `read`): renders a template for
 //! given data, channels and locale exactly as the router would (the router's renderer, version
 //! choice, locale fallback, strict mode, SMS encoding and segment count) and returns each
-//! channel's content or render error. Nothing is sent.
+//! channel's content or render error. Nothing is sent. A draft version renders when asked for
+//! by number.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -33,7 +34,8 @@ pub(crate) struct PreviewBody {
     /// default.
     #[serde(default)]
     locale: Option<String>,
-    /// A version; the newest with a part for each channel by default, as the router picks.
+    /// A version, also a draft not yet published; by default the newest published version
+    /// with a part for each channel, as the router picks.
     #[serde(default)]
     version: Option<i32>,
 }
@@ -91,10 +93,15 @@ pub async fn preview(
     if body.version.is_some_and(|v| v < 1) {
         return Err(Problem::invalid_field("/version", "must be 1 or more"));
     }
-    let rows = state
+    let mut rows = state
         .directory
         .templates(&caller.tenant, &template_id)
         .await?;
+    // Without a version, what the router would send: published versions only. With one, that
+    // version even as a draft, so a new version can be checked before it is published.
+    if body.version.is_none() {
+        rows.retain(|row| row.published);
+    }
     if rows.is_empty() {
         return Err(Problem::not_found(format!(
             "no template `{template_id}` in this tenant"

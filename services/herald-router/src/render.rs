@@ -301,25 +301,17 @@ impl Renderer {
         {
             return Ok(name);
         }
-        let template = Template::compile_with_name(body, name.clone()).map_err(|e| {
-            let reason = match e.pos() {
-                Some((line, column)) => format!("line {line}, column {column}: {}", e.reason()),
-                None => e.reason().to_string(),
-            };
-            RenderError::Compile {
+        let template = compile_part(body, name.clone()).map_err(|e| match e {
+            SourceError::Compile { .. } => RenderError::Compile {
                 template: key.to_string(),
                 part,
-                reason,
-            }
+                reason: e.to_string(),
+            },
+            SourceError::Partial => RenderError::PartialNotAllowed {
+                template: key.to_string(),
+                part,
+            },
         })?;
-        // The registries are shared by every tenant, so a partial could pull in another
-        // tenant's template by name.
-        if uses_partials(&template) {
-            return Err(RenderError::PartialNotAllowed {
-                template: key.to_string(),
-                part,
-            });
-        }
         self.registry_for_mut(part)
             .register_template(&name, template);
         // A key takes a cache slot once it has a compiled part, so one that never compiles
@@ -362,6 +354,49 @@ impl Renderer {
             TemplatePart::Json => &mut self.json,
         }
     }
+}
+
+/// Why a part's source is not a template the router can render.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// Handlebars refused it; `line` and `column` are 1-based, where it knows them.
+    #[error("{}", compile_reason(*line, *column, reason))]
+    Compile {
+        line: Option<usize>,
+        column: Option<usize>,
+        reason: String,
+    },
+    #[error(
+        "includes a partial (`{{{{> name}}}}`); templates must be self-contained, so inline the \
+         partial's content"
+    )]
+    Partial,
+}
+
+fn compile_reason(line: Option<usize>, column: Option<usize>, reason: &str) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!("line {line}, column {column}: {reason}"),
+        _ => reason.to_owned(),
+    }
+}
+
+/// Compiles one part as the router does. Used by the renderer and by `herald api` to refuse a
+/// template version that would not render.
+pub fn compile_part(body: &str, name: String) -> Result<Template, SourceError> {
+    let template = Template::compile_with_name(body, name).map_err(|e| {
+        let (line, column) = e.pos().unzip();
+        SourceError::Compile {
+            line,
+            column,
+            reason: e.reason().to_string(),
+        }
+    })?;
+    // The registries are shared by every tenant, so a partial could pull in another tenant's
+    // template by name.
+    if uses_partials(&template) {
+        return Err(SourceError::Partial);
+    }
+    Ok(template)
 }
 
 /// A strict-mode registry with the given escaping.

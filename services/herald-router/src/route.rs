@@ -623,8 +623,12 @@ impl Router {
         request: &NotificationRequest,
     ) -> Result<Arc<Vec<TemplateRow>>, Transient> {
         let (tenant, id) = (&request.tenant, &request.template.id);
+        // Only published versions are ever routed, also when pinned: a pinned draft is an
+        // unknown version (dead-lettered `unknown_template`) until it is published.
         cached(&self.templates, (tenant, id), || async {
-            self.directory.templates(tenant, id).await.map(Arc::new)
+            let mut rows = self.directory.templates(tenant, id).await?;
+            rows.retain(|row| row.published);
+            Ok::<_, herald_store::StoreError>(Arc::new(rows))
         })
         .await
     }
@@ -641,7 +645,7 @@ impl Router {
         let unknown = |what: String| Poison::new(RENDER_STAGE, "unknown_template", what);
         if rows.is_empty() {
             return Ok(Err(unknown(format!(
-                "template {}/{} does not exist",
+                "template {}/{} does not exist or has no published version",
                 request.tenant, request.template.id
             ))));
         }
@@ -1026,6 +1030,7 @@ mod tests {
             text: Some(format!("v{version} {locale}")),
             html: None,
             json: None,
+            published: true,
         }
     }
 

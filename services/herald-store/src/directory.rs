@@ -68,6 +68,9 @@ pub struct TemplateRow {
     pub text: Option<String>,
     pub html: Option<String>,
     pub json: Option<String>,
+    /// False for a version created through `herald api` and not yet published: the router
+    /// never renders it; a preview does when asked for its version.
+    pub published: bool,
 }
 
 /// Channel names from CQL; unknown names (written by a newer Herald) are skipped.
@@ -113,6 +116,7 @@ type TemplateRowCql = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<bool>,
 );
 
 #[derive(Debug, Clone)]
@@ -170,7 +174,7 @@ impl Directory {
             .await?;
         let templates = session
             .prepare(format!(
-                "SELECT version, channel, locale, subject, text_body, html_body, json_body \
+                "SELECT version, channel, locale, subject, text_body, html_body, json_body, draft \
                  FROM {} WHERE tenant = ? AND template_id = ?",
                 config.table("templates")
             ))
@@ -222,7 +226,7 @@ impl Directory {
         ))
     }
 
-    /// Every version, channel and locale of a template.
+    /// Every version, channel and locale of a template, drafts included (marked unpublished).
     pub async fn templates(
         &self,
         tenant: &str,
@@ -235,7 +239,7 @@ impl Directory {
             .into_rows_result()?;
         let mut rows = Vec::new();
         for row in result.rows::<TemplateRowCql>()? {
-            let (version, channel, locale, subject, text, html, json) = row?;
+            let (version, channel, locale, subject, text, html, json, draft) = row?;
             rows.push(TemplateRow {
                 version,
                 channel: channel.parse().ok(),
@@ -244,6 +248,7 @@ impl Directory {
                 text,
                 html,
                 json,
+                published: draft != Some(true),
             });
         }
         Ok(rows)

@@ -16,6 +16,7 @@ pub mod schedule;
 pub mod seed;
 pub mod send_ledger;
 pub mod session;
+pub mod templates;
 mod unlogged;
 pub mod users;
 pub mod webhooks;

@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "api_keys",
         cql: include_str!("../migrations/0006_api_keys.cql"),
     },
+    Migration {
+        version: 7,
+        name: "template_versions",
+        cql: include_str!("../migrations/0007_template_versions.cql"),
+    },
 ];
 
 const MIGRATIONS_TABLE: &str = "schema_migrations";
@@ -86,6 +91,38 @@ pub fn statements(cql: &str) -> Vec<String> {
         out.push(current.trim().to_owned());
     }
     out
+}
+
+/// The table and column of an `ALTER TABLE <table> ADD <column> <type>` statement.
+///
+/// Neither ScyllaDB nor Cassandra accept the same `ADD IF NOT EXISTS`, so such a statement is
+/// made idempotent by the runner instead: it is skipped when the column already exists.
+pub fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let mut words = statement.split_whitespace();
+    let starts =
+        words.next()?.eq_ignore_ascii_case("ALTER") && words.next()?.eq_ignore_ascii_case("TABLE");
+    let table = words.next()?;
+    let add = words.next()?.eq_ignore_ascii_case("ADD");
+    let column = words.next()?;
+    (starts && add && words.next().is_some()).then_some((table, column))
+}
+
+/// Whether `table` of the keyspace already has `column`.
+async fn has_column(
+    session: &Session,
+    keyspace: &str,
+    table: &str,
+    column: &str,
+) -> Result<bool, StoreError> {
+    let rows = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns \
+             WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+            (keyspace, table, column),
+        )
+        .await?
+        .into_rows_result()?;
+    Ok(rows.rows_num() > 0)
 }
 
 /// Creates the keyspace if needed and applies every migration not yet recorded.
@@ -149,6 +186,11 @@ pub async fn migrate(
             continue;
         }
         for statement in statements(migration.cql) {
+            if let Some((table, column)) = added_column(&statement)
+                && has_column(session, ks, table, column).await?
+            {
+                continue;
+            }
             session.query_unpaged(statement, &[]).await?;
         }
         session
@@ -196,7 +238,7 @@ mod tests {
             assert_eq!(migration.version, i as i32 + 1);
             for statement in statements(migration.cql) {
                 assert!(
-                    statement.contains("IF NOT EXISTS"),
+                    statement.contains("IF NOT EXISTS") || added_column(&statement).is_some(),
                     "not idempotent: {statement}"
                 );
                 // Cassandra-only features that ScyllaDB does not accept.
@@ -205,6 +247,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn added_columns_are_recognised() {
+        assert_eq!(
+            added_column("ALTER TABLE templates ADD draft boolean"),
+            Some(("templates", "draft"))
+        );
+        assert_eq!(added_column("ALTER TABLE templates DROP draft"), None);
+        assert_eq!(added_column("CREATE TABLE IF NOT EXISTS a (x int)"), None);
     }
 
     #[test]

@@ -503,7 +503,9 @@ fn answer_error(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// The `[applied]` column of a lightweight transaction's answer.
-fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, StoreError> {
+pub(crate) fn applied(
+    result: scylla::response::query_result::QueryResult,
+) -> Result<bool, StoreError> {
     let row = result.into_rows_result()?.first_row::<Row>()?;
     Ok(matches!(
         row.columns.first(),

@@ -1,5 +1,6 @@
 //! `herald seed`: loads users, preferences, category defaults and templates from a JSON file so
 //! the demo and the tests have data. Every row is an upsert, so seeding twice is harmless.
+//! Seeded template versions are published at once (`herald api` creates drafts).
 
 use chrono::{NaiveTime, Timelike, Utc};
 use handlebars::Handlebars;
@@ -395,7 +396,8 @@ pub async fn load(
     let template_insert = session
         .prepare(format!(
             "INSERT INTO {} (tenant, template_id, version, channel, locale, subject, \
-             text_body, html_body, json_body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             text_body, html_body, json_body, created_at, draft, published_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?)",
             store.table("templates")
         ))
         .await?;
@@ -413,6 +415,7 @@ pub async fn load(
                     &t.text,
                     &t.html,
                     &t.json,
+                    now,
                     now,
                 ),
             )
