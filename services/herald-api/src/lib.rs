@@ -2,8 +2,9 @@
 //! admin port (`/healthz`, `/readyz` = Kafka and the database answer, `/metrics`) and shutdown
 //! (SIGTERM stops accepting, finishes the requests in flight within `api.shutdown_grace`).
 //!
-//! Every `/v1` route takes a tenant API key (`Authorization: Bearer`); every error is an
-//! RFC 9457 problem (`application/problem+json`).
+//! Every `/v1` route but `/v1/unsubscribe/{token}` (a signed link from an email) takes a
+//! tenant API key (`Authorization: Bearer`); every error is an RFC 9457 problem
+//! (`application/problem+json`).
 
 pub mod apikey;
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod preview;
 pub mod problem;
 pub mod send;
 pub mod templates;
+pub mod unsubscribe;
 pub mod webhooks;
 
 use axum::Router;
@@ -74,6 +76,8 @@ pub struct AppState {
     pub push_tokens: PushTokens,
     pub webhooks: Webhooks,
     pub templates: Templates,
+    /// Signs and checks unsubscribe links, when `[unsubscribe]` is set.
+    pub unsubscribe: Option<herald_contracts::unsubscribe::UnsubscribeLinks>,
     pub preview: preview::PreviewConfig,
     pub body_limit: usize,
 }
@@ -140,6 +144,10 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             post(templates::publish_version),
         )
         .route(
+            "/v1/unsubscribe/{token}",
+            get(unsubscribe::confirm).post(unsubscribe::unsubscribe),
+        )
+        .route(
             "/v1/categories/{category}",
             get(categories::get_category)
                 .put(categories::put_category)
@@ -156,11 +164,21 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
                 tracing::info_span!(
                     "request",
                     method = %request.method(),
-                    path = %request.uri().path(),
+                    path = %logged_path(request.uri().path()),
                     key_id = tracing::field::Empty,
                 )
             }),
         )
+}
+
+/// The path as logged: an unsubscribe link's token opts a user out, so it is left out.
+fn logged_path(path: &str) -> &str {
+    let prefix = "/v1/unsubscribe/";
+    if path.starts_with(prefix) {
+        "/v1/unsubscribe/{token}"
+    } else {
+        path
+    }
 }
 
 /// `GET /openapi.json`: the OpenAPI 3.1 description of `/v1` (no key needed).
@@ -252,6 +270,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         push_tokens,
         webhooks,
         templates,
+        unsubscribe: config.unsubscribe.links(),
         preview: preview::PreviewConfig {
             default_locale: config.router.default_locale.clone(),
         },

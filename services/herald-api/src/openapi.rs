@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{categories, manage, preview, send, templates, webhooks};
+use crate::{categories, manage, preview, send, templates, unsubscribe, webhooks};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -21,7 +21,9 @@ categories and webhook endpoints reach the router within its cache TTL (`router.
 30 s by default). Template versions are immutable: a new one is a draft, which a preview \
 renders when given its number but the router does not, until it is published; a publication \
 reaches the router within the same cache TTL. The router treats a request pinned to a draft \
-version like one pinned to an unknown version (dead-lettered, `unknown_template`)."
+version like one pinned to an unknown version (dead-lettered, `unknown_template`). \
+`/v1/unsubscribe/{token}` takes no key: the signed, expiring link of an email's \
+`List-Unsubscribe` header (RFC 8058 one-click)."
     ),
     paths(
         send::post_notification,
@@ -47,6 +49,8 @@ version like one pinned to an unknown version (dead-lettered, `unknown_template`
         templates::publish_version,
         templates::get_template,
         templates::get_version,
+        unsubscribe::confirm,
+        unsubscribe::unsubscribe,
     ),
     modifiers(&BearerKey),
     security(("api_key" = []))
@@ -98,6 +102,6 @@ mod tests {
         );
         let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 17);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 18);
     }
 }

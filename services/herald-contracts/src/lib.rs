@@ -15,6 +15,7 @@ pub mod secret;
 pub mod status;
 pub mod time;
 pub mod topics;
+pub mod unsubscribe;
 
 pub use channel::{Channel, Priority};
 pub use codec::{Codec, CodecError, Decoded};

@@ -4,6 +4,7 @@ use scylla::client::session::Session;
 use std::sync::Arc;
 
 use herald_contracts::Channel;
+use herald_contracts::unsubscribe::UnsubscribeLinks;
 use herald_store::StoreConfig;
 
 use crate::config::ProvidersConfig;
@@ -25,16 +26,20 @@ pub struct StoreHandle<'a> {
 
 /// The provider for `channel`. Email takes `smtp` or `sendgrid` (exactly one); push takes
 /// `fcm` and/or `apns`; inapp needs `store`; webhook reads endpoint secrets through `store`
-/// when given. Call it inside a Tokio runtime.
+/// when given; email's `List-Unsubscribe` points at signed links when `unsubscribe` is given
+/// (`[unsubscribe]`). Call it inside a Tokio runtime.
 pub async fn build_provider(
     channel: Channel,
     config: &ProvidersConfig,
     store: Option<StoreHandle<'_>>,
+    unsubscribe: Option<&UnsubscribeLinks>,
 ) -> Result<Arc<dyn Provider>, BuildError> {
     Ok(match channel {
         Channel::Email => match (&config.smtp, &config.sendgrid) {
-            (Some(smtp), None) => Arc::new(SmtpProvider::new(smtp)?),
-            (None, Some(sendgrid)) => Arc::new(SendGridProvider::new(sendgrid)?),
+            (Some(smtp), None) => Arc::new(SmtpProvider::with_unsubscribe(smtp, unsubscribe)?),
+            (None, Some(sendgrid)) => {
+                Arc::new(SendGridProvider::with_unsubscribe(sendgrid, unsubscribe)?)
+            }
             (Some(_), Some(_)) => {
                 return Err(BuildError::config(
                     "smtp",
@@ -92,7 +97,7 @@ mod tests {
 
     async fn error(channel: Channel, toml_text: &str) -> String {
         let config: ProvidersConfig = toml::from_str(toml_text).unwrap();
-        match build_provider(channel, &config, None).await {
+        match build_provider(channel, &config, None, None).await {
             Ok(provider) => panic!("built {provider:?}"),
             Err(e) => e.to_string(),
         }
@@ -204,7 +209,9 @@ mod tests {
             "[smtp]\nhost = \"localhost\"\nfrom = \"Acme <a@b.example>\"\nsecurity = \"none\"\n",
         )
         .unwrap();
-        let provider = build_provider(Channel::Email, &config, None).await.unwrap();
+        let provider = build_provider(Channel::Email, &config, None, None)
+            .await
+            .unwrap();
         assert_eq!(provider.name(), "smtp");
         let config: ProvidersConfig = toml::from_str(
             "[twilio]\naccount_sid = \"AC1\"\nauth_token = \"twilio-secret\"\nfrom = \"+1\"\n\n\
@@ -212,11 +219,11 @@ mod tests {
         )
         .unwrap();
         for channel in [Channel::Sms, Channel::Email] {
-            let provider = build_provider(channel, &config, None).await.unwrap();
+            let provider = build_provider(channel, &config, None, None).await.unwrap();
             let debug = format!("{provider:?}");
             assert!(!debug.contains("-secret"), "{debug}");
         }
-        let webhook = build_provider(Channel::Webhook, &ProvidersConfig::default(), None)
+        let webhook = build_provider(Channel::Webhook, &ProvidersConfig::default(), None, None)
             .await
             .unwrap();
         assert_eq!(webhook.name(), "webhook");

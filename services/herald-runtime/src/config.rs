@@ -36,6 +36,9 @@ pub struct HeraldConfig {
     pub deliver: DeliverConfig,
     #[serde(default)]
     pub api: crate::api_config::ApiConfig,
+    /// One-click unsubscribe links: shared by the email worker and `herald api`.
+    #[serde(default)]
+    pub unsubscribe: herald_contracts::unsubscribe::UnsubscribeConfig,
 }
 
 /// `herald router`.
@@ -497,6 +500,7 @@ impl HeraldConfig {
         }
         deliver.breaker.validate().map_err(ConfigError::Invalid)?;
         self.api.validate().map_err(ConfigError::Invalid)?;
+        self.unsubscribe.validate().map_err(ConfigError::Invalid)?;
         deliver
             .rate_limit
             .validate()

@@ -84,7 +84,8 @@ pub struct SmtpConfig {
     pub message_id_domain: Option<String>,
     /// The List-Unsubscribe header value, with `{tenant}`, `{user_id}`, `{category}`,
     /// `{event_id}` and `{dispatch_id}` replaced (percent-encoded), e.g.
-    /// `<https://acme.example/unsubscribe?u={user_id}&c={category}>`. None: no header.
+    /// `<https://acme.example/unsubscribe?u={user_id}&c={category}>`. None: no header, or
+    /// the signed links of `[unsubscribe]` (served by `herald api`) when that is set.
     #[serde(default)]
     pub list_unsubscribe: Option<String>,
     /// Also send `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058); the

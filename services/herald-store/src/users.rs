@@ -47,6 +47,7 @@ pub struct Users {
     delete_webhooks: PreparedStatement,
     insert_settings: PreparedStatement,
     insert_preference: PreparedStatement,
+    opt_out: PreparedStatement,
 }
 
 fn names(channels: &[Channel]) -> Vec<&'static str> {
@@ -88,6 +89,11 @@ impl Users {
             insert_preference: prepare(format!(
                 "INSERT INTO {preferences} (tenant, user_id, category, channels, opted_out, \
                  opted_out_channels, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+            ))
+            .await?,
+            opt_out: prepare(format!(
+                "UPDATE {preferences} SET opted_out = true, updated_at = ? \
+                 WHERE tenant = ? AND user_id = ? AND category = ?"
             ))
             .await?,
             session,
@@ -173,6 +179,20 @@ impl Users {
                 )
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Opts the user out of one category (an unsubscribe link), keeping the rest of their
+    /// preference for it; writing it twice is harmless.
+    pub async fn opt_out(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        category: &str,
+    ) -> Result<(), StoreError> {
+        self.session
+            .execute_unpaged(&self.opt_out, (Utc::now(), tenant, user_id, category))
+            .await?;
         Ok(())
     }
 }

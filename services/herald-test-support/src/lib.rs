@@ -551,6 +551,25 @@ pub fn outcomes_by_event(
     by_event
 }
 
+impl HeraldEnv {
+    /// The first outcome of `event_id` on the status topic whose status is one of `statuses`
+    /// (`routed`, `dead_lettered`, `suppressed`, ...), waiting up to a minute for it.
+    pub fn wait_for_outcome(&self, event_id: &str, statuses: &[&str]) -> Outcome {
+        let topic = self.topics().status();
+        wait_for(
+            &format!("a {statuses:?} status of {event_id}"),
+            std::time::Duration::from_secs(60),
+            || {
+                let records = self.read_all(&topic);
+                outcomes_by_event(&records)
+                    .remove(event_id)?
+                    .into_iter()
+                    .find(|(status, _, _)| statuses.contains(&status.as_str()))
+            },
+        )
+    }
+}
+
 /// The bytes of a hex string (trace and span ids, `tail`'s `value_hex`).
 pub fn unhex(text: &str) -> Vec<u8> {
     (0..text.len())

@@ -5,11 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use reqwest::Method;
-use std::time::Duration;
 
 use herald_contracts::{Channel, Lane};
+use herald_test_support::HeraldEnv;
 use herald_test_support::api::{Answer, ApiClient};
-use herald_test_support::{HeraldEnv, outcomes_by_event};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
@@ -35,24 +34,9 @@ fn request(event_id: &str, version: Option<i32>) -> serde_json::Value {
 /// The event's terminal outcome: the email dispatch's text when it was routed, else its
 /// status and reason.
 fn routed(env: &HeraldEnv, event_id: &str) -> Result<String, (String, String)> {
-    let status = env.topics().status();
     let dispatches = env.topics().dispatch(Channel::Email, Lane::Bulk);
-    let outcome = herald_test_support::wait_for(
-        &format!("a terminal status of {event_id}"),
-        Duration::from_secs(60),
-        || {
-            let records = env.read_all(&status);
-            let by_event = outcomes_by_event(&records);
-            by_event
-                .get(event_id)?
-                .iter()
-                .find_map(|(status, _, reason)| {
-                    ["routed", "dead_lettered"]
-                        .contains(&status.as_str())
-                        .then(|| (status.clone(), reason.clone()))
-                })
-        },
-    );
+    let (status, _, reason) = env.wait_for_outcome(event_id, &["routed", "dead_lettered"]);
+    let outcome = (status, reason);
     if outcome.0 != "routed" {
         return Err(outcome);
     }

@@ -8,14 +8,14 @@ use futures::future::BoxFuture;
 use reqwest::header::{HeaderName, HeaderValue};
 
 use herald_contracts::Dispatch;
+use herald_contracts::unsubscribe::UnsubscribeLinks;
 
-use super::{LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ONE_CLICK};
+use super::{LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ListUnsubscribe, ONE_CLICK};
 use crate::classify::execute;
 use crate::config::SendGridConfig;
 use crate::error::required;
 use crate::http::{base_url, client_builder};
 use crate::outcome::logged;
-use crate::template::Template;
 use crate::{BuildError, Outcome, Provider, SendReport};
 
 pub const SEND_PATH: &str = "/v3/mail/send";
@@ -28,13 +28,21 @@ pub struct SendGridProvider {
     api_key: herald_contracts::secret::Secret,
     from: serde_json::Value,
     reply_to: Option<serde_json::Value>,
-    list_unsubscribe: Option<Template>,
-    one_click: bool,
+    list_unsubscribe: Option<ListUnsubscribe>,
     idempotency_header: HeaderName,
 }
 
 impl SendGridProvider {
     pub fn new(config: &SendGridConfig) -> Result<Self, BuildError> {
+        Self::with_unsubscribe(config, None)
+    }
+
+    /// As [`Self::new`], with `List-Unsubscribe` pointing at signed links when `links` is
+    /// given (`[unsubscribe]`).
+    pub fn with_unsubscribe(
+        config: &SendGridConfig,
+        links: Option<&UnsubscribeLinks>,
+    ) -> Result<Self, BuildError> {
         let base = base_url("sendgrid.base_url", &config.base_url)?;
         let api_key = required("sendgrid.api_key", &config.api_key)?;
         let sender = required("sendgrid.from", &config.from)?;
@@ -46,12 +54,12 @@ impl SendGridProvider {
         if let Some(name) = &config.from_name {
             from["name"] = name.clone().into();
         }
-        let list_unsubscribe = config
-            .list_unsubscribe
-            .as_deref()
-            .map(Template::parse)
-            .transpose()
-            .map_err(|m| BuildError::config("sendgrid.list_unsubscribe", m))?;
+        let list_unsubscribe = ListUnsubscribe::configure(
+            "sendgrid.list_unsubscribe",
+            config.list_unsubscribe.as_deref(),
+            config.list_unsubscribe_post,
+            links,
+        )?;
         Ok(Self {
             http: client_builder(config.timeout, config.connect_timeout).build()?,
             url: format!("{base}{SEND_PATH}"),
@@ -62,7 +70,6 @@ impl SendGridProvider {
                 .as_ref()
                 .map(|r| serde_json::json!({ "email": r })),
             list_unsubscribe,
-            one_click: config.list_unsubscribe_post,
             idempotency_header,
         })
     }
@@ -99,9 +106,10 @@ impl SendGridProvider {
         if let Some(reply_to) = &self.reply_to {
             body["reply_to"] = reply_to.clone();
         }
-        if let Some(template) = &self.list_unsubscribe {
-            let mut headers = serde_json::json!({ LIST_UNSUBSCRIBE: template.render(dispatch) });
-            if self.one_click {
+        if let Some(list_unsubscribe) = &self.list_unsubscribe {
+            let (url, one_click) = list_unsubscribe.header(dispatch);
+            let mut headers = serde_json::json!({ LIST_UNSUBSCRIBE: url });
+            if one_click {
                 headers[LIST_UNSUBSCRIBE_POST] = ONE_CLICK.into();
             }
             body["headers"] = headers;

@@ -12,12 +12,15 @@ use std::error::Error as _;
 
 use herald_contracts::Dispatch;
 
-use super::{LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ONE_CLICK, domain_of, message_id};
+use herald_contracts::unsubscribe::UnsubscribeLinks;
+
+use super::{
+    LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ListUnsubscribe, ONE_CLICK, domain_of, message_id,
+};
 use crate::classify::truncate_reason;
 use crate::config::{SmtpConfig, SmtpSecurity};
 use crate::error::required;
 use crate::outcome::logged;
-use crate::template::Template;
 use crate::{BuildError, Outcome, Provider, SendReport};
 
 #[derive(Debug)]
@@ -26,14 +29,22 @@ pub struct SmtpProvider {
     from: Mailbox,
     reply_to: Option<Mailbox>,
     message_id_domain: String,
-    list_unsubscribe: Option<Template>,
-    one_click: bool,
+    list_unsubscribe: Option<ListUnsubscribe>,
 }
 
 impl SmtpProvider {
     /// Builds the pooled transport (no connection is made until the first send). Call it
     /// inside a Tokio runtime: the pool starts its reaper task there.
     pub fn new(config: &SmtpConfig) -> Result<Self, BuildError> {
+        Self::with_unsubscribe(config, None)
+    }
+
+    /// As [`Self::new`], with `List-Unsubscribe` pointing at signed links when `links` is
+    /// given (`[unsubscribe]`).
+    pub fn with_unsubscribe(
+        config: &SmtpConfig,
+        links: Option<&UnsubscribeLinks>,
+    ) -> Result<Self, BuildError> {
         let host = required("smtp.host", &config.host)?;
         let from: Mailbox = required("smtp.from", &config.from)?
             .parse()
@@ -50,12 +61,12 @@ impl SmtpProvider {
                 .map(str::to_owned)
                 .ok_or_else(|| BuildError::config("smtp.message_id_domain", "must be set"))?,
         };
-        let list_unsubscribe = config
-            .list_unsubscribe
-            .as_deref()
-            .map(Template::parse)
-            .transpose()
-            .map_err(|m| BuildError::config("smtp.list_unsubscribe", m))?;
+        let list_unsubscribe = ListUnsubscribe::configure(
+            "smtp.list_unsubscribe",
+            config.list_unsubscribe.as_deref(),
+            config.list_unsubscribe_post,
+            links,
+        )?;
         let tls = match config.security {
             SmtpSecurity::None => Tls::None,
             SmtpSecurity::Starttls => Tls::Required(tls_parameters(host, config)?),
@@ -93,7 +104,6 @@ impl SmtpProvider {
             reply_to,
             message_id_domain,
             list_unsubscribe,
-            one_click: config.list_unsubscribe_post,
         })
     }
 
@@ -112,9 +122,10 @@ impl SmtpProvider {
         if let Some(reply_to) = &self.reply_to {
             builder = builder.reply_to(reply_to.clone());
         }
-        if let Some(template) = &self.list_unsubscribe {
-            builder = builder.header(ListUnsubscribe(template.render(dispatch)));
-            if self.one_click {
+        if let Some(list_unsubscribe) = &self.list_unsubscribe {
+            let (url, one_click) = list_unsubscribe.header(dispatch);
+            builder = builder.header(ListUnsubscribeHeader(url));
+            if one_click {
                 builder = builder.header(ListUnsubscribePost);
             }
         }
@@ -192,9 +203,9 @@ pub fn classify_smtp_error(err: &SmtpError) -> Outcome {
 }
 
 #[derive(Debug, Clone)]
-struct ListUnsubscribe(String);
+struct ListUnsubscribeHeader(String);
 
-impl Header for ListUnsubscribe {
+impl Header for ListUnsubscribeHeader {
     fn name() -> HeaderName {
         HeaderName::new_from_ascii_str(LIST_UNSUBSCRIBE)
     }

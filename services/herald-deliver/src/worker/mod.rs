@@ -94,6 +94,7 @@ pub async fn run(
             session: &session,
             config: &config.store,
         }),
+        config.unsubscribe.links().as_ref(),
     )
     .await?;
     let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);

@@ -19,8 +19,13 @@ pub(crate) async fn check(config: &HeraldConfig, args: &ConfigCheckArgs) -> Exit
     if let Some(channel) = args.channel {
         // The inbox needs nothing beyond the store, which loading has validated.
         if channel != Channel::Inapp
-            && let Err(e) =
-                herald_deliver::build_provider(channel, &config.deliver.providers, None).await
+            && let Err(e) = herald_deliver::build_provider(
+                channel,
+                &config.deliver.providers,
+                None,
+                config.unsubscribe.links().as_ref(),
+            )
+            .await
         {
             eprintln!("herald: {e}");
             return exit::config();
