@@ -89,6 +89,14 @@ pub const DELIVER_FALLBACKS: &str = "herald_deliver_fallbacks_total";
 /// (`before_send`: already past; `before_retry`: it would pass before the next attempt).
 pub const DELIVER_EXPIRED: &str = "herald_deliver_expired_total";
 
+/// Tracker: status records written to the timeline.
+pub const TRACK_STATUSES_WRITTEN: &str = "herald_track_statuses_written_total";
+/// Tracker: status records skipped because they could not be decoded as a status, by reason
+/// (`undecodable`, `not_a_status`).
+pub const TRACK_UNDECODABLE: &str = "herald_track_undecodable_total";
+/// Tracker: batch writes that failed and were retried (the database was down or slow).
+pub const TRACK_WRITE_FAILURES: &str = "herald_track_write_failures_total";
+
 /// API: requests answered, by route (the matched path) and status code.
 pub const API_REQUESTS: &str = "herald_api_requests_total";
 /// API: seconds to answer one request, by route.

@@ -71,6 +71,63 @@ pub async fn serve(
         .await
 }
 
+/// A role's running admin server: its readiness flag and the task serving it.
+#[derive(Debug)]
+pub struct AdminServer {
+    pub readiness: Readiness,
+    pub addr: std::net::SocketAddr,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl AdminServer {
+    /// Once the role's work has ended and its shutdown token is cancelled: waits for the
+    /// readiness checks to stop, reports not ready and waits for the admin server to close.
+    pub async fn stop(self, checks: tokio::task::JoinHandle<()>) {
+        if let Err(e) = checks.await {
+            tracing::warn!(error = %e, "readiness checks failed");
+        }
+        self.readiness.set(false);
+        if let Ok(Err(e)) = self.task.await {
+            tracing::warn!(error = %e, "admin server stopped with an error");
+        }
+    }
+}
+
+/// The admin server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminStartError {
+    #[error("admin server on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Metrics(String),
+}
+
+/// Installs the metrics recorder for `role`, binds `listen` and serves the admin endpoints
+/// until `shutdown` is cancelled; the role starts not ready.
+pub async fn start(
+    role: &str,
+    listen: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<AdminServer, AdminStartError> {
+    let metrics = metrics_handle(role).map_err(AdminStartError::Metrics)?;
+    let listen_error = |source| AdminStartError::Listen {
+        addr: listen,
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
+    let readiness = Readiness::default();
+    let task = tokio::spawn(serve(listener, readiness.clone(), metrics, shutdown));
+    Ok(AdminServer {
+        readiness,
+        addr,
+        task,
+    })
+}
+
 async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     if state.readiness.is_ready() {
         (StatusCode::OK, "ready\n")

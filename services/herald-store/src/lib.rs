@@ -17,6 +17,7 @@ pub mod seed;
 pub mod send_ledger;
 pub mod session;
 pub mod templates;
+pub mod timeline;
 mod unlogged;
 pub mod users;
 pub mod webhooks;

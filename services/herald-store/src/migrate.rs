@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "template_versions",
         cql: include_str!("../migrations/0007_template_versions.cql"),
     },
+    Migration {
+        version: 8,
+        name: "timeline_state",
+        cql: include_str!("../migrations/0008_timeline_state.cql"),
+    },
 ];
 
 const MIGRATIONS_TABLE: &str = "schema_migrations";

@@ -45,6 +45,10 @@ pub(crate) enum Command {
     /// answered 202 once Kafka acknowledged the request. Stops on SIGTERM after finishing the
     /// requests in flight.
     Api,
+    /// Run the tracker: statuses in, each notification's timeline, latest state per dispatch
+    /// and the per-user index written to the database, effectively once. Stops on SIGTERM
+    /// after writing and committing the open batch.
+    Track,
     /// Manage tenant API keys for `herald api`.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
@@ -177,13 +181,17 @@ impl Command {
             Command::Replay(_) => "replay",
             Command::Dlq(_) => "dlq",
             Command::Api => "api",
+            Command::Track => "track",
             Command::Apikey(_) => "apikey",
         }
     }
 
     /// Long-running roles log at the configured level; operator tools only warn.
     pub(crate) fn is_role(&self) -> bool {
-        matches!(self, Command::Router | Command::Deliver(_) | Command::Api)
+        matches!(
+            self,
+            Command::Router | Command::Deliver(_) | Command::Api | Command::Track
+        )
     }
 }
 

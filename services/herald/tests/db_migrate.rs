@@ -68,6 +68,8 @@ async fn migrate_twice_leaves_one_record_per_migration_and_the_same_schema() {
         "send_claims",
         "dedupe",
         "timeline",
+        "dispatch_states",
+        "user_notifications",
         "inbox",
         "schema_migrations",
     ] {

@@ -37,6 +37,10 @@ pub(crate) async fn run(command: Command, config: HeraldConfig) -> anyhow::Resul
             herald_api::run(config, herald_runtime::shutdown::on_signal()).await?;
             Ok(crate::exit::SUCCESS)
         }
+        Command::Track => {
+            herald_track::run(config, herald_runtime::shutdown::on_signal()).await?;
+            Ok(crate::exit::SUCCESS)
+        }
         Command::Router => {
             herald_router::run(config, herald_runtime::shutdown::on_signal()).await?;
             Ok(crate::exit::SUCCESS)

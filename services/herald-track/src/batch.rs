@@ -1,0 +1,245 @@
+//! The tracker's loop: take a batch of status records, decode them, write their rows (again and
+//! again while the database is away: nothing is committed past an unwritten row, so consumption
+//! pauses), then commit the batch's offsets.
+
+use rdkafka::Message;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::topic_partition_list::Offset;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use herald_contracts::headers::{FALLBACK_CHAIN, REPLAY_HEADERS, SCHEDULED_FOR};
+use herald_contracts::metric_names::{
+    TRACK_STATUSES_WRITTEN, TRACK_UNDECODABLE, TRACK_WRITE_FAILURES,
+};
+use herald_contracts::{Codec, Decoded};
+use herald_kafka::HeraldContext;
+use herald_kafka::group::{self, MakeConsumer};
+use herald_kafka::headers::last_str;
+use herald_store::timeline::{TimelineEntry, TimelineWriter};
+
+use crate::{LINGER, MAX_BATCH, TrackError};
+
+/// Waits between attempts to write a batch (or decode a record) while a dependency is away.
+const RETRY_BACKOFF: [Duration; 4] = [
+    Duration::from_millis(200),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
+
+/// A status record, owned, as read.
+struct Record {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    payload: Option<Vec<u8>>,
+    links: HashMap<String, String>,
+}
+
+impl Record {
+    fn of(message: &BorrowedMessage<'_>) -> Self {
+        let links = message
+            .headers()
+            .map(|headers| {
+                REPLAY_HEADERS
+                    .iter()
+                    .chain([&SCHEDULED_FOR, &FALLBACK_CHAIN])
+                    .filter_map(|name| {
+                        last_str(headers, name).map(|v| ((*name).to_owned(), v.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            payload: message.payload().map(<[u8]>::to_vec),
+            links,
+        }
+    }
+
+    fn source(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+}
+
+pub(crate) struct Tracker<'a> {
+    pub(crate) codec: Codec,
+    pub(crate) writer: TimelineWriter,
+    pub(crate) consumer: StreamConsumer<HeraldContext>,
+    pub(crate) make_consumer: &'a MakeConsumer,
+}
+
+impl Tracker<'_> {
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Result<(), TrackError> {
+        loop {
+            let records = self.take_batch(&shutdown).await?;
+            if records.is_empty() {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                continue;
+            }
+            let Some(entries) = self.decode_all(&records, &shutdown).await? else {
+                return Ok(());
+            };
+            if !self.write(&entries, &shutdown).await {
+                // Stopped while the database was away: nothing of this batch is committed.
+                return Ok(());
+            }
+            metrics::counter!(TRACK_STATUSES_WRITTEN).increment(entries.len() as u64);
+            let mode = if shutdown.is_cancelled() {
+                CommitMode::Sync
+            } else {
+                CommitMode::Async
+            };
+            if let Err(e) = self.consumer.commit(&next_offsets(&records)?, mode) {
+                // The rows are written; a record read again rewrites the same rows.
+                tracing::warn!(error = %e, "cannot commit the tracker's offsets");
+            }
+        }
+    }
+
+    /// Up to `MAX_BATCH` records: waits for the first (or for shutdown), then takes what comes
+    /// within `LINGER`.
+    async fn take_batch(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<Record>, TrackError> {
+        let mut records = Vec::new();
+        while records.len() < MAX_BATCH {
+            let wait = if records.is_empty() {
+                group::GROUP_CHECK_INTERVAL
+            } else {
+                LINGER
+            };
+            let received = tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = tokio::time::timeout(wait, self.consumer.recv()) => received,
+            };
+            match received {
+                Ok(Ok(message)) => records.push(Record::of(&message)),
+                Ok(Err(e)) => {
+                    if group::lost(Err::<(), _>(e))? && records.is_empty() {
+                        group::rebuild(&mut self.consumer, self.make_consumer)?;
+                    }
+                    break;
+                }
+                Err(_elapsed) => {
+                    if records.is_empty() && group::is_stuck(&self.consumer, health_bound()) {
+                        group::rebuild(&mut self.consumer, self.make_consumer)?;
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// The batch's statuses; records that are not statuses are counted and skipped. `None`
+    /// when stopped while the schema registry was away.
+    async fn decode_all(
+        &self,
+        records: &[Record],
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Vec<TimelineEntry>>, TrackError> {
+        let mut entries = Vec::with_capacity(records.len());
+        for record in records {
+            let Some(payload) = &record.payload else {
+                skip(record, "undecodable", "no value");
+                continue;
+            };
+            let mut attempt = 0;
+            let decoded = loop {
+                match self.codec.decode(payload).await {
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(error = %e, "cannot decode a status record yet");
+                        if !pause(&mut attempt, shutdown).await {
+                            return Ok(None);
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            match decoded {
+                Ok(Decoded::Status(status)) => entries.push(TimelineEntry {
+                    source: record.source(),
+                    status,
+                    links: record.links.clone(),
+                }),
+                Ok(other) => skip(
+                    record,
+                    "not_a_status",
+                    other.schema_name().unwrap_or("an unnamed schema"),
+                ),
+                Err(e) => skip(record, "undecodable", &e.to_string()),
+            }
+        }
+        Ok(Some(entries))
+    }
+
+    /// Writes the entries, retrying until they are all written (true) or shutdown (false).
+    async fn write(&self, entries: &[TimelineEntry], shutdown: &CancellationToken) -> bool {
+        let mut attempt = 0;
+        loop {
+            match self.writer.write(entries).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    metrics::counter!(TRACK_WRITE_FAILURES).increment(1);
+                    tracing::warn!(error = %e, records = entries.len(), "cannot write the timeline; retrying");
+                    if !pause(&mut attempt, shutdown).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How long a consumer may sit without partitions and coordinator before it is replaced.
+fn health_bound() -> Duration {
+    herald_runtime::health::GROUP_GRACE
+}
+
+fn skip(record: &Record, reason: &'static str, detail: &str) {
+    metrics::counter!(TRACK_UNDECODABLE, "reason" => reason).increment(1);
+    tracing::warn!(
+        topic = %record.topic,
+        partition = record.partition,
+        offset = record.offset,
+        reason,
+        detail,
+        "skipping a record that is not a readable status"
+    );
+}
+
+/// Sleeps the next backoff step; false when shutdown came first.
+async fn pause(attempt: &mut usize, shutdown: &CancellationToken) -> bool {
+    let delay = RETRY_BACKOFF[(*attempt).min(RETRY_BACKOFF.len() - 1)];
+    *attempt += 1;
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// The offset after the last record of each partition in the batch.
+fn next_offsets(records: &[Record]) -> Result<TopicPartitionList, TrackError> {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for record in records {
+        let slot = next
+            .entry((record.topic.as_str(), record.partition))
+            .or_default();
+        *slot = (*slot).max(record.offset + 1);
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    Ok(list)
+}

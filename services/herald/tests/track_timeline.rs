@@ -1,0 +1,314 @@
+//! `herald track` on the real stack: a notification routed to a webhook the receiver refuses
+//! falls back to the in-app inbox, and the tracker writes every step into the timeline, the
+//! dispatches' latest states and the user's index; a tracker killed with `kill -9` while
+//! statuses flow and started again leaves exactly one timeline row per status record.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use scylla::client::session::Session;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use herald_contracts::metric_names::{TRACK_STATUSES_WRITTEN, TRACK_UNDECODABLE};
+use herald_contracts::{Channel, Codec, Status, StatusEvent};
+use herald_test_support::deliver::{WEBHOOK_SECRET, webhook_env};
+use herald_test_support::kafka::produce_raw_many;
+use herald_test_support::standin::{Reply, StandIn};
+use herald_test_support::{HeraldEnv, RoleProcess, wait_for};
+
+const HERALD: &str = env!("CARGO_BIN_EXE_herald");
+const WAIT: Duration = Duration::from_secs(60);
+
+fn seed(hook_url: &str) -> String {
+    serde_json::json!({
+        "users": [{"tenant": "acme", "user_id": "lin", "time_zone": "UTC",
+                   "webhooks": [{"id": "orders", "url": hook_url, "secret": WEBHOOK_SECRET}]}],
+        "categories": [{"tenant": "acme", "category": "shop.hook", "channels": ["webhook"],
+                        "fallback": ["inapp"]}],
+        "templates": [
+            {"tenant": "acme", "template_id": "receipt", "version": 1, "channel": "webhook",
+             "locale": "default", "json": "{\"order\": \"{{order}}\"}"},
+            {"tenant": "acme", "template_id": "receipt", "version": 1, "channel": "inapp",
+             "locale": "default", "text": "order {{order}}"}
+        ]
+    })
+    .to_string()
+}
+
+fn request(event_id: &str) -> String {
+    serde_json::json!({
+        "event_id": event_id, "tenant": "acme", "category": "shop.hook",
+        "template": {"id": "receipt"}, "recipient": {"user_id": "lin"},
+        "data": {"order": "A-1"},
+    })
+    .to_string()
+}
+
+fn spawn_track(env: &HeraldEnv) -> RoleProcess {
+    env.spawn(
+        "track",
+        &["track"],
+        &[("HERALD_TELEMETRY__LOG_LEVEL", "warn,herald_track=info")],
+    )
+}
+
+/// A timeline row: (at in ms, source, dispatch id, channel, status, reason).
+type Row = (i64, String, String, String, String, String);
+
+/// The rows of `columns` of one of acme's events in `table`, as `R`.
+async fn event_rows<R>(
+    session: &Session,
+    env: &HeraldEnv,
+    table: &str,
+    columns: &str,
+    event_id: &str,
+) -> Vec<R>
+where
+    R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    let cql = format!(
+        "SELECT {columns} FROM {}.{table} WHERE tenant = 'acme' AND event_id = ?",
+        env.name
+    );
+    let result = session.query_unpaged(cql, (event_id,)).await.unwrap();
+    let rows = result.into_rows_result().unwrap();
+    rows.rows::<R>().unwrap().map(Result::unwrap).collect()
+}
+
+async fn timeline(session: &Session, env: &HeraldEnv, event_id: &str) -> Vec<Row> {
+    type Cells = (
+        chrono::DateTime<chrono::Utc>,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        Option<String>,
+    );
+    let columns = "at, source, dispatch_id, channel, status, reason";
+    event_rows::<Cells>(session, env, "timeline", columns, event_id)
+        .await
+        .into_iter()
+        .map(|(at, source, dispatch, channel, status, reason)| {
+            (
+                at.timestamp_millis(),
+                source,
+                dispatch.unwrap_or_default(),
+                channel.unwrap_or_default(),
+                status,
+                reason.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Each dispatch's latest state (its state of highest rank) of `event_id`.
+async fn latest_states(
+    session: &Session,
+    env: &HeraldEnv,
+    event_id: &str,
+) -> BTreeMap<String, String> {
+    let columns = "dispatch_id, status";
+    let rows = event_rows::<(String, String)>(session, env, "dispatch_states", columns, event_id);
+    let mut latest = BTreeMap::new();
+    for (dispatch, status) in rows.await {
+        // Rows come highest rank first within a dispatch.
+        latest.entry(dispatch).or_insert(status);
+    }
+    latest
+}
+
+/// Every timeline row's source, with how many rows it has.
+async fn sources_written(session: &Session, env: &HeraldEnv) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    let mut rows = session
+        .query_iter(format!("SELECT source FROM {}.timeline", env.name), ())
+        .await
+        .unwrap()
+        .rows_stream::<(String,)>()
+        .unwrap();
+    use futures::StreamExt;
+    while let Some(row) = rows.next().await {
+        *counts.entry(row.unwrap().0).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The source of every record now on the status topic.
+fn sources_on_topic(env: &HeraldEnv) -> BTreeSet<String> {
+    let topic = env.topics().status();
+    env.read_all(&topic)
+        .iter()
+        .map(|r| format!("{topic}/{}/{}", r["partition"], r["offset"]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_is_tracked_step_by_step() {
+    let env = webhook_env(HERALD, "track_flow", "instance_id = \"w1\"\n");
+    let receiver = StandIn::start(|_| Reply::status(400)).await;
+    let seed = env.write("seed.json", &seed(&format!("{}/hook", receiver.url())));
+    env.run(&["seed", seed.to_str().unwrap()], None)
+        .assert_code(0);
+    let _router = env.spawn("router", &["router"], &[]);
+    let _webhook = env.spawn("deliver", &["deliver", "--channel", "webhook"], &[]);
+    let _inapp = env.spawn("deliver", &["deliver", "--channel", "inapp"], &[]);
+    let _track = spawn_track(&env);
+    env.run(&["produce"], Some(&request("e1"))).assert_code(0);
+
+    let fallback = "e1:fallback:inapp";
+    // The inbox delivers what it stores: sent, then delivered.
+    env.wait_for_outcome(fallback, &["delivered"]);
+    let session = env.migrated_session().await;
+    let steps = |rows: &[Row]| -> Vec<(String, String)> {
+        rows.iter()
+            .map(|r| (r.4.clone(), r.3.clone()))
+            .collect::<Vec<_>>()
+    };
+    let origin = wait_for("the origin's timeline", WAIT, || {
+        let rows = futures::executor::block_on(timeline(&session, &env, "e1"));
+        (rows.len() >= 2).then_some(rows)
+    });
+    assert_eq!(
+        steps(&origin),
+        [
+            ("ROUTED".to_owned(), "webhook".to_owned()),
+            ("DEAD_LETTERED".to_owned(), "webhook".to_owned())
+        ],
+        "{origin:?}"
+    );
+    let derived = wait_for("the fallback's timeline", WAIT, || {
+        let rows = futures::executor::block_on(timeline(&session, &env, fallback));
+        (rows.len() >= 3).then_some(rows)
+    });
+    assert_eq!(
+        steps(&derived),
+        [
+            ("ROUTED".to_owned(), "inapp".to_owned()),
+            ("SENT".to_owned(), "inapp".to_owned()),
+            ("DELIVERED".to_owned(), "inapp".to_owned())
+        ],
+        "{derived:?}"
+    );
+    assert!(origin.last().unwrap().0 <= derived.first().unwrap().0);
+    assert_eq!(
+        latest_states(&session, &env, "e1")
+            .await
+            .into_values()
+            .collect::<Vec<_>>(),
+        ["DEAD_LETTERED"]
+    );
+    assert_eq!(
+        latest_states(&session, &env, fallback)
+            .await
+            .into_values()
+            .collect::<Vec<_>>(),
+        ["DELIVERED"]
+    );
+    let written = sources_written(&session, &env).await;
+    assert_eq!(
+        written.keys().cloned().collect::<BTreeSet<_>>(),
+        sources_on_topic(&env)
+    );
+}
+
+/// Status records for `events` synthetic webhook dispatches, three each: routed, then the
+/// receiver's `delivered` before the worker's `sent` (out of order).
+async fn statuses(codec: &Codec, range: std::ops::Range<usize>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let start = chrono::Utc::now();
+    let mut records = Vec::new();
+    for i in range {
+        let user = format!("u{}", i % 7);
+        let base = StatusEvent {
+            event_id: format!("s-{i}"),
+            dispatch_id: Some(format!("s-{i}:webhook")),
+            tenant: "acme".into(),
+            user_id: user.clone(),
+            channel: Some(Channel::Webhook),
+            status: Status::Routed,
+            reason: None,
+            provider: None,
+            provider_message_id: None,
+            attempt: 0,
+            at: start + chrono::Duration::milliseconds(i as i64 * 10),
+            scheduled_for: None,
+        };
+        for (status, after) in [
+            (Status::Routed, 0),
+            (Status::Delivered, 2),
+            (Status::Sent, 1),
+        ] {
+            let event = StatusEvent {
+                status,
+                at: base.at + chrono::Duration::milliseconds(after),
+                ..base.clone()
+            };
+            records.push((
+                format!("acme:{user}").into_bytes(),
+                codec.encode_status(&event).await.unwrap(),
+            ));
+        }
+    }
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_tracker_leaves_one_row_per_status_record() {
+    let env = HeraldEnv::new(HERALD, "track_kill");
+    env.prepare(true);
+    let topic = env.topics().status();
+    let kafka = env.kafka_config();
+    let codec = Codec::new(&env.registry_config(), env.topics()).unwrap();
+    let chunk = 600;
+
+    produce_raw_many(&kafka, &topic, &statuses(&codec, 0..chunk).await);
+    let mut track = spawn_track(&env);
+    let written = wait_for("the tracker to write a first batch", WAIT, || {
+        track.metric(TRACK_STATUSES_WRITTEN).filter(|n| *n >= 1.0)
+    });
+    track.kill9();
+    assert!(
+        written < (3 * chunk) as f64,
+        "killed mid-stream: {written} written"
+    );
+    // Statuses keep coming while it is down, and after it is back.
+    produce_raw_many(&kafka, &topic, &statuses(&codec, chunk..2 * chunk).await);
+    let track = spawn_track(&env);
+    produce_raw_many(
+        &kafka,
+        &topic,
+        &[(b"acme:u1".to_vec(), b"not a status".to_vec())],
+    );
+    produce_raw_many(
+        &kafka,
+        &topic,
+        &statuses(&codec, 2 * chunk..3 * chunk).await,
+    );
+
+    let on_topic = sources_on_topic(&env);
+    assert_eq!(on_topic.len(), 9 * chunk + 1);
+    let series = format!("{TRACK_UNDECODABLE}{{reason=\"undecodable\"}}");
+    wait_for("the undecodable record skipped", WAIT, || {
+        track.metric(&series).filter(|n| *n >= 1.0)
+    });
+    let session = env.migrated_session().await;
+    let written = wait_for("a row for every status", WAIT, || {
+        let written = futures::executor::block_on(sources_written(&session, &env));
+        (written.len() >= 9 * chunk).then_some(written)
+    });
+    let duplicates: Vec<_> = written.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "{duplicates:?}");
+    let missing: Vec<_> = on_topic
+        .iter()
+        .filter(|s| !written.contains_key(*s))
+        .collect();
+    // Only the record that is not a status has no row.
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(written.keys().all(|s| on_topic.contains(s)));
+    for i in [0, chunk, 3 * chunk - 1] {
+        let latest = latest_states(&session, &env, &format!("s-{i}")).await;
+        assert_eq!(
+            latest.into_values().collect::<Vec<_>>(),
+            ["DELIVERED"],
+            "a late sent does not move s-{i} back"
+        );
+    }
+}
