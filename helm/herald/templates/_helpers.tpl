@@ -270,6 +270,15 @@ own values), as JSON {"roles": [...]}. Each role has:
       "lagTopics" list
       "httpPort" (include "herald.apiPort" .)) }}
 {{- end }}
+{{- if .Values.track.enabled }}
+{{- $specs = append $specs (dict
+      "component" "track"
+      "args" (list "track")
+      "layer" dict
+      "own" (omit .Values.track "enabled")
+      "consumerGroup" (printf "%sherald-track" $prefix)
+      "lagTopics" (list (printf "%snotifications.status" $prefix))) }}
+{{- end }}
 {{- range $channel, $values := .Values.deliver.channels }}
 {{- if $values.enabled }}
 {{- $specs = append $specs (dict

@@ -77,7 +77,7 @@ impl HeraldProcess {
         self.invocations.iter().any(|args| {
             matches!(
                 args.first().map(String::as_str),
-                Some("router" | "deliver" | "api")
+                Some("router" | "deliver" | "api" | "track")
             )
         })
     }
@@ -246,13 +246,16 @@ fn every_herald_service_in_docker_compose_runs_with_a_valid_configuration() {
             "deliver --channel email",
             "deliver --channel inapp",
             "deliver --channel sms",
-            "router"
+            "router",
+            "track"
         ]
     );
     // The router and the workers need an instance id each (their transactional ids); the API
-    // produces without transactions.
-    let transactional: Vec<&&HeraldProcess> =
-        roles.iter().filter(|p| p.command() != "api").collect();
+    // produces without transactions and the tracker does not produce.
+    let transactional: Vec<&&HeraldProcess> = roles
+        .iter()
+        .filter(|p| !["api", "track"].contains(&p.command().as_str()))
+        .collect();
     let ids: HashSet<String> = transactional
         .iter()
         .filter_map(|p| {
@@ -457,7 +460,8 @@ fn every_herald_container_the_helm_chart_renders_runs_with_a_valid_configuration
             "deliver --channel email",
             "deliver --channel inapp",
             "deliver --channel webhook",
-            "router"
+            "router",
+            "track"
         ]
     );
     let setup: Vec<String> = processes
@@ -485,7 +489,7 @@ fn every_herald_container_the_helm_chart_renders_runs_with_a_valid_configuration
         .filter(|m| m["kind"] == "Deployment")
         .map(|m| scalar(&m["metadata"]["name"]))
         .collect();
-    assert_eq!(deployments.len(), 7, "{deployments:?}");
+    assert_eq!(deployments.len(), 8, "{deployments:?}");
     let mut scaled: Vec<String> = manifests
         .iter()
         .filter_map(|m| match m["kind"].as_str() {
@@ -620,6 +624,7 @@ deliver:
     let expected: BTreeMap<String, Vec<&str>> = [
         ("router", vec![]),
         ("api", vec![]),
+        ("track", vec![]),
         ("deliver --channel email", vec!["herald-sendgrid"]),
         ("deliver --channel sms", vec!["herald-twilio"]),
         ("deliver --channel push", vec!["herald-push"]),
@@ -650,6 +655,30 @@ fn manifest<'a>(manifests: &'a [Value], kind: &str, name: &str) -> Option<&'a Va
     manifests
         .iter()
         .find(|m| m["kind"] == kind && m["metadata"]["name"] == name)
+}
+
+/// The tracker: a Deployment running `herald track`, scaled by KEDA on the lag of its group on
+/// notifications.status when KEDA is on; nothing with track.enabled=false.
+#[test]
+fn the_tracker_renders_a_deployment_scaled_on_the_status_lag() {
+    let manifests = render_chart(None, &[]);
+    let deployment = manifest(&manifests, "Deployment", "herald-track").expect("track Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(strings(&container["args"]).last().unwrap(), "track");
+    assert!(manifest(&manifests, "PodDisruptionBudget", "herald-track").is_some());
+
+    let manifests = render_chart(None, &["keda.enabled=true"]);
+    let scaled = manifest(&manifests, "ScaledObject", "herald-track").expect("track ScaledObject");
+    let text = serde_yaml::to_string(scaled).unwrap();
+    assert!(text.contains("herald-track"), "{text}");
+    assert!(text.contains("notifications.status"), "{text}");
+
+    let manifests = render_chart(None, &["track.enabled=false"]);
+    assert!(
+        !manifests
+            .iter()
+            .any(|m| m["metadata"]["labels"]["app.kubernetes.io/component"] == "track")
+    );
 }
 
 /// The API role: a Deployment running `herald api` with its HTTP port and probes on the admin
