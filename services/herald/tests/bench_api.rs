@@ -65,7 +65,9 @@ fn bench_api_prints_every_figure() {
     assert!(number_after(line("api batches"), "requests/s,") > 0.0);
     let latency = line("api singles latency");
     assert!(number_after(latency, "p50") <= number_after(latency, "p99"));
-    assert!(line("api fixed rate").contains(": 100 requests"));
+    let fixed = line("api fixed rate");
+    assert!(fixed.contains(": 100 requests"), "{fixed}");
+    assert!(number_after(fixed, "answered at") > 0.0, "{fixed}");
     let rss = number_after(line("api peak RSS"), "(VmHWM):");
     assert!(rss > 1.0 && rss < 4096.0, "{rss} MiB");
     assert!(number_after(line("api CPU per notification"), "singles") > 0.0);

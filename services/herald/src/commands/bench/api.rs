@@ -186,10 +186,11 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchApiArgs) -> anyhow::R
         100.0 * batches.per_second() / baseline_rate
     );
     println!(
-        "api fixed rate {} req/s for {} s: {} requests, p50 {}  p99 {} (from the schedule: p99 {}), {} missed the schedule by more than {} ms{}",
+        "api fixed rate {} req/s for {} s: {} requests answered at {:.0} req/s, p50 {}  p99 {} (from the schedule: p99 {}), {} missed the schedule by more than {} ms{}",
         args.rate,
         args.rate_seconds,
         fixed.phase.latencies.len(),
+        fixed.phase.requests() as f64 / fixed.phase.elapsed.as_secs_f64(),
         millis(percentile(&fixed.phase.latencies, 0.50)),
         millis(percentile(&fixed.phase.latencies, 0.99)),
         millis(percentile(&fixed.from_schedule, 0.99)),
@@ -422,6 +423,7 @@ where
             phase.record(latency, outcome);
         }
     }
+    phase.elapsed = start.elapsed();
     FixedRate {
         phase,
         from_schedule,
