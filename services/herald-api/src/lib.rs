@@ -15,6 +15,7 @@ pub mod preview;
 pub mod problem;
 pub mod send;
 pub mod templates;
+pub mod timeline;
 pub mod unsubscribe;
 pub mod webhooks;
 
@@ -76,6 +77,8 @@ pub struct AppState {
     pub push_tokens: PushTokens,
     pub webhooks: Webhooks,
     pub templates: Templates,
+    /// What `herald track` wrote: timelines and the per-user index.
+    pub timeline: herald_store::timeline_read::TimelineReader,
     /// Signs and checks unsubscribe links, when `[unsubscribe]` is set.
     pub unsubscribe: Option<herald_contracts::unsubscribe::UnsubscribeLinks>,
     pub preview: preview::PreviewConfig,
@@ -88,6 +91,14 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/v1/notifications", post(send::post_notification))
         .route("/v1/notifications/batch", post(send::post_batch))
+        .route(
+            "/v1/notifications/{event_id}",
+            get(timeline::get_notification),
+        )
+        .route(
+            "/v1/users/{user_id}/notifications",
+            get(timeline::list_user_notifications),
+        )
         .route(
             "/v1/users/{user_id}",
             get(manage::get_user)
@@ -251,6 +262,9 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let push_tokens = PushTokens::prepare(session.clone(), &config.store).await?;
     let webhooks = Webhooks::prepare(session.clone(), &config.store).await?;
     let templates = Templates::prepare(session.clone(), &config.store).await?;
+    let timeline =
+        herald_store::timeline_read::TimelineReader::prepare(session.clone(), &config.store)
+            .await?;
     let dependencies = vec![
         health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
         health::database(session),
@@ -270,6 +284,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         push_tokens,
         webhooks,
         templates,
+        timeline,
         unsubscribe: config.unsubscribe.links(),
         preview: preview::PreviewConfig {
             default_locale: config.router.default_locale.clone(),

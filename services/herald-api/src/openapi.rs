@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{categories, manage, preview, send, templates, unsubscribe, webhooks};
+use crate::{categories, manage, preview, send, templates, timeline, unsubscribe, webhooks};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -22,12 +22,15 @@ categories and webhook endpoints reach the router within its cache TTL (`router.
 renders when given its number but the router does not, until it is published; a publication \
 reaches the router within the same cache TTL. The router treats a request pinned to a draft \
 version like one pinned to an unknown version (dead-lettered, `unknown_template`). \
-`/v1/unsubscribe/{token}` takes no key: the signed, expiring link of an email's \
+The timeline routes read what `herald track` wrote from `notifications.status` (a status is \
+visible within about 2 s). `/v1/unsubscribe/{token}` takes no key: the signed, expiring link of an email's \
 `List-Unsubscribe` header (RFC 8058 one-click)."
     ),
     paths(
         send::post_notification,
         send::post_batch,
+        timeline::get_notification,
+        timeline::list_user_notifications,
         manage::put_user,
         manage::get_user,
         manage::delete_user,
@@ -102,6 +105,6 @@ mod tests {
         );
         let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 18);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 20);
     }
 }

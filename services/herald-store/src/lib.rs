@@ -18,6 +18,7 @@ pub mod send_ledger;
 pub mod session;
 pub mod templates;
 pub mod timeline;
+pub mod timeline_read;
 mod unlogged;
 pub mod users;
 pub mod webhooks;

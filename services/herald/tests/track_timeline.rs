@@ -4,12 +4,14 @@
 //! statuses flow and started again leaves exactly one timeline row per status record.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use reqwest::Method;
 use scylla::client::session::Session;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use herald_contracts::metric_names::{TRACK_STATUSES_WRITTEN, TRACK_UNDECODABLE};
 use herald_contracts::{Channel, Codec, Status, StatusEvent};
+use herald_test_support::api::ApiClient;
 use herald_test_support::deliver::{WEBHOOK_SECRET, webhook_env};
 use herald_test_support::kafka::produce_raw_many;
 use herald_test_support::standin::{Reply, StandIn};
@@ -207,6 +209,98 @@ async fn a_fallback_is_tracked_step_by_step() {
     assert_eq!(
         written.keys().cloned().collect::<BTreeSet<_>>(),
         sources_on_topic(&env)
+    );
+
+    // The timeline API: every step in order, the fallback linked both ways.
+    let key = env.create_api_key("acme", "read");
+    let other = env.create_api_key("globex", "read,manage");
+    let sender = env.create_api_key("acme", "send");
+    let api = env.spawn_api("api", &[]);
+    let client = ApiClient::new(&api);
+    let get = |path: String, key: String| {
+        let client = &client;
+        async move { client.call(Method::GET, &path, &key, None).await }
+    };
+    let answer = get("/v1/notifications/e1".into(), key.clone()).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let view = &answer.body;
+    let statuses: Vec<&str> = view["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["routed", "dead_lettered"], "{view}");
+    assert_eq!(view["dispatches"][0]["channel"], "webhook", "{view}");
+    assert_eq!(view["dispatches"][0]["latest"], "dead_lettered", "{view}");
+    assert_eq!(view["request"]["routed_channels"][0], "webhook", "{view}");
+    assert_eq!(view["links"]["fallbacks"][0], fallback, "{view}");
+    let answer = get(format!("/v1/notifications/{fallback}"), key.clone()).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["links"]["origin"], "e1", "{answer:?}");
+    assert_eq!(answer.body["dispatches"][0]["latest"], "delivered");
+    let steps: Vec<&str> = answer.body["dispatches"][0]["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["routed", "sent", "delivered"]);
+    // Another tenant's event is not found; a key without read or manage is refused.
+    assert_eq!(
+        get("/v1/notifications/e1".into(), other.clone())
+            .await
+            .status,
+        404
+    );
+    assert_eq!(get("/v1/notifications/e1".into(), sender).await.status, 403);
+
+    // The user's list, newest first, one page at a time, each notification once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/users/lin/notifications?limit=1&cursor={c}"),
+            None => "/v1/users/lin/notifications?limit=1".to_owned(),
+        };
+        let page = get(path, key.clone()).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        for n in page.body["notifications"].as_array().unwrap() {
+            seen.push(n["event_id"].as_str().unwrap().to_owned());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(seen.len() <= 4, "{seen:?}");
+    }
+    assert_eq!(seen, [fallback, "e1"]);
+    let bad = get(
+        "/v1/users/lin/notifications?cursor=bm9wZQ".into(),
+        key.clone(),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{bad:?}");
+    let empty = get("/v1/users/lin/notifications".into(), other).await;
+    assert_eq!(empty.body["notifications"], serde_json::json!([]));
+
+    // A notification routed a moment ago is visible within 2 s of its routed status.
+    env.run(&["produce"], Some(&request("e2"))).assert_code(0);
+    let deadline = std::time::Instant::now() + WAIT;
+    let (routed_at, seen_at) = loop {
+        let answer = get("/v1/notifications/e2".into(), key.clone()).await;
+        if answer.status == 200 {
+            let at = answer.body["statuses"][0]["at"].as_str().unwrap();
+            let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
+            break (at.with_timezone(&chrono::Utc), chrono::Utc::now());
+        }
+        assert!(std::time::Instant::now() < deadline, "e2 never visible");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let delay = seen_at - routed_at;
+    assert!(
+        delay < chrono::Duration::seconds(2),
+        "visible {delay} after it was routed"
     );
 }
 
