@@ -19,6 +19,7 @@ use herald_contracts::{Codec, Decoded};
 use herald_kafka::HeraldContext;
 use herald_kafka::group::{self, MakeConsumer};
 use herald_kafka::headers::last_str;
+use herald_kafka::transaction::recv;
 use herald_store::timeline::{TimelineEntry, TimelineWriter};
 
 use crate::{LINGER, MAX_BATCH, TrackError};
@@ -73,6 +74,9 @@ pub(crate) struct Tracker<'a> {
     pub(crate) writer: TimelineWriter,
     pub(crate) consumer: StreamConsumer<HeraldContext>,
     pub(crate) make_consumer: &'a MakeConsumer,
+    /// `kafka.consumer_rebuild_after`: how long the consumer may sit without partitions and
+    /// coordinator before it is replaced.
+    pub(crate) rebuild_after: Duration,
 }
 
 impl Tracker<'_> {
@@ -120,18 +124,21 @@ impl Tracker<'_> {
             };
             let received = tokio::select! {
                 () = shutdown.cancelled() => break,
-                received = tokio::time::timeout(wait, self.consumer.recv()) => received,
+                // Waits out brokers down; returns only what a wait cannot cure.
+                received = tokio::time::timeout(wait, recv(&self.consumer)) => received,
             };
             match received {
                 Ok(Ok(message)) => records.push(Record::of(&message)),
                 Ok(Err(e)) => {
+                    // A fatal error: the records taken so far are written and committed
+                    // first, then the client is replaced.
                     if group::lost(Err::<(), _>(e))? && records.is_empty() {
                         group::rebuild(&mut self.consumer, self.make_consumer)?;
                     }
                     break;
                 }
                 Err(_elapsed) => {
-                    if records.is_empty() && group::is_stuck(&self.consumer, health_bound()) {
+                    if records.is_empty() && group::is_stuck(&self.consumer, self.rebuild_after) {
                         group::rebuild(&mut self.consumer, self.make_consumer)?;
                     }
                     break;
@@ -199,11 +206,6 @@ impl Tracker<'_> {
             }
         }
     }
-}
-
-/// How long a consumer may sit without partitions and coordinator before it is replaced.
-fn health_bound() -> Duration {
-    herald_runtime::health::GROUP_GRACE
 }
 
 fn skip(record: &Record, reason: &'static str, detail: &str) {

@@ -84,6 +84,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         writer,
         consumer,
         make_consumer: &make_consumer,
+        rebuild_after: config.kafka.consumer_rebuild_after,
     };
     let deadline = async {
         shutdown.cancelled().await;
