@@ -43,6 +43,9 @@ pub struct TimelineEntry {
     pub links: HashMap<String, String>,
 }
 
+/// CQL statements one entry costs: its timeline row, its dispatch state, its user index row.
+pub const STATEMENTS_PER_ENTRY: usize = 3;
+
 #[derive(Debug, Clone)]
 pub struct TimelineWriter {
     session: Arc<Session>,

@@ -21,11 +21,11 @@ use herald_store::timeline::TimelineWriter;
 /// The consumer group every tracker instance shares (`kafka.topic_prefix` is prepended).
 pub const GROUP: &str = "herald-track";
 /// Status records written per batch at most.
-const MAX_BATCH: usize = 500;
+pub const MAX_BATCH: usize = 500;
 /// Status records written to the database at once.
 const WRITE_CONCURRENCY: usize = 32;
 /// How long a batch waits for more records after its first.
-const LINGER: Duration = Duration::from_millis(50);
+pub const LINGER: Duration = Duration::from_millis(50);
 /// How long the tracker may take to finish its open batch after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
