@@ -15,6 +15,7 @@ pub mod otlp;
 pub mod proxy;
 pub mod smtp;
 pub mod standin;
+pub mod track;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
