@@ -22,8 +22,6 @@ use herald_store::timeline::TimelineWriter;
 pub const GROUP: &str = "herald-track";
 /// Status records written per batch at most.
 pub const MAX_BATCH: usize = 500;
-/// Status records written to the database at once.
-const WRITE_CONCURRENCY: usize = 32;
 /// How long a batch waits for more records after its first.
 pub const LINGER: Duration = Duration::from_millis(50);
 /// How long the tracker may take to finish its open batch after SIGTERM.
@@ -51,7 +49,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let topics = config.kafka.topics();
     let group = config.kafka.group(GROUP);
     let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
-    let writer = TimelineWriter::prepare(session.clone(), &config.store, WRITE_CONCURRENCY).await?;
+    let writer = TimelineWriter::prepare(session.clone(), &config.store).await?;
     let codec = Codec::new(&config.registry, topics.clone())?;
 
     let consumer_config = config.kafka.consumer_config(&group);
