@@ -9,7 +9,9 @@ use scylla::client::session::Session;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use herald_contracts::metric_names::{TRACK_STATUSES_WRITTEN, TRACK_UNDECODABLE};
+use herald_contracts::metric_names::{
+    TRACK_END_TO_END_SECONDS, TRACK_STATUSES, TRACK_STATUSES_WRITTEN, TRACK_UNDECODABLE,
+};
 use herald_contracts::{Channel, Codec, Status, StatusEvent};
 use herald_test_support::api::ApiClient;
 use herald_test_support::deliver::{WEBHOOK_SECRET, webhook_env};
@@ -153,7 +155,7 @@ async fn a_fallback_is_tracked_step_by_step() {
     let _router = env.spawn("router", &["router"], &[]);
     let _webhook = env.spawn("deliver", &["deliver", "--channel", "webhook"], &[]);
     let _inapp = env.spawn("deliver", &["deliver", "--channel", "inapp"], &[]);
-    let _track = spawn_track(&env);
+    let track = spawn_track(&env);
     env.run(&["produce"], Some(&request("e1"))).assert_code(0);
 
     let fallback = "e1:fallback:inapp";
@@ -210,6 +212,24 @@ async fn a_fallback_is_tracked_step_by_step() {
         written.keys().cloned().collect::<BTreeSet<_>>(),
         sources_on_topic(&env)
     );
+
+    // The router and the workers put the request's category and creation time on their
+    // statuses: the tracker counts them per category and times the fallback's delivery.
+    for (channel, status) in [
+        ("webhook", "routed"),
+        ("webhook", "dead_lettered"),
+        ("inapp", "routed"),
+        ("inapp", "sent"),
+        ("inapp", "delivered"),
+    ] {
+        let series = format!(
+            r#"{TRACK_STATUSES}{{tenant="acme",category="shop.hook",channel="{channel}",status="{status}"}}"#
+        );
+        assert_eq!(track.metric(&series), Some(1.0), "{series}");
+    }
+    let timed =
+        format!(r#"{TRACK_END_TO_END_SECONDS}_count{{channel="inapp",status="delivered"}}"#);
+    assert_eq!(track.metric(&timed), Some(1.0), "{timed}");
 
     // The timeline API: every step in order, the fallback linked both ways.
     let key = env.create_api_key("acme", "read");
@@ -323,7 +343,7 @@ async fn statuses(codec: &Codec, range: std::ops::Range<usize>) -> Vec<(Vec<u8>,
             provider_message_id: None,
             attempt: 0,
             at: start + chrono::Duration::milliseconds(i as i64 * 10),
-            scheduled_for: None,
+            ..Default::default()
         };
         for (status, after) in [
             (Status::Routed, 0),
