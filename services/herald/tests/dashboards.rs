@@ -175,13 +175,13 @@ fn promtool_on(args: &[&str], file: &str, contents: &impl serde::Serialize) -> (
     (path.clone(), run(command, None))
 }
 
-/// `promtool check rules` passes on a rule file written from `groups`.
-fn check_rules(file: &str, groups: &Value) {
-    let (path, output) = promtool_on(&["check", "rules"], file, groups);
+/// `promtool <args> <file>` passes on `contents` written to `file`.
+fn promtool_passes(args: &[&str], file: &str, contents: &impl serde::Serialize) {
+    let (path, output) = promtool_on(args, file, contents);
     assert_eq!(
         output.code,
         0,
-        "promtool check rules {}:\n{}{}\n{}",
+        "promtool {args:?} {}:\n{}{}\n{}",
         path.display(),
         output.stdout,
         output.stderr,
@@ -194,7 +194,7 @@ fn the_alert_rules_pass_promtool() {
     let manifests = monitoring_manifests();
     let rule = prometheus_rule(&manifests);
     let spec = &rule["spec"];
-    check_rules("alerts.yaml", spec);
+    promtool_passes(&["check", "rules"], "alerts.yaml", spec);
     let alerts: BTreeSet<&str> = spec["groups"]
         .as_sequence()
         .unwrap()
@@ -296,15 +296,7 @@ fn the_alerts_fire_when_they_should_and_only_then() {
             ],
         }],
     });
-    let (file, output) = promtool_on(&["test", "rules"], "alerts_test.yaml", &tests);
-    assert_eq!(
-        output.code,
-        0,
-        "promtool test rules {}:\n{}{}",
-        file.display(),
-        output.stdout,
-        output.stderr
-    );
+    promtool_passes(&["test", "rules"], "alerts_test.yaml", &tests);
 }
 
 #[test]
@@ -338,10 +330,68 @@ fn the_dashboard_queries_parse_as_promql() {
         })
         .collect();
     let groups = serde_json::json!({ "groups": groups });
-    check_rules(
-        "dashboard-queries.yaml",
-        &serde_yaml::to_value(&groups).unwrap(),
-    );
+    promtool_passes(&["check", "rules"], "dashboard-queries.yaml", &groups);
+}
+
+/// The first query of the panel titled `title` on the dashboard `uid`, as Prometheus gets it.
+fn panel_query(boards: &[(String, serde_json::Value)], uid: &str, title: &str) -> String {
+    let (_, dashboard) = boards.iter().find(|(_, d)| d["uid"] == uid).unwrap();
+    let panel = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == title)
+        .unwrap_or_else(|| panic!("no panel {title:?} on {uid}"));
+    as_promql(panel["targets"][0]["expr"].as_str().unwrap())
+}
+
+/// The queries that reshape labels give what their panels promise, per `promtool test rules`
+/// on synthetic series: lag per role (joined from `herald_build_info`) and channel (from the
+/// topic, prefixed or not, priority lane included), retry depth per channel and tier, and a
+/// success rate that is 0 for a channel that only dead-letters and leaves out statuses that
+/// name no channel.
+#[test]
+fn the_reshaping_panels_split_by_role_channel_and_tier() {
+    let boards = dashboards(&monitoring_manifests());
+    let series = |name: &str, labels: &str, values: &str| serde_json::json!({"series": format!(r#"{name}{{namespace="herald",{labels}}}"#), "values": values});
+    let lag = "herald_consumer_lag_records";
+    let statuses = "herald_track_statuses_total";
+    let sample = |labels: &str, value: f64| serde_json::json!({"labels": labels, "value": value});
+    let check = |expr: String, samples: Vec<serde_json::Value>| serde_json::json!({"expr": expr, "eval_time": "5m", "exp_samples": samples});
+    let tests = serde_json::json!({
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                series("herald_build_info", r#"instance="a:9464",role="deliver",version="0.1.0""#, "1x10"),
+                series("herald_build_info", r#"instance="b:9464",role="router",version="0.1.0""#, "1x10"),
+                series(lag, r#"instance="a:9464",topic="notifications.dispatch.email",partition="0""#, "10x10"),
+                series(lag, r#"instance="a:9464",topic="notifications.dispatch.email.priority",partition="0""#, "5x10"),
+                series(lag, r#"instance="a:9464",topic="notifications.retry.email.2",partition="1""#, "7x10"),
+                series(lag, r#"instance="b:9464",topic="staging.notifications.requested",partition="3""#, "20x10"),
+                series(statuses, r#"tenant="acme",category="c",channel="email",status="dead_lettered""#, "0+60x10"),
+                series(statuses, r#"tenant="acme",category="c",channel="sms",status="sent""#, "0+180x10"),
+                series(statuses, r#"tenant="acme",category="c",channel="sms",status="dead_lettered""#, "0+60x10"),
+                series(statuses, r#"tenant="acme",category="unknown",channel="none",status="dead_lettered""#, "0+60x10"),
+            ],
+            "promql_expr_test": [
+                check(
+                    panel_query(&boards, "herald-pipeline", "Consumer lag by role and channel"),
+                    vec![sample(r#"{role="deliver",channel="email"}"#, 22.0), sample(r#"{role="router"}"#, 20.0)],
+                ),
+                check(
+                    panel_query(&boards, "herald-pipeline", "Retry-tier depth by channel and tier"),
+                    vec![sample(r#"{channel="email",tier="2"}"#, 7.0)],
+                ),
+                check(
+                    panel_query(&boards, "herald-delivery", "Success rate by channel"),
+                    vec![sample(r#"{channel="email"}"#, 0.0), sample(r#"{channel="sms"}"#, 0.75)],
+                ),
+            ],
+        }],
+    });
+    promtool_passes(&["test", "rules"], "panels_test.yaml", &tests);
 }
 
 #[test]
