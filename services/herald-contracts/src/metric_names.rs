@@ -96,6 +96,18 @@ pub const TRACK_STATUSES_WRITTEN: &str = "herald_track_statuses_written_total";
 pub const TRACK_UNDECODABLE: &str = "herald_track_undecodable_total";
 /// Tracker: batch writes that failed and were retried (the database was down or slow).
 pub const TRACK_WRITE_FAILURES: &str = "herald_track_write_failures_total";
+/// Tracker: statuses recorded, by tenant, category, channel and status (`sent`, `delivered`,
+/// `failed`, `opened`, `clicked`, `dead_lettered`, `suppressed`, ...): the delivery dashboard's
+/// rates. `channel` is `none` for statuses about the event as a whole, `category` is `unknown`
+/// when the writer did not know it, and both tenant and category are `other` past the
+/// tracker's bound on distinct (tenant, category) pairs.
+pub const TRACK_STATUSES: &str = "herald_track_statuses_total";
+/// Tracker: seconds from a request's `created_at` to its dispatch's `sent` or `delivered`
+/// status, by channel and status; a histogram (buckets from 50 ms to a day).
+pub const TRACK_END_TO_END_SECONDS: &str = "herald_track_end_to_end_seconds";
+/// Tracker: statuses counted under tenant and category `other` because the bound on distinct
+/// (tenant, category) pairs was reached.
+pub const TRACK_LABEL_OVERFLOW: &str = "herald_track_label_overflow_total";
 
 /// API: requests answered, by route (the matched path) and status code.
 pub const API_REQUESTS: &str = "herald_api_requests_total";

@@ -786,6 +786,8 @@ impl Router {
             attempt: 0,
             at: herald_contracts::time::now_millis(),
             scheduled_for: None,
+            category: Some(request.category.clone()),
+            created_at: request.created_at,
         }
     }
 
@@ -863,6 +865,10 @@ impl Router {
             attempt: 0,
             at: herald_contracts::time::now_millis(),
             scheduled_for: None,
+            // The record could not be read as a request: its category is unknown, and a
+            // category taken from bytes that failed validation would be an unbounded label.
+            category: None,
+            created_at: None,
         });
         let mut out = Vec::with_capacity(2);
         match status {

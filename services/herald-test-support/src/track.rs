@@ -39,7 +39,7 @@ pub async fn status_records(
             provider_message_id: None,
             attempt: 0,
             at: start + chrono::Duration::milliseconds(i as i64 * 10),
-            scheduled_for: None,
+            ..Default::default()
         };
         for (status, after) in [
             (Status::Routed, 0),

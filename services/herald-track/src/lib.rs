@@ -3,8 +3,11 @@
 //! (herald-store `timeline`). Offsets are committed only after a batch's rows are written, and
 //! every row is keyed by the record (its source or its rank), so a batch read again after a
 //! crash rewrites the same rows: at-least-once reading, effectively-once rows. See [`batch`].
+//! From the same records it counts statuses per tenant, category, channel and status, and the
+//! end-to-end latency per channel, for the delivery dashboard ([`delivery_metrics`]).
 
 mod batch;
+mod delivery_metrics;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::sync::Arc;
@@ -83,6 +86,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         consumer,
         make_consumer: &make_consumer,
         rebuild_after: config.kafka.consumer_rebuild_after,
+        delivery: delivery_metrics::DeliveryMetrics::new(delivery_metrics::MAX_TENANT_CATEGORIES),
     };
     let deadline = async {
         shutdown.cancelled().await;

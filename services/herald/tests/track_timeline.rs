@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use herald_contracts::Codec;
-use herald_contracts::metric_names::{TRACK_STATUSES_WRITTEN, TRACK_UNDECODABLE};
+use herald_contracts::metric_names::{
+    TRACK_END_TO_END_SECONDS, TRACK_STATUSES, TRACK_STATUSES_WRITTEN, TRACK_UNDECODABLE,
+};
 use herald_test_support::api::ApiClient;
 use herald_test_support::deliver::{WEBHOOK_SECRET, webhook_env};
 use herald_test_support::kafka::produce_raw_many;
@@ -123,7 +125,7 @@ async fn a_fallback_is_tracked_step_by_step() {
     let _router = env.spawn("router", &["router"], &[]);
     let _webhook = env.spawn("deliver", &["deliver", "--channel", "webhook"], &[]);
     let _inapp = env.spawn("deliver", &["deliver", "--channel", "inapp"], &[]);
-    let _track = spawn_track(&env);
+    let track = spawn_track(&env);
     env.run(&["produce"], Some(&request("e1"))).assert_code(0);
 
     let fallback = "e1:fallback:inapp";
@@ -180,6 +182,24 @@ async fn a_fallback_is_tracked_step_by_step() {
         written.keys().cloned().collect::<BTreeSet<_>>(),
         status_sources_on_topic(&env)
     );
+
+    // The router and the workers put the request's category and creation time on their
+    // statuses: the tracker counts them per category and times the fallback's delivery.
+    for (channel, status) in [
+        ("webhook", "routed"),
+        ("webhook", "dead_lettered"),
+        ("inapp", "routed"),
+        ("inapp", "sent"),
+        ("inapp", "delivered"),
+    ] {
+        let series = format!(
+            r#"{TRACK_STATUSES}{{tenant="acme",category="shop.hook",channel="{channel}",status="{status}"}}"#
+        );
+        assert_eq!(track.metric(&series), Some(1.0), "{series}");
+    }
+    let timed =
+        format!(r#"{TRACK_END_TO_END_SECONDS}_count{{channel="inapp",status="delivered"}}"#);
+    assert_eq!(track.metric(&timed), Some(1.0), "{timed}");
 
     // The timeline API: every step in order, the fallback linked both ways.
     let key = env.create_api_key("acme", "read");

@@ -723,6 +723,8 @@ impl Deliverer {
             attempt: (attempt - 1).max(0),
             at: herald_contracts::time::now_millis(),
             scheduled_for: None,
+            category: Some(dispatch.category.clone()),
+            created_at: Some(dispatch.created_at),
         }
     }
 

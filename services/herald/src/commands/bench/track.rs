@@ -172,7 +172,7 @@ async fn produce(config: &HeraldConfig, codec: &Codec, events: usize) -> anyhow:
             provider_message_id: None,
             attempt: 0,
             at: routed_at,
-            scheduled_for: None,
+            ..Default::default()
         };
         let sent = StatusEvent {
             status: Status::Sent,
