@@ -2,20 +2,23 @@
 //! admin port (`/healthz`, `/readyz` = Kafka and the database answer, `/metrics`) and shutdown
 //! (SIGTERM stops accepting, finishes the requests in flight within `api.shutdown_grace`).
 //!
-//! Every `/v1` route but `/v1/unsubscribe/{token}` (a signed link from an email) takes a
-//! tenant API key (`Authorization: Bearer`); every error is an RFC 9457 problem
-//! (`application/problem+json`).
+//! Every `/v1` route but `/v1/unsubscribe/{token}` (a signed link from an email) and
+//! `/v1/callbacks/*` (signed by the provider, see [`callbacks`]) takes a tenant API key
+//! (`Authorization: Bearer`); every error is an RFC 9457 problem (`application/problem+json`).
 
 pub mod acked;
 pub mod apikey;
 pub mod auth;
+pub mod callbacks;
 pub mod categories;
 pub mod manage;
 pub mod openapi;
+mod paging;
 pub mod preview;
 pub mod problem;
 pub mod send;
 pub mod status_out;
+pub mod suppressions;
 pub mod templates;
 pub mod timeline;
 pub mod unsubscribe;
@@ -40,7 +43,9 @@ use herald_runtime::metric_names::{API_REQUEST_SECONDS, API_REQUESTS};
 use herald_store::api_keys::ApiKeys;
 use herald_store::categories::Categories;
 use herald_store::directory::Directory;
+use herald_store::provider_messages::ProviderMessages;
 use herald_store::push_tokens::PushTokens;
+use herald_store::suppressions::Suppressions;
 use herald_store::templates::Templates;
 use herald_store::users::Users;
 use herald_store::webhooks::Webhooks;
@@ -66,6 +71,8 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Metrics(String),
+    #[error("{0}")]
+    Config(String),
     #[error("shutdown took longer than api.shutdown_grace ({0:?})")]
     GraceExceeded(Duration),
 }
@@ -83,6 +90,12 @@ pub struct AppState {
     pub push_tokens: PushTokens,
     pub webhooks: Webhooks,
     pub templates: Templates,
+    /// The tenants' suppressed email addresses.
+    pub suppressions: Suppressions,
+    /// Which dispatch a provider message id belongs to (Twilio status callbacks).
+    pub provider_messages: ProviderMessages,
+    /// How provider callbacks are verified (`[api.callbacks]`).
+    pub callbacks: Arc<callbacks::Verifiers>,
     /// What `herald track` wrote: timelines and the per-user index.
     pub timeline: herald_store::timeline_read::TimelineReader,
     /// Signs and checks unsubscribe links, when `[unsubscribe]` is set.
@@ -170,6 +183,16 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
                 .put(categories::put_category)
                 .delete(categories::delete_category),
         )
+        .route("/v1/callbacks/sendgrid", post(callbacks::sendgrid::receive))
+        .route("/v1/callbacks/twilio", post(callbacks::twilio::receive))
+        .route(
+            "/v1/suppressions",
+            get(suppressions::list).post(suppressions::add),
+        )
+        .route(
+            "/v1/suppressions/{address}",
+            get(suppressions::get).delete(suppressions::delete),
+        )
         .route("/openapi.json", get(serve_openapi))
         .fallback(|| async { Problem::not_found("no such route") })
         .with_state(state)
@@ -188,11 +211,13 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         )
 }
 
-/// The path as logged: an unsubscribe link's token opts a user out, so it is left out.
+/// The path as logged: an unsubscribe link's token opts a user out, and a suppression's path
+/// is an email address, so both are left out.
 fn logged_path(path: &str) -> &str {
-    let prefix = "/v1/unsubscribe/";
-    if path.starts_with(prefix) {
+    if path.starts_with("/v1/unsubscribe/") {
         "/v1/unsubscribe/{token}"
+    } else if path.starts_with("/v1/suppressions/") {
+        "/v1/suppressions/{address}"
     } else {
         path
     }
@@ -274,6 +299,10 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let push_tokens = PushTokens::prepare(session.clone(), &config.store).await?;
     let webhooks = Webhooks::prepare(session.clone(), &config.store).await?;
     let templates = Templates::prepare(session.clone(), &config.store).await?;
+    let suppressions = Suppressions::prepare(session.clone(), &config.store).await?;
+    let provider_messages = ProviderMessages::prepare(session.clone(), &config.store).await?;
+    let verifiers =
+        callbacks::Verifiers::from_config(&config.api.callbacks).map_err(ApiError::Config)?;
     let timeline =
         herald_store::timeline_read::TimelineReader::prepare(session.clone(), &config.store)
             .await?;
@@ -297,6 +326,9 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         push_tokens,
         webhooks,
         templates,
+        suppressions,
+        provider_messages,
+        callbacks: Arc::new(verifiers),
         timeline,
         unsubscribe: config.unsubscribe.links(),
         preview: preview::PreviewConfig {

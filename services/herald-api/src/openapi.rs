@@ -6,7 +6,10 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{categories, manage, preview, send, templates, timeline, unsubscribe, webhooks};
+use crate::{
+    callbacks, categories, manage, preview, send, suppressions, templates, timeline, unsubscribe,
+    webhooks,
+};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -24,7 +27,11 @@ reaches the router within the same cache TTL. The router treats a request pinned
 version like one pinned to an unknown version (dead-lettered, `unknown_template`). \
 The timeline routes read what `herald track` wrote from `notifications.status` (a status is \
 visible within about 2 s). `/v1/unsubscribe/{token}` takes no key: the signed, expiring link of an email's \
-`List-Unsubscribe` header (RFC 8058 one-click)."
+`List-Unsubscribe` header (RFC 8058 one-click). `/v1/callbacks/sendgrid` and \
+`/v1/callbacks/twilio` take no key either: they are the providers' delivery callbacks, each \
+verified by the provider's signature (401 otherwise). Suppressed email addresses (hard bounces, \
+complaints, or added by hand) are not emailed until deleted; the router sees a change within \
+its cache TTL."
     ),
     paths(
         send::post_notification,
@@ -54,6 +61,12 @@ visible within about 2 s). `/v1/unsubscribe/{token}` takes no key: the signed, e
         templates::get_version,
         unsubscribe::confirm,
         unsubscribe::unsubscribe,
+        callbacks::sendgrid::receive,
+        callbacks::twilio::receive,
+        suppressions::list,
+        suppressions::add,
+        suppressions::get,
+        suppressions::delete,
     ),
     modifiers(&BearerKey),
     security(("api_key" = []))
@@ -105,6 +118,6 @@ mod tests {
         );
         let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 20);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 24);
     }
 }

@@ -42,7 +42,8 @@ pub struct StatusEvent {
     pub created_at: Option<DateTime<Utc>>,
 }
 
-/// Reasons carried by SUPPRESSED and SCHEDULED statuses, declared once.
+/// Reasons carried by SUPPRESSED, SCHEDULED and (from provider callbacks) FAILED statuses,
+/// declared once.
 pub mod reason {
     pub const DUPLICATE: &str = "duplicate";
     pub const EXPIRED: &str = "expired";
@@ -61,6 +62,14 @@ pub mod reason {
     pub const QUIET_HOURS: &str = "quiet_hours";
     /// Deferred (status SCHEDULED) until the request's `send_at`.
     pub const SEND_AT: &str = "send_at";
+    /// SUPPRESSED: the email address is on the tenant's suppression list (it hard-bounced or
+    /// its owner complained) until it is removed through the API.
+    pub const BOUNCED_ADDRESS: &str = "bounced_address";
+    /// FAILED, from a provider callback: the address hard-bounced (and is now suppressed).
+    pub const BOUNCED: &str = "bounced";
+    /// FAILED, from a provider callback: the recipient reported the message as spam (and the
+    /// address is now suppressed).
+    pub const COMPLAINED: &str = "complained";
 }
 
 /// A notification's state (DESIGN.md §2). `Unknown` is what a reader gets for a symbol added by

@@ -127,6 +127,11 @@ impl Provider for TwilioProvider {
         "twilio"
     }
 
+    /// Status callbacks carry only `MessageSid` (`herald api` matches it to the dispatch).
+    fn callbacks_by_message_id(&self) -> bool {
+        true
+    }
+
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {
         Box::pin(async move { logged(self.name(), dispatch, self.deliver(dispatch).await.into()) })
     }

@@ -1,8 +1,9 @@
 //! Email over an HTTP API in the SendGrid v3 shape: `POST {base}/v3/mail/send`, Bearer API key,
 //! JSON personalizations/from/subject/content, answered `202` with `X-Message-Id`.
 //!
-//! The dispatch id is the idempotency key, in a configurable header and in `custom_args`
-//! (which the provider echoes in its event webhooks).
+//! The dispatch id is the idempotency key, in a configurable header and in `custom_args`,
+//! with the tenant, user and event ids: the provider echoes them in every Event Webhook event,
+//! which is how `herald api` matches an event to its dispatch.
 
 use futures::future::BoxFuture;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -92,6 +93,7 @@ impl SendGridProvider {
             "dispatch_id": dispatch.dispatch_id,
             "event_id": dispatch.event_id,
             "tenant": dispatch.tenant,
+            "user_id": dispatch.user_id,
         });
         let mut body = serde_json::json!({
             "personalizations": [{

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use herald_contracts::metric_names::{
     DELIVER_AMBIGUOUS, DELIVER_BREAKER_DEFERRED, DELIVER_DEAD_LETTERED, DELIVER_EXPIRED,
-    DELIVER_FALLBACKS, DELIVER_IN_FLIGHT, DELIVER_LEDGER_HITS, DELIVER_OUTCOMES,
-    DELIVER_PROVIDER_SECONDS, DELIVER_RETRIES,
+    DELIVER_FALLBACKS, DELIVER_IN_FLIGHT, DELIVER_LEDGER_HITS, DELIVER_MESSAGE_INDEX_FAILURES,
+    DELIVER_OUTCOMES, DELIVER_PROVIDER_SECONDS, DELIVER_RETRIES,
 };
 use herald_contracts::status::reason;
 use herald_contracts::topics::RETRY_TIERS;
@@ -20,6 +20,7 @@ use herald_contracts::{
 use herald_kafka::transaction::OffsetRanges;
 use herald_runtime::config::AmbiguousSend;
 use herald_store::StoreError;
+use herald_store::provider_messages::{MessageRef, ProviderMessages};
 use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::{BatchClaim, Claim, Holder, RecordAt, SendLedger, SentRecord};
 
@@ -160,6 +161,10 @@ pub(crate) struct Deliverer {
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) ledger: SendLedger,
     pub(crate) push_tokens: PushTokens,
+    /// Provider message ids and their dispatches, for status callbacks that name only the id.
+    pub(crate) messages: ProviderMessages,
+    /// How long such a record is kept (`deliver.provider_message_ttl`).
+    pub(crate) message_ttl: Duration,
     pub(crate) retry_delays: Vec<Duration>,
     pub(crate) lease: Duration,
     pub(crate) breaker: Breaker,
@@ -245,6 +250,7 @@ impl Deliverer {
                     });
                     return Err(e);
                 }
+                self.index_message(&dispatch, &provider_message_id).await;
                 self.sent_records(input, &dispatch, &provider_message_id, delivered, attempt)
                     .await
             }
@@ -566,6 +572,7 @@ impl Deliverer {
             self.remember_unmarked(unmarked);
             return Err(e);
         }
+        self.index_message(dispatch, &provider_message_id).await;
         self.sent_records(input, dispatch, &provider_message_id, delivered, attempt)
             .await
     }
@@ -593,6 +600,32 @@ impl Deliverer {
             out.push(self.status_record(input, &status).await?);
         }
         Ok(out)
+    }
+
+    /// Records which dispatch the provider's message id belongs to, right after the ledger
+    /// mark, for a provider whose status callbacks name only that id. A failure is counted and
+    /// logged, not retried: the message was sent and marked; only its callbacks go unmatched.
+    async fn index_message(&self, dispatch: &Dispatch, provider_message_id: &str) {
+        if !self.provider.callbacks_by_message_id() || provider_message_id.is_empty() {
+            return;
+        }
+        let message = MessageRef {
+            tenant: dispatch.tenant.clone(),
+            user_id: dispatch.user_id.clone(),
+            event_id: dispatch.event_id.clone(),
+            dispatch_id: dispatch.dispatch_id.clone(),
+            channel: Some(dispatch.channel),
+            sent_at: Utc::now(),
+        };
+        let provider = self.provider.name();
+        if let Err(e) = self
+            .messages
+            .record(provider, provider_message_id, &message, self.message_ttl)
+            .await
+        {
+            metrics::counter!(DELIVER_MESSAGE_INDEX_FAILURES, "provider" => provider).increment(1);
+            tracing::warn!(dispatch_id = %dispatch.dispatch_id, error = %e, "provider message id not recorded; its status callbacks will be unmatched");
+        }
     }
 
     async fn call(&self, dispatch: &Dispatch) -> crate::SendReport {

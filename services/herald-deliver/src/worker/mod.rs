@@ -23,6 +23,7 @@ use herald_runtime::HeraldConfig;
 use herald_runtime::admin::{self, Readiness};
 use herald_runtime::config::AmbiguousSend;
 use herald_runtime::health;
+use herald_store::provider_messages::ProviderMessages;
 use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::SendLedger;
 
@@ -114,6 +115,8 @@ pub async fn run(
         ledger: SendLedger::prepare(session.clone(), &config.store, transactional_id.clone())
             .await?,
         push_tokens: PushTokens::prepare(session.clone(), &config.store).await?,
+        messages: ProviderMessages::prepare(session.clone(), &config.store).await?,
+        message_ttl: deliver.provider_message_ttl,
         retry_delays: deliver.retry_delays.clone(),
         lease: deliver.ledger_lease,
     });
