@@ -7,7 +7,8 @@
 //! later.
 //!
 //! The body is a JSON array of events. Each carries the `custom_args` the worker sent
-//! (`tenant`, `user_id`, `event_id`, `dispatch_id`) as top-level fields; its `timestamp` is
+//! (`tenant`, `user_id`, `event_id`, `dispatch_id`, and `category` and `created_at` for the
+//! delivery metrics) as top-level fields; its `timestamp` is
 //! the status's time, so an event SendGrid delivers twice becomes the same status twice.
 
 use aws_lc_rs::signature::ParsedPublicKey;
@@ -200,7 +201,11 @@ pub fn map(event: &Value) -> Mapped {
             provider_message_id: message_id,
             attempt: 0,
             at,
-            scheduled_for: None,
+            category: text(event, "category").map(str::to_owned),
+            created_at: text(event, "created_at")
+                .and_then(|ms| ms.parse::<i64>().ok())
+                .and_then(chrono::DateTime::from_timestamp_millis),
+            ..Default::default()
         }),
         suppress,
     }
@@ -367,6 +372,8 @@ mod tests {
             "user_id": "ana",
             "event_id": "e-1",
             "dispatch_id": "e-1:email",
+            "category": "billing.invoice_ready",
+            "created_at": "1699999999500",
         })
     }
 
@@ -387,6 +394,11 @@ mod tests {
         );
         assert_eq!(delivered.key(), "acme:ana");
         assert_eq!(delivered.dispatch_id.as_deref(), Some("e-1:email"));
+        assert_eq!(delivered.category.as_deref(), Some("billing.invoice_ready"));
+        assert_eq!(
+            delivered.created_at,
+            DateTime::from_timestamp_millis(1_699_999_999_500)
+        );
         assert_eq!(delivered.channel, Some(Channel::Email));
         assert_eq!(delivered.provider.as_deref(), Some("sendgrid"));
         assert_eq!(

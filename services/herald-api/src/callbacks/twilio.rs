@@ -129,7 +129,8 @@ pub fn status_event(
         attempt: 0,
         // Twilio's callback carries no event time: the time it reached Herald.
         at: herald_contracts::time::now_millis(),
-        scheduled_for: None,
+        // Not in the message index: counted under category "unknown", untimed.
+        ..Default::default()
     }
 }
 

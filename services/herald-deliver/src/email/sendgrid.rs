@@ -94,6 +94,11 @@ impl SendGridProvider {
             "event_id": dispatch.event_id,
             "tenant": dispatch.tenant,
             "user_id": dispatch.user_id,
+            // For the statuses of SendGrid's event webhook: its dashboards count them per
+            // category and time delivery from the request's creation (milliseconds, as text:
+            // custom_args values are strings).
+            "category": dispatch.category,
+            "created_at": dispatch.created_at.timestamp_millis().to_string(),
         });
         let mut body = serde_json::json!({
             "personalizations": [{
