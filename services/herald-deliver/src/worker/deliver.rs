@@ -838,7 +838,8 @@ impl Deliverer {
         })
     }
 
-    /// The original record, unchanged, with error headers added (guarantee 5).
+    /// The original record, unchanged, with error headers added (guarantee 5). Its trace
+    /// context is the one it came with, so a redrive continues the trace where it was.
     fn dead_letter(&self, input: &Input, poison: &Poison, attempt: i32) -> OutRecord {
         let mut record_headers = input.carried_headers();
         for (name, value) in [
