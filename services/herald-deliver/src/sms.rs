@@ -10,7 +10,7 @@ use herald_contracts::secret::Secret;
 use crate::classify::execute;
 use crate::config::TwilioConfig;
 use crate::error::required;
-use crate::http::{base_url, client_builder};
+use crate::http::{UrlPath, base_url, client_builder};
 use crate::outcome::logged;
 use crate::template::Template;
 use crate::{BuildError, Outcome, Provider, SendReport};
@@ -103,7 +103,10 @@ impl TwilioProvider {
                 "application/x-www-form-urlencoded",
             )
             .body(form);
-        match execute(request).await.and_then(|a| a.success()) {
+        match execute(request, UrlPath::Shown)
+            .await
+            .and_then(|a| a.success())
+        {
             Ok(answer) => {
                 let sid = serde_json::from_str::<serde_json::Value>(&answer.body)
                     .ok()

@@ -1021,7 +1021,7 @@ fn event_span(input: &Input) -> tracing::Span {
         messaging.system = "kafka",
         messaging.operation.type = "process",
         messaging.destination.name = %input.topic,
-        messaging.destination.partition.id = input.partition,
+        messaging.destination.partition.id = %input.partition,
         messaging.kafka.offset = input.offset,
         event_id = tracing::field::Empty,
     );

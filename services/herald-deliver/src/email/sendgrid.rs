@@ -15,7 +15,7 @@ use super::{LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ListUnsubscribe, ONE_CLICK}
 use crate::classify::execute;
 use crate::config::SendGridConfig;
 use crate::error::required;
-use crate::http::{base_url, client_builder};
+use crate::http::{UrlPath, base_url, client_builder};
 use crate::outcome::logged;
 use crate::{BuildError, Outcome, Provider, SendReport};
 
@@ -135,7 +135,10 @@ impl SendGridProvider {
             .bearer_auth(self.api_key.expose())
             .header(self.idempotency_header.clone(), &dispatch.dispatch_id)
             .json(&body);
-        match execute(request).await.and_then(|a| a.success()) {
+        match execute(request, UrlPath::Shown)
+            .await
+            .and_then(|a| a.success())
+        {
             Ok(answer) => Outcome::sent(answer.header(MESSAGE_ID_HEADER).unwrap_or_default()),
             Err(outcome) => outcome,
         }

@@ -27,7 +27,9 @@ use herald_store::send_ledger::{BatchClaim, Claim, Holder, RecordAt, SendLedger,
 use super::breaker::Breaker;
 use super::rate_limit::RateLimiter;
 use super::retry::{Next, deferral, next_step};
+use super::span::{self, Ending};
 use crate::{Outcome, Provider};
+use tracing::Instrument as _;
 
 /// The stage name on DLQ records this worker writes.
 const STAGE: &str = "deliver";
@@ -63,7 +65,7 @@ impl Input {
     }
 
     /// The attempt this record is (1 for a dispatch straight from the router).
-    fn attempt(&self) -> i32 {
+    pub(crate) fn attempt(&self) -> i32 {
         self.header_number(headers::ATTEMPT)
             .and_then(|a| i32::try_from(a).ok())
             .unwrap_or(1)
@@ -101,9 +103,11 @@ impl Input {
     }
 
     /// The headers of a status or fallback request derived from this record: trace context
-    /// and, for a replayed dispatch, its replay headers (its status trail says it was replayed).
+    /// (the attempt's span, when spans are exported) and, for a replayed dispatch, its replay
+    /// headers (its status trail says it was replayed).
     fn derived_headers(&self) -> Vec<(String, Vec<u8>)> {
-        self.headers
+        let mut derived = self
+            .headers
             .iter()
             .filter(|(k, _)| {
                 k == headers::TRACEPARENT
@@ -111,7 +115,9 @@ impl Input {
                     || headers::REPLAY_HEADERS.contains(&k.as_str())
             })
             .cloned()
-            .collect()
+            .collect();
+        span::continue_trace(&mut derived);
+        derived
     }
 }
 
@@ -124,6 +130,16 @@ pub(crate) enum Transient {
     Store(StoreError),
     #[error("schema registry: {0}")]
     Registry(CodecError),
+}
+
+impl Transient {
+    /// `database` or `schema_registry`: the `error.type` of an attempt it aborted.
+    fn class(&self) -> &'static str {
+        match self {
+            Transient::Store(_) => "database",
+            Transient::Registry(_) => "schema_registry",
+        }
+    }
 }
 
 /// Why a record goes to the DLQ.
@@ -156,6 +172,8 @@ pub(crate) struct Unmarked {
 #[derive(Debug)]
 pub(crate) struct Deliverer {
     pub(crate) channel: Channel,
+    /// The consumer group, for the attempts' spans.
+    pub(crate) group: String,
     pub(crate) codec: Codec,
     pub(crate) topics: TopicNames,
     pub(crate) provider: Arc<dyn Provider>,
@@ -180,8 +198,24 @@ pub(crate) struct Deliverer {
 }
 
 impl Deliverer {
-    /// The records that delivering `input` produces.
+    /// The records that delivering `input` produces, as one attempt's span (see [`span`]).
     pub(crate) async fn deliver(
+        &self,
+        input: &Input,
+        batch: &BatchClaim,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        let attempt_span = span::attempt(input, self.channel, self.provider.name(), &self.group);
+        let result = self
+            .attempt(input, batch)
+            .instrument(attempt_span.clone())
+            .await;
+        if let Err(transient) = &result {
+            span::end_span(&attempt_span, Ending::Aborted, Some(transient.class()));
+        }
+        result
+    }
+
+    async fn attempt(
         &self,
         input: &Input,
         batch: &BatchClaim,
@@ -190,9 +224,11 @@ impl Deliverer {
             Ok(dispatch) => dispatch,
             Err(poison) => {
                 metrics::counter!(DELIVER_DEAD_LETTERED, "class" => poison.class).increment(1);
+                span::end(Ending::DeadLettered, Some(poison.class));
                 return Ok(vec![self.dead_letter(input, &poison, input.attempt())]);
             }
         };
+        span::dispatch(&dispatch);
         let attempt = input.attempt();
         if let Some(unmarked) = self.take_unmarked(&dispatch.dispatch_id) {
             return self.sent_unmarked(input, &dispatch, unmarked).await;
@@ -400,6 +436,7 @@ impl Deliverer {
         when: &'static str,
     ) -> Result<OutRecord, Transient> {
         metrics::counter!(DELIVER_EXPIRED, "when" => when).increment(1);
+        span::end(Ending::Expired, None);
         tracing::info!(dispatch_id = %dispatch.dispatch_id, when, "deadline passed; not sent");
         // No provider: it was not called for this outcome (any failed call has its own status).
         let mut status = self.status_event(dispatch, Status::Suppressed, attempt);
@@ -415,6 +452,7 @@ impl Deliverer {
         sent: &SentRecord,
     ) -> Result<Vec<OutRecord>, Transient> {
         tracing::info!(dispatch_id = %dispatch.dispatch_id, "already sent; status re-emitted");
+        span::end(Ending::AlreadySent, None);
         let status = self.sent_status(
             dispatch,
             Status::Sent,
@@ -533,6 +571,7 @@ impl Deliverer {
         attempt: i32,
     ) -> Result<Vec<OutRecord>, Transient> {
         metrics::counter!(DELIVER_AMBIGUOUS, "action" => "reported").increment(1);
+        span::end(Ending::Ambiguous, None);
         tracing::warn!(dispatch_id = %dispatch.dispatch_id, "another worker may have sent this dispatch; reported as unknown, not sent again (deliver.ambiguous_send = report)");
         let mut status = self.status_event(dispatch, Status::Unknown, attempt);
         status.provider = Some(self.provider.name().to_owned());
@@ -586,6 +625,7 @@ impl Deliverer {
         delivered: bool,
         attempt: i32,
     ) -> Result<Vec<OutRecord>, Transient> {
+        span::end(Ending::Sent, None);
         let name = Some(self.provider.name());
         let id = Some(provider_message_id);
         let mut out = vec![
@@ -680,6 +720,7 @@ impl Deliverer {
         attempt: i32,
     ) -> Result<Vec<OutRecord>, Transient> {
         metrics::counter!(DELIVER_DEAD_LETTERED, "class" => poison.class).increment(1);
+        span::end(Ending::DeadLettered, Some(poison.class));
         let status = self.failure_status(dispatch, Status::DeadLettered, &poison.message, attempt);
         let mut out = vec![
             self.status_record(input, &status).await?,
@@ -791,7 +832,13 @@ impl Deliverer {
         due: DateTime<Utc>,
         deferred_since: Option<DateTime<Utc>>,
     ) -> Result<OutRecord, Transient> {
+        match deferred_since {
+            Some(_) => span::end(Ending::Deferred, None),
+            None => span::end(Ending::Retry, Some("transient")),
+        }
+        // The next attempt is this one's child.
         let mut record_headers = input.carried_headers();
+        span::continue_trace(&mut record_headers);
         record_headers.push((
             headers::ATTEMPT.to_owned(),
             attempt.to_string().into_bytes(),
@@ -826,7 +873,8 @@ impl Deliverer {
         })
     }
 
-    /// The original record, unchanged, with error headers added (guarantee 5).
+    /// The original record, unchanged, with error headers added (guarantee 5). Its trace
+    /// context is the one it came with, so a redrive continues the trace where it was.
     fn dead_letter(&self, input: &Input, poison: &Poison, attempt: i32) -> OutRecord {
         let mut record_headers = input.carried_headers();
         for (name, value) in [

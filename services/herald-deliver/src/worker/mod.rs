@@ -10,6 +10,7 @@ mod clock;
 mod deliver;
 mod rate_limit;
 mod retry;
+mod span;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::collections::HashMap;
@@ -101,6 +102,7 @@ pub async fn run(
     let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);
     let deliverer = Arc::new(deliver::Deliverer {
         channel,
+        group: group.clone(),
         codec: Codec::new(&config.registry, topic_names.clone())?,
         topics: topic_names.clone(),
         breaker: breaker::Breaker::new(provider.name(), &deliver.breaker, clock.clone()),
