@@ -164,11 +164,21 @@ async fn sendgrid_events_become_statuses_and_a_hard_bounce_suppresses_the_addres
         })
     });
     let personalization = sent.json()["personalizations"][0].clone();
-    let args = personalization["custom_args"].clone();
+    let mut args = personalization["custom_args"].clone();
+    // The request's creation time, in ms as text (custom_args values are strings).
+    let created_at = args["created_at"].take();
+    assert!(
+        created_at
+            .as_str()
+            .is_some_and(|ms| ms.parse::<i64>().is_ok()),
+        "{created_at}"
+    );
     assert_eq!(
         args,
-        json!({"tenant": "acme", "user_id": "zoe", "event_id": "cb-1", "dispatch_id": "cb-1:email"})
+        json!({"tenant": "acme", "user_id": "zoe", "event_id": "cb-1", "dispatch_id": "cb-1:email",
+               "category": "billing.invoice_ready", "created_at": null})
     );
+    args["created_at"] = created_at;
     let address = personalization["to"][0]["email"]
         .as_str()
         .unwrap()
