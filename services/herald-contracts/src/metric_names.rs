@@ -106,3 +106,8 @@ pub const API_REQUEST_SECONDS: &str = "herald_api_request_seconds";
 pub const API_PRODUCED: &str = "herald_api_produced_total";
 /// API: API key lookups, by result (`hit`, `miss`) of the short-lived key cache.
 pub const API_KEY_CACHE_LOOKUPS: &str = "herald_api_key_cache_lookups_total";
+/// API: email opens and clicks served (`GET /v1/t/open|click/{token}` with a valid token), by
+/// kind (`open`, `click`) and outcome (`recorded`: the dispatch's first, its `opened` or
+/// `clicked` status was published; `repeat`: not the first, counted only; `late`: after
+/// `tracking.record_for`; `unrecorded`: Kafka or the database failed, the next one tries again).
+pub const API_ENGAGEMENT: &str = "herald_api_engagement_total";

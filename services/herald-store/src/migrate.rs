@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "timeline_state",
         cql: include_str!("../migrations/0008_timeline_state.cql"),
     },
+    Migration {
+        version: 10,
+        name: "engagement",
+        cql: include_str!("../migrations/0010_engagement.cql"),
+    },
 ];
 
 const MIGRATIONS_TABLE: &str = "schema_migrations";
