@@ -6,6 +6,7 @@
 //! tenant API key (`Authorization: Bearer`); every error is an RFC 9457 problem
 //! (`application/problem+json`).
 
+pub mod acked;
 pub mod apikey;
 pub mod auth;
 pub mod categories;
@@ -14,6 +15,7 @@ pub mod openapi;
 pub mod preview;
 pub mod problem;
 pub mod send;
+pub mod status_out;
 pub mod templates;
 pub mod timeline;
 pub mod unsubscribe;
@@ -43,9 +45,11 @@ use herald_store::templates::Templates;
 use herald_store::users::Users;
 use herald_store::webhooks::Webhooks;
 
+use crate::acked::AckedProducer;
 use crate::auth::KeyStore;
 use crate::problem::Problem;
 use crate::send::Sender;
+use crate::status_out::StatusPublisher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -71,6 +75,8 @@ pub enum ApiError {
 pub struct AppState {
     pub keys: KeyStore,
     pub sender: Arc<Sender>,
+    /// Statuses the API observes itself (callbacks, opens, clicks).
+    pub statuses: StatusPublisher,
     pub users: Users,
     pub directory: Directory,
     pub categories: Categories,
@@ -249,13 +255,19 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         "message.timeout.ms",
         config.api.produce_timeout.as_millis().to_string(),
     );
-    let sender = Sender::new(
+    // One producer and one codec (its schema cache) for requests and statuses alike.
+    let producer = AckedProducer::new(
         RenewingProducer::new(producer_config)?,
-        Codec::new(&config.registry, topics.clone())?,
-        topics.requested(),
         config.api.produce_timeout,
+    );
+    let codec = Arc::new(Codec::new(&config.registry, topics.clone())?);
+    let sender = Sender::new(
+        producer.clone(),
+        codec.clone(),
+        topics.requested(),
         config.router.max_data_bytes,
     );
+    let statuses = StatusPublisher::new(producer, codec, topics.status());
     let users = Users::prepare(session.clone(), &config.store).await?;
     let directory = Directory::prepare(session.clone(), &config.store).await?;
     let categories = Categories::prepare(session.clone(), &config.store).await?;
@@ -278,6 +290,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let state = AppState {
         keys,
         sender: Arc::new(sender),
+        statuses,
         users,
         directory,
         categories,

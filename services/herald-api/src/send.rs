@@ -10,34 +10,29 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
 use serde::Serialize;
-use std::time::Duration;
+use std::sync::Arc;
 
 use herald_contracts::{Codec, NotificationRequest, RequestError};
-use herald_kafka::RenewingProducer;
 use herald_runtime::metric_names::API_PRODUCED;
 
 use crate::AppState;
+use crate::acked::AckedProducer;
 use crate::apikey::Scope;
 use crate::auth::Caller;
 use crate::problem::{self, CreateErrors, FieldProblem, Problem};
 
 /// The most requests one batch may carry.
 pub const MAX_BATCH: usize = 1000;
-/// How long a send may wait for room in the producer's queue before it is answered 503.
-const QUEUE_WAIT: Duration = Duration::from_millis(100);
 /// The header that makes a send idempotent.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// Produces validated requests to `notifications.requested`.
 pub struct Sender {
-    producer: RenewingProducer,
-    codec: Codec,
+    producer: AckedProducer,
+    codec: Arc<Codec>,
     topic: String,
-    produce_timeout: Duration,
     max_data_bytes: usize,
 }
 
@@ -51,17 +46,15 @@ impl std::fmt::Debug for Sender {
 
 impl Sender {
     pub fn new(
-        producer: RenewingProducer,
-        codec: Codec,
+        producer: AckedProducer,
+        codec: Arc<Codec>,
         topic: String,
-        produce_timeout: Duration,
         max_data_bytes: usize,
     ) -> Self {
         Self {
             producer,
             codec,
             topic,
-            produce_timeout,
             max_data_bytes,
         }
     }
@@ -77,35 +70,24 @@ impl Sender {
                 Problem::internal()
             }
         })?;
-        let key = request.key();
-        let lease = self.producer.lease();
-        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
-        // librdkafka answers every record within message.timeout.ms (produce_timeout); the outer
-        // bound only guards against a delivery report that never comes.
-        let delivery = tokio::time::timeout(
-            self.produce_timeout + Duration::from_secs(2),
-            lease.producer.send(record, Timeout::After(QUEUE_WAIT)),
-        )
-        .await;
-        let error = match delivery {
-            Ok(Ok(_)) => {
+        match self
+            .producer
+            .produce(&self.topic, &request.key(), &payload)
+            .await
+        {
+            Ok(()) => {
                 metrics::counter!(API_PRODUCED, "result" => "acked").increment(1);
-                return Ok(());
+                Ok(())
             }
-            Ok(Err((error, _))) => {
-                if let Err(e) = self.producer.failed(&lease, &error) {
-                    tracing::warn!(error = %e, "cannot create a new Kafka producer client");
-                }
-                error.to_string()
+            Err(error) => {
+                metrics::counter!(API_PRODUCED, "result" => "unavailable").increment(1);
+                tracing::warn!(%error, event_id = %request.event_id, "Kafka did not acknowledge a request");
+                Err(Problem::unavailable(
+                    "Kafka did not acknowledge the request in time; it may or may not have been \
+                     accepted: retry with the same Idempotency-Key or event_id",
+                ))
             }
-            Err(_) => "no delivery report".to_owned(),
-        };
-        metrics::counter!(API_PRODUCED, "result" => "unavailable").increment(1);
-        tracing::warn!(%error, event_id = %request.event_id, "Kafka did not acknowledge a request");
-        Err(Problem::unavailable(
-            "Kafka did not acknowledge the request in time; it may or may not have been \
-             accepted: retry with the same Idempotency-Key or event_id",
-        ))
+        }
     }
 }
 

@@ -104,6 +104,9 @@ pub const API_REQUEST_SECONDS: &str = "herald_api_request_seconds";
 /// API: notification requests sent to Kafka, by result (`acked`: the broker acknowledged the
 /// record and the client got 202; `unavailable`: not acknowledged in time, the client got 503).
 pub const API_PRODUCED: &str = "herald_api_produced_total";
+/// API: statuses the API observed itself (provider callbacks, opens, clicks) sent to
+/// `notifications.status`, by status and result (`acked`, `unavailable`).
+pub const API_STATUSES: &str = "herald_api_statuses_total";
 /// API: API key lookups, by result (`hit`, `miss`) of the short-lived key cache.
 pub const API_KEY_CACHE_LOOKUPS: &str = "herald_api_key_cache_lookups_total";
 /// API: email opens and clicks served (`GET /v1/t/open|click/{token}` with a valid token), by
