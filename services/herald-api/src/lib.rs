@@ -2,8 +2,8 @@
 //! admin port (`/healthz`, `/readyz` = Kafka and the database answer, `/metrics`) and shutdown
 //! (SIGTERM stops accepting, finishes the requests in flight within `api.shutdown_grace`).
 //!
-//! Every `/v1` route but `/v1/unsubscribe/{token}` (a signed link from an email) takes a
-//! tenant API key (`Authorization: Bearer`); every error is an RFC 9457 problem
+//! Every `/v1` route but `/v1/unsubscribe/{token}` and `/v1/t/open|click/{token}` (signed
+//! links from an email) takes a tenant API key (`Authorization: Bearer`); every error is an RFC 9457 problem
 //! (`application/problem+json`).
 
 pub mod acked;
@@ -18,6 +18,7 @@ pub mod send;
 pub mod status_out;
 pub mod templates;
 pub mod timeline;
+pub mod tracking;
 pub mod unsubscribe;
 pub mod webhooks;
 
@@ -87,6 +88,8 @@ pub struct AppState {
     pub timeline: herald_store::timeline_read::TimelineReader,
     /// Signs and checks unsubscribe links, when `[unsubscribe]` is set.
     pub unsubscribe: Option<herald_contracts::unsubscribe::UnsubscribeLinks>,
+    /// Serves open pixels and redirect links, when `[tracking]` is set.
+    pub tracking: Option<tracking::Tracking>,
     pub preview: preview::PreviewConfig,
     pub body_limit: usize,
 }
@@ -164,6 +167,8 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             "/v1/unsubscribe/{token}",
             get(unsubscribe::confirm).post(unsubscribe::unsubscribe),
         )
+        .route("/v1/t/open/{token}", get(tracking::open))
+        .route("/v1/t/click/{token}", get(tracking::click))
         .route(
             "/v1/categories/{category}",
             get(categories::get_category)
@@ -188,14 +193,18 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         )
 }
 
-/// The path as logged: an unsubscribe link's token opts a user out, so it is left out.
+/// The path as logged: a signed link's token is left out (an unsubscribe token opts a user
+/// out; a tracking token names the user and the link's target).
 fn logged_path(path: &str) -> &str {
-    let prefix = "/v1/unsubscribe/";
-    if path.starts_with(prefix) {
-        "/v1/unsubscribe/{token}"
-    } else {
-        path
-    }
+    const SIGNED: [(&str, &str); 3] = [
+        ("/v1/unsubscribe/", "/v1/unsubscribe/{token}"),
+        ("/v1/t/open/", "/v1/t/open/{token}"),
+        ("/v1/t/click/", "/v1/t/click/{token}"),
+    ];
+    SIGNED
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix))
+        .map_or(path, |(_, logged)| logged)
 }
 
 /// `GET /openapi.json`: the OpenAPI 3.1 description of `/v1` (no key needed).
@@ -277,6 +286,18 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let timeline =
         herald_store::timeline_read::TimelineReader::prepare(session.clone(), &config.store)
             .await?;
+    let tracking = match config.tracking.links() {
+        Some(links) => Some(tracking::Tracking {
+            links,
+            marks: herald_store::engagement::EngagementMarks::prepare(
+                session.clone(),
+                &config.store,
+            )
+            .await?,
+            stale_after: config.api.request_timeout + config.api.produce_timeout,
+        }),
+        None => None,
+    };
     let dependencies = vec![
         health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
         health::database(session),
@@ -299,6 +320,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         templates,
         timeline,
         unsubscribe: config.unsubscribe.links(),
+        tracking,
         preview: preview::PreviewConfig {
             default_locale: config.router.default_locale.clone(),
         },
@@ -336,4 +358,24 @@ async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Api
         .map_err(|source| ApiError::Listen { addr, source })?;
     tracing::info!(%bound, "listening");
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signed_link_tokens_are_not_logged() {
+        assert_eq!(
+            super::logged_path("/v1/t/click/abc.def"),
+            "/v1/t/click/{token}"
+        );
+        assert_eq!(
+            super::logged_path("/v1/t/open/abc.def"),
+            "/v1/t/open/{token}"
+        );
+        assert_eq!(
+            super::logged_path("/v1/unsubscribe/abc.def"),
+            "/v1/unsubscribe/{token}"
+        );
+        assert_eq!(super::logged_path("/v1/users/ada"), "/v1/users/ada");
+    }
 }

@@ -6,7 +6,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{categories, manage, preview, send, templates, timeline, unsubscribe, webhooks};
+use crate::{
+    categories, manage, preview, send, templates, timeline, tracking, unsubscribe, webhooks,
+};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -24,7 +26,9 @@ reaches the router within the same cache TTL. The router treats a request pinned
 version like one pinned to an unknown version (dead-lettered, `unknown_template`). \
 The timeline routes read what `herald track` wrote from `notifications.status` (a status is \
 visible within about 2 s). `/v1/unsubscribe/{token}` takes no key: the signed, expiring link of an email's \
-`List-Unsubscribe` header (RFC 8058 one-click)."
+`List-Unsubscribe` header (RFC 8058 one-click). `/v1/t/open/{token}` and `/v1/t/click/{token}` take \
+no key either: an email's open pixel and redirect links (a category's `track_engagement`), signed; \
+the first open and click of a dispatch become `opened` and `clicked` statuses."
     ),
     paths(
         send::post_notification,
@@ -54,6 +58,8 @@ visible within about 2 s). `/v1/unsubscribe/{token}` takes no key: the signed, e
         templates::get_version,
         unsubscribe::confirm,
         unsubscribe::unsubscribe,
+        tracking::open,
+        tracking::click,
     ),
     modifiers(&BearerKey),
     security(("api_key" = []))
@@ -105,6 +111,6 @@ mod tests {
         );
         let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 20);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 22);
     }
 }
