@@ -450,6 +450,18 @@ mod tests {
     }
 
     #[test]
+    fn a_category_opts_in_to_tracking_explicitly() {
+        let seed = SeedFile::parse(
+            r#"{"categories":[
+                {"tenant":"a","category":"c","channels":["email"],"track_engagement":true},
+                {"tenant":"a","category":"d","channels":["email"]}]}"#,
+        )
+        .unwrap();
+        let tracked: Vec<bool> = seed.categories.iter().map(|c| c.track_engagement).collect();
+        assert_eq!(tracked, [true, false]);
+    }
+
+    #[test]
     fn mistakes_are_named() {
         assert!(
             err(r#"{"users":[{"tenant":"a","user_id":"u","time_zone":"Mars/Olympus"}]}"#)
