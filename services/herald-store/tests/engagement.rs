@@ -20,6 +20,18 @@ fn mark<'a>(dispatch_id: &'a str, kind: &'a str) -> Mark<'a> {
     }
 }
 
+async fn claim(
+    marks: &EngagementMarks,
+    dispatch_id: &str,
+    kind: &str,
+    at: chrono::DateTime<Utc>,
+) -> Claim {
+    marks
+        .claim(mark(dispatch_id, kind), at, TTL, STALE)
+        .await
+        .unwrap()
+}
+
 fn held(claim: &Claim) -> Option<(&str, bool)> {
     match claim {
         Claim::Held { token, taken_over } => Some((token, *taken_over)),
@@ -54,55 +66,28 @@ async fn one_claim_holds_and_a_stale_one_is_taken_over() {
         .await
         .unwrap();
     let later = now + chrono::Duration::hours(1);
-    assert_eq!(
-        marks
-            .claim(mark("e-1:email", "open"), later, TTL, STALE)
-            .await
-            .unwrap(),
-        Claim::Done
-    );
-    let click = marks
-        .claim(mark("e-1:email", "click"), now, TTL, STALE)
-        .await
-        .unwrap();
+    assert_eq!(claim(&marks, "e-1:email", "open", later).await, Claim::Done);
+    let click = claim(&marks, "e-1:email", "click", now).await;
     assert!(held(&click).is_some(), "{click:?}");
 
     // Released (the publish failed): the next claim holds at once.
-    let first = marks
-        .claim(mark("e-2:email", "open"), now, TTL, STALE)
-        .await
-        .unwrap();
+    let first = claim(&marks, "e-2:email", "open", now).await;
     let (token, _) = held(&first).unwrap();
     marks
         .release(mark("e-2:email", "open"), token)
         .await
         .unwrap();
-    let again = marks
-        .claim(mark("e-2:email", "open"), now, TTL, STALE)
-        .await
-        .unwrap();
+    let again = claim(&marks, "e-2:email", "open", now).await;
     assert_eq!(held(&again).map(|(_, t)| t), Some(false), "{again:?}");
 
     // Left neither done nor released (its replica died): busy while it may still publish,
     // taken over once stale; the dead holder can no longer mark or release it.
-    let dead = marks
-        .claim(mark("e-3:email", "open"), now, TTL, STALE)
-        .await
-        .unwrap();
+    let dead = claim(&marks, "e-3:email", "open", now).await;
     let (dead_token, _) = held(&dead).unwrap();
     let soon = now + chrono::Duration::seconds(5);
-    assert_eq!(
-        marks
-            .claim(mark("e-3:email", "open"), soon, TTL, STALE)
-            .await
-            .unwrap(),
-        Claim::Busy
-    );
+    assert_eq!(claim(&marks, "e-3:email", "open", soon).await, Claim::Busy);
     let stale = now + chrono::Duration::seconds(31);
-    let taken = marks
-        .claim(mark("e-3:email", "open"), stale, TTL, STALE)
-        .await
-        .unwrap();
+    let taken = claim(&marks, "e-3:email", "open", stale).await;
     let (new_token, taken_over) = held(&taken).unwrap();
     assert!(taken_over);
     marks
@@ -110,10 +95,7 @@ async fn one_claim_holds_and_a_stale_one_is_taken_over() {
         .await
         .unwrap();
     assert_eq!(
-        marks
-            .claim(mark("e-3:email", "open"), stale, TTL, STALE)
-            .await
-            .unwrap(),
+        claim(&marks, "e-3:email", "open", stale).await,
         Claim::Busy,
         "the dead holder's release must not remove the new claim"
     );
@@ -121,11 +103,5 @@ async fn one_claim_holds_and_a_stale_one_is_taken_over() {
         .mark_done(mark("e-3:email", "open"), new_token, TTL)
         .await
         .unwrap();
-    assert_eq!(
-        marks
-            .claim(mark("e-3:email", "open"), stale, TTL, STALE)
-            .await
-            .unwrap(),
-        Claim::Done
-    );
+    assert_eq!(claim(&marks, "e-3:email", "open", stale).await, Claim::Done);
 }
