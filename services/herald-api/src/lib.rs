@@ -3,19 +3,23 @@
 //! (SIGTERM stops accepting, finishes the requests in flight within `api.shutdown_grace`).
 //!
 //! Every `/v1` route but `/v1/unsubscribe/{token}` and `/v1/t/open|click/{token}` (signed
-//! links from an email) takes a tenant API key (`Authorization: Bearer`); every error is an RFC 9457 problem
+//! links from an email) and `/v1/callbacks/*` (signed by the provider, see [`callbacks`]) takes
+//! a tenant API key (`Authorization: Bearer`); every error is an RFC 9457 problem
 //! (`application/problem+json`).
 
 pub mod acked;
 pub mod apikey;
 pub mod auth;
+pub mod callbacks;
 pub mod categories;
 pub mod manage;
 pub mod openapi;
+mod paging;
 pub mod preview;
 pub mod problem;
 pub mod send;
 pub mod status_out;
+pub mod suppressions;
 pub mod templates;
 pub mod timeline;
 pub mod tracking;
@@ -41,7 +45,9 @@ use herald_runtime::metric_names::{API_REQUEST_SECONDS, API_REQUESTS};
 use herald_store::api_keys::ApiKeys;
 use herald_store::categories::Categories;
 use herald_store::directory::Directory;
+use herald_store::provider_messages::ProviderMessages;
 use herald_store::push_tokens::PushTokens;
+use herald_store::suppressions::Suppressions;
 use herald_store::templates::Templates;
 use herald_store::users::Users;
 use herald_store::webhooks::Webhooks;
@@ -67,6 +73,8 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Metrics(String),
+    #[error("{0}")]
+    Config(String),
     #[error("shutdown took longer than api.shutdown_grace ({0:?})")]
     GraceExceeded(Duration),
 }
@@ -84,6 +92,12 @@ pub struct AppState {
     pub push_tokens: PushTokens,
     pub webhooks: Webhooks,
     pub templates: Templates,
+    /// The tenants' suppressed email addresses.
+    pub suppressions: Suppressions,
+    /// Which dispatch a provider message id belongs to (Twilio status callbacks).
+    pub provider_messages: ProviderMessages,
+    /// How provider callbacks are verified (`[api.callbacks]`).
+    pub callbacks: Arc<callbacks::Verifiers>,
     /// What `herald track` wrote: timelines and the per-user index.
     pub timeline: herald_store::timeline_read::TimelineReader,
     /// Signs and checks unsubscribe links, when `[unsubscribe]` is set.
@@ -175,6 +189,16 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
                 .put(categories::put_category)
                 .delete(categories::delete_category),
         )
+        .route("/v1/callbacks/sendgrid", post(callbacks::sendgrid::receive))
+        .route("/v1/callbacks/twilio", post(callbacks::twilio::receive))
+        .route(
+            "/v1/suppressions",
+            get(suppressions::list).post(suppressions::add),
+        )
+        .route(
+            "/v1/suppressions/{address}",
+            get(suppressions::get).delete(suppressions::delete),
+        )
         .route("/openapi.json", get(serve_openapi))
         .fallback(|| async { Problem::not_found("no such route") })
         .with_state(state)
@@ -194,14 +218,16 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
 }
 
 /// The path as logged: a signed link's token is left out (an unsubscribe token opts a user
-/// out; a tracking token names the user and the link's target).
+/// out; a tracking token names the user and the link's target), and so is a suppression's
+/// path, an email address.
 fn logged_path(path: &str) -> &str {
-    const SIGNED: [(&str, &str); 3] = [
+    const HIDDEN: [(&str, &str); 4] = [
         ("/v1/unsubscribe/", "/v1/unsubscribe/{token}"),
         ("/v1/t/open/", "/v1/t/open/{token}"),
         ("/v1/t/click/", "/v1/t/click/{token}"),
+        ("/v1/suppressions/", "/v1/suppressions/{address}"),
     ];
-    SIGNED
+    HIDDEN
         .iter()
         .find(|(prefix, _)| path.starts_with(prefix))
         .map_or(path, |(_, logged)| logged)
@@ -283,6 +309,10 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let push_tokens = PushTokens::prepare(session.clone(), &config.store).await?;
     let webhooks = Webhooks::prepare(session.clone(), &config.store).await?;
     let templates = Templates::prepare(session.clone(), &config.store).await?;
+    let suppressions = Suppressions::prepare(session.clone(), &config.store).await?;
+    let provider_messages = ProviderMessages::prepare(session.clone(), &config.store).await?;
+    let verifiers =
+        callbacks::Verifiers::from_config(&config.api.callbacks).map_err(ApiError::Config)?;
     let timeline =
         herald_store::timeline_read::TimelineReader::prepare(session.clone(), &config.store)
             .await?;
@@ -318,6 +348,9 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         push_tokens,
         webhooks,
         templates,
+        suppressions,
+        provider_messages,
+        callbacks: Arc::new(verifiers),
         timeline,
         unsubscribe: config.unsubscribe.links(),
         tracking,
@@ -375,6 +408,10 @@ mod tests {
         assert_eq!(
             super::logged_path("/v1/unsubscribe/abc.def"),
             "/v1/unsubscribe/{token}"
+        );
+        assert_eq!(
+            super::logged_path("/v1/suppressions/a@b.example"),
+            "/v1/suppressions/{address}"
         );
         assert_eq!(super::logged_path("/v1/users/ada"), "/v1/users/ada");
     }

@@ -7,7 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::{
-    categories, manage, preview, send, templates, timeline, tracking, unsubscribe, webhooks,
+    callbacks, categories, manage, preview, send, suppressions, templates, timeline, tracking,
+    unsubscribe, webhooks,
 };
 
 #[derive(Debug, OpenApi)]
@@ -26,9 +27,13 @@ reaches the router within the same cache TTL. The router treats a request pinned
 version like one pinned to an unknown version (dead-lettered, `unknown_template`). \
 The timeline routes read what `herald track` wrote from `notifications.status` (a status is \
 visible within about 2 s). `/v1/unsubscribe/{token}` takes no key: the signed, expiring link of an email's \
-`List-Unsubscribe` header (RFC 8058 one-click). `/v1/t/open/{token}` and `/v1/t/click/{token}` take \
-no key either: an email's open pixel and redirect links (a category's `track_engagement`), signed; \
-the first open and click of a dispatch become `opened` and `clicked` statuses."
+`List-Unsubscribe` header (RFC 8058 one-click). `/v1/callbacks/sendgrid` and \
+`/v1/callbacks/twilio` take no key either: they are the providers' delivery callbacks, each \
+verified by the provider's signature (401 otherwise). Suppressed email addresses (hard bounces, \
+complaints, or added by hand) are not emailed until deleted; the router sees a change within \
+its cache TTL. `/v1/t/open/{token}` and `/v1/t/click/{token}` take no key: an email's open \
+pixel and redirect links (a category's `track_engagement`), signed; the first open and click of \
+a dispatch become `opened` and `clicked` statuses."
     ),
     paths(
         send::post_notification,
@@ -58,6 +63,12 @@ the first open and click of a dispatch become `opened` and `clicked` statuses."
         templates::get_version,
         unsubscribe::confirm,
         unsubscribe::unsubscribe,
+        callbacks::sendgrid::receive,
+        callbacks::twilio::receive,
+        suppressions::list,
+        suppressions::add,
+        suppressions::get,
+        suppressions::delete,
         tracking::open,
         tracking::click,
     ),
@@ -111,6 +122,6 @@ mod tests {
         );
         let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 22);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 26);
     }
 }

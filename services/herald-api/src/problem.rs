@@ -61,6 +61,16 @@ impl Problem {
         )
     }
 
+    /// 401 for a provider callback whose signature is missing, wrong or too old.
+    pub fn bad_signature(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
+    }
+
     /// 403: the key lacks a scope, or the request names another tenant.
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)

@@ -6,8 +6,6 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -20,14 +18,13 @@ use herald_store::timeline_read::{TimelineRow, UserCursor};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::manage::{read_scope, user_id};
+use crate::paging;
 use crate::problem::{self, Problem, ReadErrors};
 
 /// How a derived event's id names its origin (`<origin><mark><rest>`), declared by the router
 /// and `herald replay`.
 const FALLBACK_MARK: &str = ":fallback:";
 const REPLAY_MARK: &str = ":replay:";
-const DEFAULT_LIMIT: usize = 20;
-const MAX_LIMIT: usize = 100;
 
 /// One status of a notification.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -282,56 +279,36 @@ pub async fn list_user_notifications(
 }
 
 fn page_params(query: &str) -> Result<(usize, Option<UserCursor>), Problem> {
-    let mut limit = DEFAULT_LIMIT;
-    let mut cursor = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        Problem::bad_request(format!("limit must be 1 to {MAX_LIMIT}"))
-                    })?;
-            }
-            "cursor" => {
-                cursor = Some(decode_cursor(value).ok_or_else(|| {
-                    Problem::bad_request("cursor is not a next_cursor this API gave")
-                })?);
-            }
-            _ => {}
-        }
-    }
-    Ok((limit, cursor))
+    paging::page_params(query, decode_cursor)
 }
 
 fn encode_cursor(cursor: &UserCursor) -> String {
-    let text = format!(
-        "{}\n{}\n{}",
-        cursor.at.timestamp_millis(),
-        cursor.event_id,
-        cursor.source
-    );
-    URL_SAFE_NO_PAD.encode(text)
+    let at = cursor.at.timestamp_millis().to_string();
+    paging::encode_cursor(&[&at, &cursor.event_id, &cursor.source])
 }
 
-fn decode_cursor(text: &str) -> Option<UserCursor> {
-    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let mut parts = text.splitn(3, '\n');
+/// A cursor's parts: the time in milliseconds, the event id, and the source (everything after
+/// the event id, as before).
+fn decode_cursor(parts: Vec<String>) -> Option<UserCursor> {
+    let mut parts = parts.into_iter();
     let at = DateTime::from_timestamp_millis(parts.next()?.parse().ok()?)?;
+    let event_id = parts.next()?;
+    let rest: Vec<String> = parts.collect();
+    if rest.is_empty() {
+        return None;
+    }
+    let source = rest.join("\n");
     Some(UserCursor {
         at,
-        event_id: parts.next()?.to_owned(),
-        source: parts.next()?.to_owned(),
+        event_id,
+        source,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paging::DEFAULT_LIMIT;
 
     #[test]
     fn a_cursor_round_trips_and_a_bad_one_is_refused() {

@@ -164,6 +164,8 @@ async fn record(state: &AppState, tracking: &Tracking, engagement: &Engagement) 
         attempt: 0,
         at: herald_contracts::time::now_millis(),
         scheduled_for: None,
+        category: Some(engagement.category.clone()),
+        created_at: Some(engagement.created_at),
     };
     if state.statuses.publish(&status).await.is_err() {
         // The publisher logged why.

@@ -16,7 +16,8 @@ pub const ROUTER_END_TO_END_SECONDS: &str = "herald_router_end_to_end_seconds";
 pub const ROUTER_STAGE_SECONDS: &str = "herald_router_stage_seconds";
 /// Router: seconds spent routing one event.
 pub const ROUTER_EVENT_SECONDS: &str = "herald_router_event_seconds";
-/// Router: cache lookups, by cache (`profile`, `category`, `template`) and result (`hit`, `miss`).
+/// Router: cache lookups, by cache (`profile`, `category`, `template`, `suppression`) and result
+/// (`hit`, `miss`).
 pub const ROUTER_CACHE_LOOKUPS: &str = "herald_router_cache_lookups_total";
 /// Router: records dead-lettered without a status because they name no event (undecodable
 /// bytes, no event id, tenant or user id), by error class. Each such record is on the DLQ only.
@@ -88,6 +89,9 @@ pub const DELIVER_FALLBACKS: &str = "herald_deliver_fallbacks_total";
 /// Delivery: dispatches suppressed because their deadline passed, by when it was found
 /// (`before_send`: already past; `before_retry`: it would pass before the next attempt).
 pub const DELIVER_EXPIRED: &str = "herald_deliver_expired_total";
+/// Delivery: provider message ids that could not be recorded for status callbacks (a later
+/// callback for that message is then unmatched), by provider.
+pub const DELIVER_MESSAGE_INDEX_FAILURES: &str = "herald_deliver_message_index_failures_total";
 
 /// Tracker: status records written to the timeline.
 pub const TRACK_STATUSES_WRITTEN: &str = "herald_track_statuses_written_total";
@@ -96,6 +100,18 @@ pub const TRACK_STATUSES_WRITTEN: &str = "herald_track_statuses_written_total";
 pub const TRACK_UNDECODABLE: &str = "herald_track_undecodable_total";
 /// Tracker: batch writes that failed and were retried (the database was down or slow).
 pub const TRACK_WRITE_FAILURES: &str = "herald_track_write_failures_total";
+/// Tracker: statuses recorded, by tenant, category, channel and status (`sent`, `delivered`,
+/// `failed`, `opened`, `clicked`, `dead_lettered`, `suppressed`, ...): the delivery dashboard's
+/// rates. `channel` is `none` for statuses about the event as a whole, `category` is `unknown`
+/// when the writer did not know it, and both tenant and category are `other` past the
+/// tracker's bound on distinct (tenant, category) pairs.
+pub const TRACK_STATUSES: &str = "herald_track_statuses_total";
+/// Tracker: seconds from a request's `created_at` to its dispatch's `sent` or `delivered`
+/// status, by channel and status; a histogram (buckets from 50 ms to a day).
+pub const TRACK_END_TO_END_SECONDS: &str = "herald_track_end_to_end_seconds";
+/// Tracker: statuses counted under tenant and category `other` because the bound on distinct
+/// (tenant, category) pairs was reached.
+pub const TRACK_LABEL_OVERFLOW: &str = "herald_track_label_overflow_total";
 
 /// API: requests answered, by route (the matched path) and status code.
 pub const API_REQUESTS: &str = "herald_api_requests_total";
@@ -109,6 +125,18 @@ pub const API_PRODUCED: &str = "herald_api_produced_total";
 pub const API_STATUSES: &str = "herald_api_statuses_total";
 /// API: API key lookups, by result (`hit`, `miss`) of the short-lived key cache.
 pub const API_KEY_CACHE_LOOKUPS: &str = "herald_api_key_cache_lookups_total";
+/// API: provider callback events (SendGrid events, Twilio status callbacks), by provider and
+/// outcome (`emitted`: a status was published; `ignored`: an event Herald does not record, such
+/// as `processed` or `queued`; `unmatched`: no Herald ids, or a message id Herald does not know;
+/// `unknown`: an event type Herald does not know).
+pub const API_CALLBACK_EVENTS: &str = "herald_api_callback_events_total";
+/// API: provider callbacks refused before reading their events, by provider and reason
+/// (`signature`: missing or wrong; `timestamp`: outside `api.callbacks.sendgrid.tolerance`;
+/// `not_configured`: the provider's callback settings are not set).
+pub const API_CALLBACK_REJECTED: &str = "herald_api_callback_rejected_total";
+/// API: addresses added to a tenant's suppression list, by source (`bounce`, `complaint`,
+/// `api`).
+pub const API_SUPPRESSIONS_ADDED: &str = "herald_api_suppressions_added_total";
 /// API: email opens and clicks served (`GET /v1/t/open|click/{token}` with a valid token), by
 /// kind (`open`, `click`) and outcome (`recorded`: the dispatch's first, its `opened` or
 /// `clicked` status was published; `repeat`: not the first, counted only; `late`: after

@@ -8,7 +8,10 @@ use crate::Channel;
 use crate::avro::{self, FieldError, Fields};
 use crate::request::channel_to_avro;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Default` gives an empty `UNKNOWN` status at the epoch: build one with the fields that matter
+/// and `..Default::default()`, so fields added later (all optional) need no change at every
+/// writer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusEvent {
     pub event_id: String,
@@ -31,9 +34,16 @@ pub struct StatusEvent {
     /// For `Scheduled`: when the deferred notification is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// The request's category, when the writer knew it (delivery metrics are per category).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// The request's creation time, when the writer knew it (end-to-end latency starts here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
 }
 
-/// Reasons carried by SUPPRESSED and SCHEDULED statuses, declared once.
+/// Reasons carried by SUPPRESSED, SCHEDULED and (from provider callbacks) FAILED statuses,
+/// declared once.
 pub mod reason {
     pub const DUPLICATE: &str = "duplicate";
     pub const EXPIRED: &str = "expired";
@@ -52,11 +62,19 @@ pub mod reason {
     pub const QUIET_HOURS: &str = "quiet_hours";
     /// Deferred (status SCHEDULED) until the request's `send_at`.
     pub const SEND_AT: &str = "send_at";
+    /// SUPPRESSED: the email address is on the tenant's suppression list (it hard-bounced or
+    /// its owner complained) until it is removed through the API.
+    pub const BOUNCED_ADDRESS: &str = "bounced_address";
+    /// FAILED, from a provider callback: the address hard-bounced (and is now suppressed).
+    pub const BOUNCED: &str = "bounced";
+    /// FAILED, from a provider callback: the recipient reported the message as spam (and the
+    /// address is now suppressed).
+    pub const COMPLAINED: &str = "complained";
 }
 
 /// A notification's state (DESIGN.md §2). `Unknown` is what a reader gets for a symbol added by
 /// a newer writer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Accepted,
@@ -70,6 +88,7 @@ pub enum Status {
     Opened,
     Clicked,
     Read,
+    #[default]
     Unknown,
 }
 
@@ -110,6 +129,24 @@ impl Status {
         Status::ALL.into_iter().find(|s| s.symbol() == symbol)
     }
 
+    /// The state's name in snake case, as in JSON and as a metric label (`dead_lettered`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Routed => "routed",
+            Status::Scheduled => "scheduled",
+            Status::Suppressed => "suppressed",
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
+            Status::DeadLettered => "dead_lettered",
+            Status::Opened => "opened",
+            Status::Clicked => "clicked",
+            Status::Read => "read",
+            Status::Unknown => "unknown",
+        }
+    }
+
     /// Whether this state ends a dispatch's life (guarantee 1 counts these).
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -148,6 +185,8 @@ impl StatusEvent {
                 "scheduled_for",
                 avro::optional_timestamp(self.scheduled_for),
             ),
+            ("category", avro::optional_string(self.category.as_deref())),
+            ("created_at", avro::optional_timestamp(self.created_at)),
         ])
     }
 
@@ -167,6 +206,8 @@ impl StatusEvent {
             attempt: f.int("attempt")?,
             at: f.timestamp("at")?,
             scheduled_for: f.optional_timestamp("scheduled_for")?,
+            category: f.optional_string("category")?,
+            created_at: f.optional_timestamp("created_at")?,
         })
     }
 }
@@ -192,6 +233,8 @@ mod tests {
             attempt: 3,
             at: now_millis(),
             scheduled_for: Some(now_millis()),
+            category: Some("billing.invoice_ready".into()),
+            created_at: Some(now_millis()),
         };
         let schema = SchemaKind::Status.schema();
         let value = status.to_avro();
@@ -216,5 +259,45 @@ mod tests {
             .filter_map(|s| s.as_str())
             .collect();
         assert_eq!(symbols, Status::ALL.map(Status::symbol));
+    }
+
+    #[test]
+    fn labels_match_the_json_names() {
+        for status in Status::ALL {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::Value::from(status.as_str())
+            );
+        }
+    }
+
+    /// A status written before `category` and `created_at` existed reads with both null
+    /// (the schema change is BACKWARD compatible): the codec resolves what an older writer
+    /// wrote into the compiled-in schema, as here.
+    #[test]
+    fn an_older_status_reads_without_category_and_creation_time() {
+        let mut json: serde_json::Value =
+            serde_json::from_str(SchemaKind::Status.source()).unwrap();
+        json["fields"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|f| f["name"] != "category" && f["name"] != "created_at");
+        let old_schema = apache_avro::Schema::parse(&json).unwrap();
+        let status = StatusEvent {
+            event_id: "e-1".into(),
+            tenant: "acme".into(),
+            user_id: "u-1".into(),
+            status: Status::Sent,
+            at: now_millis(),
+            ..Default::default()
+        };
+        let Value::Record(mut fields) = status.to_avro() else {
+            unreachable!("to_avro builds a record")
+        };
+        fields.retain(|(name, _)| name != "category" && name != "created_at");
+        let written = Value::Record(fields);
+        assert!(written.validate(&old_schema));
+        let resolved = written.resolve(SchemaKind::Status.schema()).unwrap();
+        assert_eq!(StatusEvent::from_avro(resolved).unwrap(), status);
     }
 }

@@ -1,8 +1,8 @@
 //! Open and click tracking links for email Herald sends itself (SMTP), shared by the email
 //! worker, which puts an open pixel and redirect links into a message of a category that
 //! opted in (`track_engagement`), and `herald api`, which serves them. A token names the
-//! tenant, user, event, dispatch, when the dispatch was routed and, for a click, the target
-//! URL, signed like unsubscribe links ([`crate::signed`]) under `tracking.secret`. The API
+//! tenant, user, event, dispatch, category, when the notification was created and routed
+//! and, for a click, the target URL, signed like unsubscribe links ([`crate::signed`]) under `tracking.secret`. The API
 //! redirects only to the URL inside a token whose signature holds: never an open redirect.
 
 use chrono::{DateTime, Utc};
@@ -111,15 +111,30 @@ pub struct Engagement {
     pub user_id: String,
     pub event_id: String,
     pub dispatch_id: String,
+    /// The notification's category and creation time, for the status (delivery metrics are
+    /// per category; end-to-end latency starts at creation).
+    pub category: String,
+    pub created_at: DateTime<Utc>,
     pub routed_at: DateTime<Utc>,
     /// For a click: where the link went before it was rewritten.
     pub target: Option<String>,
 }
 
-/// The signed payload: `[kind, tenant, user_id, event_id, dispatch_id, routed_at in Unix
-/// seconds, target]` (the target `null` for an open). The kind is signed so that a pixel's
-/// token cannot be used as a link, nor a link's as a pixel.
-type Payload = (String, String, String, String, String, i64, Option<String>);
+/// The signed payload: `[kind, tenant, user_id, event_id, dispatch_id, category, created_at
+/// in Unix milliseconds, routed_at in Unix seconds, target]` (the target `null` for an open).
+/// The kind is signed so that a pixel's token cannot be used as a link, nor a link's as a
+/// pixel.
+type Payload = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<String>,
+);
 
 /// Signs and checks tracking tokens.
 #[derive(Clone)]
@@ -174,6 +189,8 @@ impl TrackingLinks {
             &dispatch.user_id,
             &dispatch.event_id,
             &dispatch.dispatch_id,
+            &dispatch.category,
+            dispatch.created_at.timestamp_millis(),
             dispatch.routed_at.timestamp(),
             target,
         ))
@@ -182,7 +199,7 @@ impl TrackingLinks {
     /// What a token of `kind` carries, if its signature holds. A click token always has a
     /// target, an open token never.
     pub fn verify(&self, kind: EngagementKind, token: &str) -> Result<Engagement, Forged> {
-        let (tag, tenant, user_id, event_id, dispatch_id, routed_at, target): Payload =
+        let (tag, tenant, user_id, event_id, dispatch_id, category, created_at, routed_at, target): Payload =
             self.signer.verify(token)?;
         if tag != kind.as_str() || target.is_some() != (kind == EngagementKind::Click) {
             return Err(Forged);
@@ -193,6 +210,8 @@ impl TrackingLinks {
             user_id,
             event_id,
             dispatch_id,
+            category,
+            created_at: DateTime::from_timestamp_millis(created_at).ok_or(Forged)?,
             routed_at: DateTime::from_timestamp(routed_at, 0).ok_or(Forged)?,
             target,
         })
@@ -234,6 +253,8 @@ mod tests {
                 seen.user_id.as_str(),
                 seen.event_id.as_str(),
                 seen.dispatch_id.as_str(),
+                seen.category.as_str(),
+                seen.created_at,
                 seen.routed_at.timestamp(),
                 seen.target
             ),
@@ -242,6 +263,8 @@ mod tests {
                 "u-1",
                 "e-1",
                 "e-1:sms",
+                "security.login",
+                dispatch.created_at,
                 dispatch.routed_at.timestamp(),
                 None
             )

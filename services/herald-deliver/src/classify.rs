@@ -7,7 +7,9 @@ use reqwest::{RequestBuilder, StatusCode};
 use std::time::{Duration, SystemTime};
 
 use crate::Outcome;
+use crate::http::{UrlPath, client_span, record_failure, record_status};
 use crate::webhook::ssrf::Refused;
+use tracing::Instrument as _;
 
 /// The longest provider text kept in a reason: enough to act on, small enough for a status
 /// event.
@@ -147,11 +149,47 @@ fn root_cause(err: &reqwest::Error) -> String {
 /// target is not trusted to be.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
+/// Why a request got no answer, as the `error.type` of its span.
+fn error_type(err: &reqwest::Error) -> &'static str {
+    if find_source::<Refused>(err).is_some() {
+        "refused"
+    } else if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else if err.is_builder() || err.is_redirect() {
+        "invalid_request"
+    } else {
+        "request"
+    }
+}
+
 /// Sends `request` and reads the answer (at most [`MAX_ANSWER_BYTES`] of its body); a request
-/// that got no answer is classified.
-pub(crate) async fn execute(request: RequestBuilder) -> Result<Answer, Outcome> {
-    let response = request.send().await.map_err(|e| classify_error(&e))?;
+/// that got no answer is classified. The call is an HTTP client span when spans are exported;
+/// `path` says whether the URL's path may be shown on it.
+pub(crate) async fn execute(request: RequestBuilder, path: UrlPath) -> Result<Answer, Outcome> {
+    let (client, request) = request.build_split();
+    let request = request.map_err(|e| classify_error(&e))?;
+    let span = client_span(&request, path);
+    exchange(&client, request, &span)
+        .instrument(span.clone())
+        .await
+}
+
+async fn exchange(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+    span: &tracing::Span,
+) -> Result<Answer, Outcome> {
+    let response = match client.execute(request).await {
+        Ok(response) => response,
+        Err(e) => {
+            record_failure(span, error_type(&e));
+            return Err(classify_error(&e));
+        }
+    };
     let status = response.status();
+    record_status(span, status);
     let headers = response.headers().clone();
     let body = match read_body(response).await {
         Ok(body) => body,

@@ -116,6 +116,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// `webhook`, `inbox`).
     fn name(&self) -> &'static str;
 
+    /// Whether the provider's status callbacks name only its own message id (Twilio's
+    /// `MessageSid`), so that the worker must record which dispatch each id belongs to.
+    fn callbacks_by_message_id(&self) -> bool {
+        false
+    }
+
     /// Sends `dispatch` once.
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport>;
 }

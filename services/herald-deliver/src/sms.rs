@@ -10,7 +10,7 @@ use herald_contracts::secret::Secret;
 use crate::classify::execute;
 use crate::config::TwilioConfig;
 use crate::error::required;
-use crate::http::{base_url, client_builder};
+use crate::http::{UrlPath, base_url, client_builder};
 use crate::outcome::logged;
 use crate::template::Template;
 use crate::{BuildError, Outcome, Provider, SendReport};
@@ -103,7 +103,10 @@ impl TwilioProvider {
                 "application/x-www-form-urlencoded",
             )
             .body(form);
-        match execute(request).await.and_then(|a| a.success()) {
+        match execute(request, UrlPath::Shown)
+            .await
+            .and_then(|a| a.success())
+        {
             Ok(answer) => {
                 let sid = serde_json::from_str::<serde_json::Value>(&answer.body)
                     .ok()
@@ -125,6 +128,11 @@ impl TwilioProvider {
 impl Provider for TwilioProvider {
     fn name(&self) -> &'static str {
         "twilio"
+    }
+
+    /// Status callbacks carry only `MessageSid` (`herald api` matches it to the dispatch).
+    fn callbacks_by_message_id(&self) -> bool {
+        true
     }
 
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {

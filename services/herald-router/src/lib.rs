@@ -24,6 +24,7 @@ use herald_store::dedupe::DedupeLedger;
 use herald_store::directory::Directory;
 use herald_store::rate_limit::RateLimiter;
 use herald_store::schedule::Schedule;
+use herald_store::suppressions::Suppressions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -76,6 +77,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let directory = Directory::prepare(session.clone(), &config.store).await?;
     let dedupe = DedupeLedger::prepare(session.clone(), &config.store).await?;
     let rate_limiter = RateLimiter::prepare(session.clone(), &config.store).await?;
+    let suppressions = Suppressions::prepare(session.clone(), &config.store).await?;
     let schedule = Schedule::prepare(session.clone(), &config.store)
         .await?
         .with_shards(config.router.schedule_shards)?;
@@ -88,6 +90,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         dedupe,
         rate_limiter,
         schedule.clone(),
+        suppressions,
         &config.router,
     ));
 

@@ -20,6 +20,7 @@ use herald_store::dedupe::{DedupeLedger, Seen};
 use herald_store::directory::{CategoryDefaults, Directory, Profile, TemplateRow};
 use herald_store::rate_limit::{Cap, RateLimiter, Subject};
 use herald_store::schedule::{Deferred, Schedule};
+use herald_store::suppressions::{Suppressions, normalize};
 
 use herald_kafka::headers::{PairsReader, PairsWriter};
 pub use herald_kafka::transaction::OutRecord;
@@ -213,7 +214,10 @@ pub struct Router {
     dedupe: DedupeLedger,
     rate_limiter: RateLimiter,
     schedule: Schedule,
+    suppressions: Suppressions,
     profiles: Cache<Profile>,
+    /// Whether an email address is suppressed, by (tenant, normalized address).
+    suppressed: Cache<bool>,
     categories: Cache<Option<CategoryDefaults>>,
     templates: Cache<Arc<Vec<TemplateRow>>>,
     renderer: Mutex<Renderer>,
@@ -246,6 +250,7 @@ impl Router {
         dedupe: DedupeLedger,
         rate_limiter: RateLimiter,
         schedule: Schedule,
+        suppressions: Suppressions,
         config: &RouterConfig,
     ) -> Self {
         Self {
@@ -255,9 +260,16 @@ impl Router {
             dedupe,
             rate_limiter,
             schedule,
+            suppressions,
             profiles: Mutex::new(TtlCache::new(
                 ROUTER_CACHE_LOOKUPS,
                 "profile",
+                config.cache_capacity,
+                config.cache_ttl,
+            )),
+            suppressed: Mutex::new(TtlCache::new(
+                ROUTER_CACHE_LOOKUPS,
+                "suppression",
                 config.cache_capacity,
                 config.cache_ttl,
             )),
@@ -431,6 +443,9 @@ impl Router {
         }
 
         let targets = self
+            .drop_suppressed(&request, targets, &mut skipped)
+            .await?;
+        let targets = self
             .rate_limit(
                 input,
                 &request,
@@ -600,6 +615,34 @@ impl Router {
             }
         }
         Ok(allowed)
+    }
+
+    /// Drops email targets whose address is on the tenant's suppression list (it hard-bounced
+    /// or its owner complained), adding them to `skipped` as `bounced_address`. Whatever the
+    /// category or priority: mail to such an address only hurts the sender's reputation. One
+    /// cached read per address: a deletion through the API takes effect within the cache TTL.
+    async fn drop_suppressed(
+        &self,
+        request: &NotificationRequest,
+        targets: Vec<Target>,
+        skipped: &mut Vec<(herald_contracts::Channel, &'static str)>,
+    ) -> Result<Vec<Target>, Transient> {
+        let mut kept = Vec::with_capacity(targets.len());
+        for target in targets {
+            if target.channel == herald_contracts::Channel::Email {
+                let address = normalize(&target.address);
+                let suppressed = cached(&self.suppressed, (&request.tenant, &address), || {
+                    self.suppressions.is_suppressed(&request.tenant, &address)
+                })
+                .await?;
+                if suppressed {
+                    skipped.push((target.channel, reason::BOUNCED_ADDRESS));
+                    continue;
+                }
+            }
+            kept.push(target);
+        }
+        Ok(kept)
     }
 
     async fn profile(&self, request: &NotificationRequest) -> Result<Profile, Transient> {
@@ -789,6 +832,8 @@ impl Router {
             attempt: 0,
             at: herald_contracts::time::now_millis(),
             scheduled_for: None,
+            category: Some(request.category.clone()),
+            created_at: request.created_at,
         }
     }
 
@@ -866,6 +911,10 @@ impl Router {
             attempt: 0,
             at: herald_contracts::time::now_millis(),
             scheduled_for: None,
+            // The record could not be read as a request: its category is unknown, and a
+            // category taken from bytes that failed validation would be an unbounded label.
+            category: None,
+            created_at: None,
         });
         let mut out = Vec::with_capacity(2);
         match status {
@@ -975,7 +1024,7 @@ fn event_span(input: &Input) -> tracing::Span {
         messaging.system = "kafka",
         messaging.operation.type = "process",
         messaging.destination.name = %input.topic,
-        messaging.destination.partition.id = input.partition,
+        messaging.destination.partition.id = %input.partition,
         messaging.kafka.offset = input.offset,
         event_id = tracing::field::Empty,
     );

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
@@ -30,12 +30,29 @@ impl Readiness {
 
 static RECORDER: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
+/// Bucket bounds (seconds) of the end-to-end delivery latency: from tens of milliseconds (a
+/// notification routed and sent at once) to a day (one deferred by quiet hours or `send_at`).
+const END_TO_END_BUCKETS: [f64; 16] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0,
+    86400.0,
+];
+
+/// The Prometheus recorder's settings. Histograms are rendered as summaries (per-process
+/// quantiles), except those given buckets here: a latency that dashboards aggregate across
+/// replicas needs buckets, since quantiles of several processes cannot be combined.
+pub fn prometheus_builder() -> Result<PrometheusBuilder, BuildError> {
+    PrometheusBuilder::new().set_buckets_for_metric(
+        Matcher::Full(metric_names::TRACK_END_TO_END_SECONDS.to_owned()),
+        &END_TO_END_BUCKETS,
+    )
+}
+
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.
 pub fn metrics_handle(role: &str) -> Result<PrometheusHandle, String> {
     let handle = RECORDER
         .get_or_init(|| {
-            PrometheusBuilder::new()
-                .install_recorder()
+            prometheus_builder()
+                .and_then(PrometheusBuilder::install_recorder)
                 .map_err(|e| format!("cannot install the metrics recorder: {e}"))
         })
         .clone()?;

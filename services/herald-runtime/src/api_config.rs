@@ -1,8 +1,13 @@
 //! `[api]`: the HTTP API role (`herald api`).
 
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ParsedPublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use herald_contracts::secret::Secret;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +32,108 @@ pub struct ApiConfig {
     /// How long a shutdown may take to finish the requests in flight.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Provider delivery callbacks (`[api.callbacks.sendgrid]`, `[api.callbacks.twilio]`).
+    #[serde(default)]
+    pub callbacks: CallbacksConfig,
+}
+
+/// `[api.callbacks]`: each provider's callback route answers 404 until its section is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbacksConfig {
+    #[serde(default)]
+    pub sendgrid: SendGridCallbacks,
+    #[serde(default)]
+    pub twilio: TwilioCallbacks,
+}
+
+/// `[api.callbacks.sendgrid]`: the signed Event Webhook (`POST /v1/callbacks/sendgrid`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendGridCallbacks {
+    /// The webhook's verification key as SendGrid shows it (Mail Settings, Signed Event
+    /// Webhook): base64 of the DER `SubjectPublicKeyInfo` of an ECDSA P-256 key.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// How far the signed `X-Twilio-Email-Event-Webhook-Timestamp` may be from now: an older
+    /// (replayed) or future request is refused 401.
+    #[serde(default = "default_tolerance", with = "humantime_serde")]
+    pub tolerance: Duration,
+}
+
+/// `[api.callbacks.twilio]`: Messaging status callbacks (`POST /v1/callbacks/twilio`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioCallbacks {
+    /// The account's auth token, which signs `X-Twilio-Signature`
+    /// (`HERALD_API__CALLBACKS__TWILIO__AUTH_TOKEN`). Never logged.
+    #[serde(default)]
+    pub auth_token: Option<Secret>,
+    /// The public origin Twilio calls, as in `deliver.providers.twilio.status_callback`
+    /// (`https://notify.acme.example`): the signature covers the full URL Twilio called, which
+    /// behind a proxy or ingress is not the one this process sees. The request's path and
+    /// query are appended.
+    #[serde(default)]
+    pub public_base_url: Option<String>,
+    /// How long a callback whose message id the delivery worker has not recorded yet waits
+    /// for it (Twilio can call before the worker wrote it), before it is counted unmatched.
+    #[serde(default = "default_match_wait", with = "humantime_serde")]
+    pub match_wait: Duration,
+}
+
+fn default_tolerance() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_match_wait() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl Default for SendGridCallbacks {
+    fn default() -> Self {
+        Self {
+            public_key: None,
+            tolerance: default_tolerance(),
+        }
+    }
+}
+
+impl Default for TwilioCallbacks {
+    fn default() -> Self {
+        Self {
+            auth_token: None,
+            public_base_url: None,
+            match_wait: default_match_wait(),
+        }
+    }
+}
+
+impl SendGridCallbacks {
+    /// The configured verification key, parsed; `None` when unset. The error names the key.
+    pub fn verification_key(&self) -> Result<Option<ParsedPublicKey>, String> {
+        let Some(text) = self.public_key.as_deref() else {
+            return Ok(None);
+        };
+        let der = STANDARD
+            .decode(text.trim())
+            .map_err(|e| format!("api.callbacks.sendgrid.public_key is not base64: {e}"))?;
+        ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, der)
+            .map(Some)
+            .map_err(|e| {
+                format!(
+                    "api.callbacks.sendgrid.public_key is not a DER-encoded P-256 public key \
+                     (SubjectPublicKeyInfo, as SendGrid shows it): {e}"
+                )
+            })
+    }
+}
+
+impl TwilioCallbacks {
+    /// The public origin without a trailing `/`, when both it and the auth token are set.
+    pub fn enabled(&self) -> Option<(&Secret, &str)> {
+        let token = self.auth_token.as_ref()?;
+        let base = self.public_base_url.as_deref()?.trim_end_matches('/');
+        Some((token, base))
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -57,6 +164,7 @@ impl Default for ApiConfig {
             produce_timeout: default_produce_timeout(),
             key_cache_ttl: default_key_cache_ttl(),
             shutdown_grace: default_shutdown_grace(),
+            callbacks: CallbacksConfig::default(),
         }
     }
 }
@@ -80,6 +188,42 @@ impl ApiConfig {
                 self.produce_timeout, self.request_timeout
             ));
         }
+        let sendgrid = &self.callbacks.sendgrid;
+        sendgrid.verification_key()?;
+        if sendgrid.tolerance < Duration::from_secs(10) {
+            return Err("api.callbacks.sendgrid.tolerance must be at least 10s".into());
+        }
+        let twilio = &self.callbacks.twilio;
+        match (&twilio.auth_token, &twilio.public_base_url) {
+            (Some(_), None) => {
+                return Err(
+                    "api.callbacks.twilio.public_base_url must be set with auth_token".into(),
+                );
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "api.callbacks.twilio.auth_token must be set with public_base_url".into(),
+                );
+            }
+            (Some(token), Some(url)) => {
+                if token.expose().is_empty() {
+                    return Err("api.callbacks.twilio.auth_token is empty".into());
+                }
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(format!(
+                        "api.callbacks.twilio.public_base_url `{url}` must start with https:// \
+                         (or http://)"
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
+        if twilio.match_wait > Duration::from_secs(5) {
+            return Err(
+                "api.callbacks.twilio.match_wait must be at most 5s (Twilio waits 15s for an answer)"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
@@ -102,5 +246,53 @@ mod tests {
             ..ApiConfig::default()
         };
         assert!(config.validate().unwrap_err().contains("api.body_limit"));
+    }
+
+    #[test]
+    fn callback_settings_are_checked_with_the_key_named() {
+        let mut config = ApiConfig::default();
+        config.callbacks.sendgrid.public_key = Some("not base64!".into());
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.contains("api.callbacks.sendgrid.public_key"),
+            "{error}"
+        );
+        config.callbacks.sendgrid.public_key = Some(STANDARD.encode(b"not a key"));
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("P-256"), "{error}");
+        // A real key, as SendGrid shows it.
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            pkcs8.as_ref(),
+        )
+        .unwrap();
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::KeyPair;
+        let der = pair.public_key().as_der().unwrap();
+        config.callbacks.sendgrid.public_key = Some(STANDARD.encode(der.as_ref()));
+        config.validate().unwrap();
+
+        config.callbacks.twilio.auth_token = Some(Secret::new("token"));
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.contains("api.callbacks.twilio.public_base_url"),
+            "{error}"
+        );
+        config.callbacks.twilio.public_base_url = Some("notify.acme.example".into());
+        assert!(config.validate().unwrap_err().contains("https://"));
+        config.callbacks.twilio.public_base_url = Some("https://notify.acme.example/".into());
+        config.validate().unwrap();
+        assert_eq!(
+            config.callbacks.twilio.enabled().map(|(_, base)| base),
+            Some("https://notify.acme.example")
+        );
+        // The token never shows in Debug output.
+        assert!(!format!("{config:?}").contains("\"token\""));
     }
 }

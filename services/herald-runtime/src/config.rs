@@ -267,6 +267,14 @@ pub struct DeliverConfig {
     /// a worker builds only the one its channel needs.
     #[serde(default)]
     pub providers: crate::providers::ProvidersConfig,
+    /// How long a provider message id is remembered for status callbacks that name only it
+    /// (Twilio's `MessageSid`): a callback later than this after the send is unmatched.
+    #[serde(default = "default_provider_message_ttl", with = "humantime_serde")]
+    pub provider_message_ttl: std::time::Duration,
+}
+
+fn default_provider_message_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(30 * 24 * 3600)
 }
 
 fn default_deliver_group() -> String {
@@ -335,6 +343,7 @@ impl Default for DeliverConfig {
             breaker: crate::deliver_limits::BreakerConfig::default(),
             rate_limit: crate::deliver_limits::RateLimitConfig::default(),
             providers: crate::providers::ProvidersConfig::default(),
+            provider_message_ttl: default_provider_message_ttl(),
         }
     }
 }
@@ -499,6 +508,14 @@ impl HeraldConfig {
         if deliver.transaction_timeout < std::time::Duration::from_secs(2) {
             return Err(ConfigError::Invalid(
                 "deliver.transaction_timeout must be at least 2s".into(),
+            ));
+        }
+        if !(std::time::Duration::from_secs(60)..=herald_store::provider_messages::MAX_TTL)
+            .contains(&deliver.provider_message_ttl)
+        {
+            return Err(ConfigError::Invalid(
+                "deliver.provider_message_ttl must be between 1m and 20 years (CQL's longest TTL)"
+                    .into(),
             ));
         }
         deliver.breaker.validate().map_err(ConfigError::Invalid)?;

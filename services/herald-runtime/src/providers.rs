@@ -152,9 +152,10 @@ pub struct TwilioConfig {
     /// Messaging service (`MG...`) that picks the sender.
     #[serde(default)]
     pub messaging_service_sid: Option<String>,
-    /// Where Twilio posts delivery updates, with the same placeholders as List-Unsubscribe
-    /// (e.g. `https://herald.example/callbacks/twilio?dispatch={dispatch_id}`). None: no
-    /// callback.
+    /// Where Twilio posts delivery updates, with the same placeholders as List-Unsubscribe:
+    /// `herald api`'s `https://<public host>/v1/callbacks/twilio` (see `api.callbacks.twilio`;
+    /// a query such as `?d={dispatch_id}` is allowed, and signed by Twilio with the URL).
+    /// None: no callback.
     #[serde(default)]
     pub status_callback: Option<String>,
     #[serde(default = "default_http_timeout", with = "humantime_serde")]

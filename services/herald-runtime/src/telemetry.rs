@@ -1,17 +1,38 @@
 //! Logs and traces. Logs are JSON lines on stderr (stdout belongs to the CLI's own output);
 //! traces go to an OTLP/HTTP endpoint when one is configured; W3C trace context is the
-//! propagation format on every Kafka hop.
+//! propagation format on every Kafka hop. A log line written inside an exported span carries
+//! its `trace_id` and `span_id` (see [`trace_ids`]).
+//!
+//! The log level filters logs only: spans of Herald's own crates are exported at INFO and above
+//! whatever the log level, so `log_level = "warn"` keeps traces whole (and its warnings carry
+//! their trace ids).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, TelemetryConfig};
+
+mod trace_ids;
+
+/// The crates whose spans (and the events inside them) are exported: Herald's own.
+const EXPORTED_TARGETS: &str = "herald";
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports spans (`telemetry.otlp_endpoint` is set). Instrumentation
+/// that costs something per record, such as a span per delivery attempt and its attributes,
+/// is made only then.
+pub fn traces_exported() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -69,10 +90,11 @@ pub fn init(config: &TelemetryConfig, role: &str) -> Result<TelemetryGuard, Tele
     let fmt_layer = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .with_current_span(true)
+            .event_format(trace_ids::WithTraceIds::json())
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .event_format(trace_ids::WithTraceIds::text())
             .with_writer(std::io::stderr)
             .boxed(),
     };
@@ -99,15 +121,18 @@ pub fn init(config: &TelemetryConfig, role: &str) -> Result<TelemetryGuard, Tele
     };
     let otel_layer = provider.as_ref().map(|p| {
         opentelemetry::global::set_tracer_provider(p.clone());
-        tracing_opentelemetry::layer().with_tracer(p.tracer("herald"))
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("herald"))
+            .with_filter(Targets::new().with_target(EXPORTED_TARGETS, tracing::Level::INFO))
     });
 
+    // Each layer has its own filter: the log level does not decide which spans are exported.
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_layer)
+        .with(fmt_layer.with_filter(filter))
         .with(otel_layer)
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInitialised)?;
+    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
     Ok(TelemetryGuard { provider })
 }
 

@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         cql: include_str!("../migrations/0008_timeline_state.cql"),
     },
     Migration {
+        version: 9,
+        name: "callbacks",
+        cql: include_str!("../migrations/0009_callbacks.cql"),
+    },
+    Migration {
         version: 10,
         name: "engagement",
         cql: include_str!("../migrations/0010_engagement.cql"),
@@ -75,10 +80,15 @@ pub struct MigrationReport {
 
 /// FNV-1a, 64 bits: enough to notice an edited migration, with no dependency.
 pub fn checksum(text: &str) -> String {
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!("{:016x}", fnv1a(text.as_bytes()))
+}
+
+/// FNV-1a over `bytes`: a hash that never changes between versions or platforms, for what is
+/// stored (checksums, partition buckets).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The statements of a migration: split at `;` ending a line, `--` comments removed.

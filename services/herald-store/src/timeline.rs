@@ -6,7 +6,6 @@
 //! one row of each table.
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use std::collections::HashMap;
@@ -14,7 +13,7 @@ use std::sync::Arc;
 
 use herald_contracts::{Status, StatusEvent};
 
-use crate::{StoreConfig, StoreError};
+use crate::{StoreConfig, StoreError, unlogged};
 
 /// The rank of a dispatch's state: a dispatch's latest state is its status of highest rank, so
 /// a status that arrives after one of a higher rank does not move the state backwards. Failures
@@ -43,22 +42,20 @@ pub struct TimelineEntry {
     pub links: HashMap<String, String>,
 }
 
+/// CQL statements one entry costs: its timeline row, its dispatch state, its user index row.
+pub const STATEMENTS_PER_ENTRY: usize = 3;
+
 #[derive(Debug, Clone)]
 pub struct TimelineWriter {
     session: Arc<Session>,
     timeline: PreparedStatement,
     state: PreparedStatement,
     user: PreparedStatement,
-    concurrency: usize,
 }
 
 impl TimelineWriter {
-    /// Prepares the statements; `concurrency` bounds the entries written at once.
-    pub async fn prepare(
-        session: Arc<Session>,
-        config: &StoreConfig,
-        concurrency: usize,
-    ) -> Result<Self, StoreError> {
+    /// Prepares the statements.
+    pub async fn prepare(session: Arc<Session>, config: &StoreConfig) -> Result<Self, StoreError> {
         let timeline = session
             .prepare(format!(
                 "INSERT INTO {} (tenant, event_id, at, source, dispatch_id, channel, status, \
@@ -88,73 +85,118 @@ impl TimelineWriter {
             timeline,
             state,
             user,
-            concurrency: concurrency.max(1),
         })
     }
 
-    /// Writes every entry (its timeline row, its dispatch state and its user index row), at
-    /// most `concurrency` entries at once. An error means some rows may be missing: the caller
-    /// writes the whole batch again.
+    /// Writes every entry (its timeline row, its dispatch state and its user index row) as
+    /// unlogged batches sent all at once. An error means some rows may be missing: the caller
+    /// writes the whole batch again (every row is keyed by its record, so that is harmless).
     pub async fn write(&self, entries: &[TimelineEntry]) -> Result<(), StoreError> {
-        let mut writes = futures::stream::iter(entries.iter().map(|entry| self.write_one(entry)))
-            .buffer_unordered(self.concurrency);
-        while let Some(result) = writes.next().await {
-            result?;
-        }
+        // Rows of one partition side by side, so that a batch touches few partitions: the
+        // database then applies a batch's rows of one partition as one mutation.
+        let mut by_event: Vec<&TimelineEntry> = entries.iter().collect();
+        by_event.sort_by(|a, b| {
+            (&a.status.tenant, &a.status.event_id).cmp(&(&b.status.tenant, &b.status.event_id))
+        });
+        let mut by_user = by_event.clone();
+        by_user.sort_by(|a, b| {
+            (&a.status.tenant, &a.status.user_id).cmp(&(&b.status.tenant, &b.status.user_id))
+        });
+        let timeline: Vec<_> = by_event.iter().map(|e| timeline_row(e)).collect();
+        let states: Vec<_> = by_event.iter().map(|e| state_row(e)).collect();
+        let users: Vec<_> = by_user.iter().map(|e| user_row(e)).collect();
+        futures::future::try_join3(
+            unlogged::write_all(&self.session, &self.timeline, &timeline),
+            unlogged::write_all(&self.session, &self.state, &states),
+            unlogged::write_all(&self.session, &self.user, &users),
+        )
+        .await?;
         Ok(())
     }
+}
 
-    async fn write_one(&self, entry: &TimelineEntry) -> Result<(), StoreError> {
-        let s = &entry.status;
-        let symbol = s.status.symbol();
-        let channel = s.channel.map(|c| c.as_str());
-        let at: DateTime<Utc> = s.at;
-        let timeline = self.session.execute_unpaged(
-            &self.timeline,
-            (
-                &s.tenant,
-                &s.event_id,
-                at,
-                &entry.source,
-                &s.dispatch_id,
-                channel,
-                symbol,
-                &s.reason,
-                &s.provider,
-                &s.provider_message_id,
-                s.attempt,
-                &entry.links,
-            ),
-        );
-        let state = self.session.execute_unpaged(
-            &self.state,
-            (
-                &s.tenant,
-                &s.event_id,
-                s.dispatch_id.as_deref().unwrap_or(""),
-                state_rank(s.status),
-                symbol,
-                channel,
-                &s.reason,
-                at,
-                &entry.source,
-                at.timestamp_micros(),
-            ),
-        );
-        let user = self.session.execute_unpaged(
-            &self.user,
-            (
-                &s.tenant,
-                &s.user_id,
-                at,
-                &s.event_id,
-                &entry.source,
-                symbol,
-            ),
-        );
-        futures::future::try_join3(timeline, state, user).await?;
-        Ok(())
-    }
+type TimelineRow<'a> = (
+    &'a str,
+    &'a str,
+    DateTime<Utc>,
+    &'a str,
+    Option<&'a str>,
+    Option<&'static str>,
+    &'static str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    i32,
+    &'a HashMap<String, String>,
+);
+
+fn timeline_row(entry: &TimelineEntry) -> TimelineRow<'_> {
+    let s = &entry.status;
+    (
+        &s.tenant,
+        &s.event_id,
+        s.at,
+        &entry.source,
+        s.dispatch_id.as_deref(),
+        s.channel.map(|c| c.as_str()),
+        s.status.symbol(),
+        s.reason.as_deref(),
+        s.provider.as_deref(),
+        s.provider_message_id.as_deref(),
+        s.attempt,
+        &entry.links,
+    )
+}
+
+type StateRow<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    i32,
+    &'static str,
+    Option<&'static str>,
+    Option<&'a str>,
+    DateTime<Utc>,
+    &'a str,
+    i64,
+);
+
+/// The write time is the status's own time (`USING TIMESTAMP`, the last value).
+fn state_row(entry: &TimelineEntry) -> StateRow<'_> {
+    let s = &entry.status;
+    (
+        &s.tenant,
+        &s.event_id,
+        s.dispatch_id.as_deref().unwrap_or(""),
+        state_rank(s.status),
+        s.status.symbol(),
+        s.channel.map(|c| c.as_str()),
+        s.reason.as_deref(),
+        s.at,
+        &entry.source,
+        s.at.timestamp_micros(),
+    )
+}
+
+type UserRow<'a> = (
+    &'a str,
+    &'a str,
+    DateTime<Utc>,
+    &'a str,
+    &'a str,
+    &'static str,
+);
+
+fn user_row(entry: &TimelineEntry) -> UserRow<'_> {
+    let s = &entry.status;
+    (
+        &s.tenant,
+        &s.user_id,
+        s.at,
+        &s.event_id,
+        &entry.source,
+        s.status.symbol(),
+    )
 }
 
 #[cfg(test)]

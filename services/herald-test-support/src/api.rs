@@ -133,6 +133,17 @@ impl ApiClient {
         Self::answer(request, key, headers).await
     }
 
+    /// `POST <path>` with an `application/x-www-form-urlencoded` body, no key and extra headers
+    /// (a provider's callback).
+    pub async fn post_form(&self, path: &str, headers: &[(&str, &str)], body: String) -> Answer {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        Self::answer(request, None, headers).await
+    }
+
     /// `GET`, `PUT` (with a JSON body) or `DELETE` `<path>` with a bearer key.
     pub async fn call(
         &self,

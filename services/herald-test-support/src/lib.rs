@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod api;
+pub mod chart;
 pub mod deliver;
 pub mod dispatch;
 pub mod kafka;
@@ -15,6 +16,7 @@ pub mod otlp;
 pub mod proxy;
 pub mod smtp;
 pub mod standin;
+pub mod track;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -593,6 +595,12 @@ pub fn python() -> PathBuf {
 /// exports it as `HERALD_TEST_HELM`).
 pub fn helm() -> PathBuf {
     exported_tool("HERALD_TEST_HELM", "dev/helm")
+}
+
+/// The `promtool` binary the chart's alert rules are checked with (`dev/test` builds it with
+/// `dev/promtool` and exports it as `HERALD_TEST_PROMTOOL`).
+pub fn promtool() -> PathBuf {
+    exported_tool("HERALD_TEST_PROMTOOL", "dev/promtool")
 }
 
 /// A tool's path that `dev/test` exports in `var`, from the script that prints it last.

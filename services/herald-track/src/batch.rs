@@ -22,6 +22,7 @@ use herald_kafka::headers::last_str;
 use herald_kafka::transaction::recv;
 use herald_store::timeline::{TimelineEntry, TimelineWriter};
 
+use crate::delivery_metrics::DeliveryMetrics;
 use crate::{LINGER, MAX_BATCH, TrackError};
 
 /// Waits between attempts to write a batch (or decode a record) while a dependency is away.
@@ -77,6 +78,7 @@ pub(crate) struct Tracker<'a> {
     /// `kafka.consumer_rebuild_after`: how long the consumer may sit without partitions and
     /// coordinator before it is replaced.
     pub(crate) rebuild_after: Duration,
+    pub(crate) delivery: DeliveryMetrics,
 }
 
 impl Tracker<'_> {
@@ -97,6 +99,11 @@ impl Tracker<'_> {
                 return Ok(());
             }
             metrics::counter!(TRACK_STATUSES_WRITTEN).increment(entries.len() as u64);
+            // Counted once written, before the commit: a batch read again after a crash
+            // here is counted again (see `delivery_metrics`).
+            for entry in &entries {
+                self.delivery.record(&entry.status);
+            }
             let mode = if shutdown.is_cancelled() {
                 CommitMode::Sync
             } else {

@@ -3,8 +3,11 @@
 //! (herald-store `timeline`). Offsets are committed only after a batch's rows are written, and
 //! every row is keyed by the record (its source or its rank), so a batch read again after a
 //! crash rewrites the same rows: at-least-once reading, effectively-once rows. See [`batch`].
+//! From the same records it counts statuses per tenant, category, channel and status, and the
+//! end-to-end latency per channel, for the delivery dashboard ([`delivery_metrics`]).
 
 mod batch;
+mod delivery_metrics;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::sync::Arc;
@@ -21,11 +24,9 @@ use herald_store::timeline::TimelineWriter;
 /// The consumer group every tracker instance shares (`kafka.topic_prefix` is prepended).
 pub const GROUP: &str = "herald-track";
 /// Status records written per batch at most.
-const MAX_BATCH: usize = 500;
-/// Status records written to the database at once.
-const WRITE_CONCURRENCY: usize = 32;
+pub const MAX_BATCH: usize = 500;
 /// How long a batch waits for more records after its first.
-const LINGER: Duration = Duration::from_millis(50);
+pub const LINGER: Duration = Duration::from_millis(50);
 /// How long the tracker may take to finish its open batch after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -51,7 +52,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let topics = config.kafka.topics();
     let group = config.kafka.group(GROUP);
     let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
-    let writer = TimelineWriter::prepare(session.clone(), &config.store, WRITE_CONCURRENCY).await?;
+    let writer = TimelineWriter::prepare(session.clone(), &config.store).await?;
     let codec = Codec::new(&config.registry, topics.clone())?;
 
     let consumer_config = config.kafka.consumer_config(&group);
@@ -85,6 +86,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         consumer,
         make_consumer: &make_consumer,
         rebuild_after: config.kafka.consumer_rebuild_after,
+        delivery: delivery_metrics::DeliveryMetrics::new(delivery_metrics::MAX_TENANT_CATEGORIES),
     };
     let deadline = async {
         shutdown.cancelled().await;

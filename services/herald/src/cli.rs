@@ -86,6 +86,11 @@ pub(crate) enum BenchCommand {
     /// to Kafka from this process; prints the API's peak RSS and CPU per notification. Creates
     /// its own topics and keyspace (`bench<time>`).
     Api(BenchApiArgs),
+    /// Produce status records (three per notification), then time a plain consume loop on
+    /// them (the baseline, in this process) and `herald track` (a child process) reading the same
+    /// records; prints the tracker's CPU per status beside the CQL server's and Kafka's, and its
+    /// peak RSS. Creates its own topics and keyspace (`bench<time>`).
+    Track(BenchTrackArgs),
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +123,19 @@ pub(crate) struct BenchReplayArgs {
     /// Records to produce and replay.
     #[arg(long, default_value_t = 500_000)]
     pub(crate) records: usize,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 12)]
+    pub(crate) partitions: i32,
+    /// Replication factor of the bench topics (1 on a single broker).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) replication_factor: i32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchTrackArgs {
+    /// Status records to produce and track (rounded up to whole notifications).
+    #[arg(long, default_value_t = 500_000)]
+    pub(crate) statuses: usize,
     /// Partitions of every topic.
     #[arg(long, default_value_t = 12)]
     pub(crate) partitions: i32,

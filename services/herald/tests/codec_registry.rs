@@ -81,6 +81,8 @@ async fn statuses_and_requests_framed_directly_match_the_registry_clients_bytes(
         attempt: 0,
         at,
         scheduled_for: None,
+        category: None,
+        created_at: None,
     };
     let sent = StatusEvent {
         dispatch_id: Some("evt-1:sms".into()),
@@ -91,6 +93,8 @@ async fn statuses_and_requests_framed_directly_match_the_registry_clients_bytes(
         provider_message_id: Some("SM123".into()),
         attempt: 3,
         scheduled_for: Some(at),
+        category: Some("billing.invoice_ready".into()),
+        created_at: Some(at),
         ..routed.clone()
     };
     let (warm, framed) = direct_matches_client(&env, &routed, &sent, async |codec, status| {

@@ -98,3 +98,28 @@ fn a_provider_is_checked_in_full_only_by_the_worker_that_uses_it() {
         assert!(run.stderr.contains(key), "{key}: {}", run.stderr);
     }
 }
+
+/// Provider callback settings are checked at start: a SendGrid verification key that is not a
+/// P-256 public key, or a Twilio auth token without the public URL its signatures cover, stops
+/// the process with the key named, and the token never shows in the message.
+#[test]
+fn bad_callback_settings_are_named() {
+    let env = HeraldEnv::new(HERALD, "config_callbacks");
+    let original = std::fs::read_to_string(&env.config_path).unwrap();
+    for (section, key) in [
+        (
+            "[api.callbacks.sendgrid]\npublic_key = \"bm90IGEga2V5\"\n",
+            "api.callbacks.sendgrid.public_key",
+        ),
+        (
+            "[api.callbacks.twilio]\nauth_token = \"tw-secret-token\"\n",
+            "api.callbacks.twilio.public_base_url",
+        ),
+    ] {
+        std::fs::write(&env.config_path, format!("{original}{section}")).unwrap();
+        let run = env.run(&["config", "check"], None);
+        run.assert_code(2);
+        assert!(run.stderr.contains(key), "{key}: {}", run.stderr);
+        assert!(!run.stderr.contains("tw-secret-token"), "{}", run.stderr);
+    }
+}

@@ -70,6 +70,8 @@ async fn migrate_twice_leaves_one_record_per_migration_and_the_same_schema() {
         "timeline",
         "dispatch_states",
         "user_notifications",
+        "provider_messages",
+        "suppressions",
         "inbox",
         "schema_migrations",
     ] {

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use herald_test_support::chart::{assert_lint_refuses, helm_in_repo, render_chart};
 use herald_test_support::keys::{EC_P256, RSA_2048, openssl, openssl_key, write_service_account};
-use herald_test_support::{helm, repo_root, run, test_dir};
-use serde::Deserialize;
+use herald_test_support::{repo_root, run, test_dir};
 use serde_yaml::Value;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -266,31 +266,6 @@ fn every_herald_service_in_docker_compose_runs_with_a_valid_configuration() {
         })
         .collect();
     assert_eq!(ids.len(), transactional.len(), "one instance id per role");
-}
-
-/// `helm <args>` in the repository.
-fn helm_in_repo(args: &[&str]) -> herald_test_support::Run {
-    let mut command = Command::new(helm());
-    command.args(args).current_dir(repo_root());
-    run(command, None)
-}
-
-/// The chart rendered with a values file (if any), then `--set` values, as one document per
-/// manifest.
-fn render_chart(values: Option<&Path>, set: &[&str]) -> Vec<Value> {
-    let mut args = vec!["template", "herald", "helm/herald"];
-    if let Some(file) = values {
-        args.extend(["--values", file.to_str().unwrap()]);
-    }
-    for value in set {
-        args.extend(["--set", value]);
-    }
-    let output = helm_in_repo(&args);
-    assert_eq!(output.code, 0, "helm template: {}", output.stderr);
-    serde_yaml::Deserializer::from_str(&output.stdout)
-        .map(|doc| Value::deserialize(doc).unwrap())
-        .filter(|doc| !doc.is_null())
-        .collect()
 }
 
 /// Every Herald container of the rendered manifests (init containers included), its
@@ -804,10 +779,7 @@ fn the_values_schema_refuses_a_misspelled_value() {
         ("api.ingress.hostz[0].host=a", "hostz"),
         ("config.routr.max_batch=10", "routr"),
     ] {
-        let lint = helm_in_repo(&["lint", "--strict", "helm/herald", "--set", set]);
-        let output = format!("{}{}", lint.stdout, lint.stderr);
-        assert_ne!(lint.code, 0, "helm lint --set {set}: {output}");
-        assert!(output.contains(named), "helm lint --set {set}: {output}");
+        assert_lint_refuses(set, named);
     }
 }
 

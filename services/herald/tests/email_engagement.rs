@@ -273,6 +273,8 @@ async fn the_first_open_and_click_of_a_tracked_email_are_emitted_once() {
         assert_eq!(v["channel"], "email");
         assert_eq!(v["tenant"], "acme");
         assert_eq!(v["user_id"], "zoe");
+        assert_eq!(v["category"], TRACKED);
+        assert!(v["created_at"].is_string(), "{v}");
     }
     assert!(
         outcomes_by_event(&records)["p-1"]

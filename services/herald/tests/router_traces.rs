@@ -4,20 +4,12 @@
 
 use std::time::Duration;
 
-use herald_contracts::{Channel, Codec, Lane, NotificationRequest, headers};
-use herald_test_support::kafka::produce_raw;
-use herald_test_support::otlp::{StandInCollector, contains_bytes};
+use herald_contracts::{Channel, Lane, headers};
+use herald_test_support::otlp::{StandInCollector, Upstream, contains_bytes, traceparent_ids};
 use herald_test_support::{HeraldEnv, unhex, wait_for};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const WAIT: Duration = Duration::from_secs(90);
-
-/// (trace id, parent span id) of a W3C `traceparent`.
-fn ids(traceparent: &str) -> (String, String) {
-    let parts: Vec<&str> = traceparent.split('-').collect();
-    assert_eq!(parts.len(), 4, "{traceparent}");
-    (parts[1].to_owned(), parts[2].to_owned())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_event_gets_a_span_in_the_upstream_trace() {
@@ -26,32 +18,23 @@ async fn each_event_gets_a_span_in_the_upstream_trace() {
     env.seed_demo();
     let collector = StandInCollector::start();
 
-    let upstream_trace = format!("{:032x}", u128::from(std::process::id()) << 64 | 0xfeed);
-    let upstream_span = "00f067aa0ba902b7";
-    let request = NotificationRequest::from_json(
-        &serde_json::json!({
-            "event_id": "traced-1",
-            "tenant": "acme",
-            "category": "billing.invoice_ready",
-            "template": {"id": "invoice_ready"},
-            "recipient": {"user_id": "guest-1", "email": "guest@example.com"},
-            "channels": ["email"],
-            "data": {"name": "G", "invoice": {"number": "INV-1", "amount": "1.00"}},
-        })
-        .to_string(),
-    )
-    .unwrap();
+    let upstream = Upstream::new(0xfeed);
+    upstream
+        .produce(
+            &env,
+            "acme:guest-1",
+            serde_json::json!({
+                "event_id": "traced-1",
+                "tenant": "acme",
+                "category": "billing.invoice_ready",
+                "template": {"id": "invoice_ready"},
+                "recipient": {"user_id": "guest-1", "email": "guest@example.com"},
+                "channels": ["email"],
+                "data": {"name": "G", "invoice": {"number": "INV-1", "amount": "1.00"}},
+            }),
+        )
+        .await;
     let topics = env.topics();
-    let codec = Codec::new(&env.registry_config(), topics.clone()).unwrap();
-    let bytes = codec.encode_request(&request).await.unwrap();
-    let traceparent = format!("00-{upstream_trace}-{upstream_span}-01");
-    produce_raw(
-        &env.kafka_config(),
-        &topics.requested(),
-        b"acme:guest-1",
-        &bytes,
-        &[(headers::TRACEPARENT, &traceparent)],
-    );
 
     let mut router = env.spawn(
         "router",
@@ -65,18 +48,22 @@ async fn each_event_gets_a_span_in_the_upstream_trace() {
     let statuses = env.tail_until(&topics.status(), 1, WAIT);
 
     // The dispatch and the status continue the upstream trace from the router's span.
-    let (trace, router_span) = ids(dispatches[0]["headers"][headers::TRACEPARENT]
-        .as_str()
-        .unwrap());
-    assert_eq!(trace, upstream_trace);
+    let (trace, router_span) = traceparent_ids(
+        dispatches[0]["headers"][headers::TRACEPARENT]
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(trace, upstream.trace_id);
     assert_ne!(
-        router_span, upstream_span,
+        router_span, upstream.span_id,
         "the router's own span is the parent now"
     );
     assert_eq!(
-        ids(statuses[0]["headers"][headers::TRACEPARENT]
-            .as_str()
-            .unwrap()),
+        traceparent_ids(
+            statuses[0]["headers"][headers::TRACEPARENT]
+                .as_str()
+                .unwrap()
+        ),
         (trace.clone(), router_span.clone())
     );
 
@@ -87,8 +74,8 @@ async fn each_event_gets_a_span_in_the_upstream_trace() {
         let body = collector.received();
         contains_bytes(&body, &unhex(&router_span)).then_some(body)
     });
-    assert!(contains_bytes(&exported, &unhex(&upstream_trace)));
-    assert!(contains_bytes(&exported, &unhex(upstream_span)));
+    assert!(contains_bytes(&exported, &unhex(&upstream.trace_id)));
+    assert!(contains_bytes(&exported, &unhex(&upstream.span_id)));
     assert!(
         contains_bytes(&exported, b"process "),
         "span named for the operation"

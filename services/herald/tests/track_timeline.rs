@@ -9,13 +9,18 @@ use scylla::client::session::Session;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use herald_contracts::metric_names::{TRACK_STATUSES_WRITTEN, TRACK_UNDECODABLE};
-use herald_contracts::{Channel, Codec, Status, StatusEvent};
+use herald_contracts::Codec;
+use herald_contracts::metric_names::{
+    TRACK_END_TO_END_SECONDS, TRACK_STATUSES, TRACK_STATUSES_WRITTEN, TRACK_UNDECODABLE,
+};
 use herald_test_support::api::ApiClient;
 use herald_test_support::deliver::{WEBHOOK_SECRET, webhook_env};
 use herald_test_support::kafka::produce_raw_many;
 use herald_test_support::standin::{Reply, StandIn};
-use herald_test_support::{HeraldEnv, RoleProcess, wait_for};
+use herald_test_support::track::{
+    spawn_track, status_records, status_sources_on_topic, timeline_sources, timeline_sources_once,
+};
+use herald_test_support::{HeraldEnv, wait_for};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const WAIT: Duration = Duration::from_secs(60);
@@ -43,14 +48,6 @@ fn request(event_id: &str) -> String {
         "data": {"order": "A-1"},
     })
     .to_string()
-}
-
-fn spawn_track(env: &HeraldEnv) -> RoleProcess {
-    env.spawn(
-        "track",
-        &["track"],
-        &[("HERALD_TELEMETRY__LOG_LEVEL", "warn,herald_track=info")],
-    )
 }
 
 /// A timeline row: (at in ms, source, dispatch id, channel, status, reason).
@@ -118,31 +115,6 @@ async fn latest_states(
     latest
 }
 
-/// Every timeline row's source, with how many rows it has.
-async fn sources_written(session: &Session, env: &HeraldEnv) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    let mut rows = session
-        .query_iter(format!("SELECT source FROM {}.timeline", env.name), ())
-        .await
-        .unwrap()
-        .rows_stream::<(String,)>()
-        .unwrap();
-    use futures::StreamExt;
-    while let Some(row) = rows.next().await {
-        *counts.entry(row.unwrap().0).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// The source of every record now on the status topic.
-fn sources_on_topic(env: &HeraldEnv) -> BTreeSet<String> {
-    let topic = env.topics().status();
-    env.read_all(&topic)
-        .iter()
-        .map(|r| format!("{topic}/{}/{}", r["partition"], r["offset"]))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fallback_is_tracked_step_by_step() {
     let env = webhook_env(HERALD, "track_flow", "instance_id = \"w1\"\n");
@@ -153,7 +125,7 @@ async fn a_fallback_is_tracked_step_by_step() {
     let _router = env.spawn("router", &["router"], &[]);
     let _webhook = env.spawn("deliver", &["deliver", "--channel", "webhook"], &[]);
     let _inapp = env.spawn("deliver", &["deliver", "--channel", "inapp"], &[]);
-    let _track = spawn_track(&env);
+    let track = spawn_track(&env);
     env.run(&["produce"], Some(&request("e1"))).assert_code(0);
 
     let fallback = "e1:fallback:inapp";
@@ -205,11 +177,29 @@ async fn a_fallback_is_tracked_step_by_step() {
             .collect::<Vec<_>>(),
         ["DELIVERED"]
     );
-    let written = sources_written(&session, &env).await;
+    let written = timeline_sources(&session, &env).await;
     assert_eq!(
         written.keys().cloned().collect::<BTreeSet<_>>(),
-        sources_on_topic(&env)
+        status_sources_on_topic(&env)
     );
+
+    // The router and the workers put the request's category and creation time on their
+    // statuses: the tracker counts them per category and times the fallback's delivery.
+    for (channel, status) in [
+        ("webhook", "routed"),
+        ("webhook", "dead_lettered"),
+        ("inapp", "routed"),
+        ("inapp", "sent"),
+        ("inapp", "delivered"),
+    ] {
+        let series = format!(
+            r#"{TRACK_STATUSES}{{tenant="acme",category="shop.hook",channel="{channel}",status="{status}"}}"#
+        );
+        assert_eq!(track.metric(&series), Some(1.0), "{series}");
+    }
+    let timed =
+        format!(r#"{TRACK_END_TO_END_SECONDS}_count{{channel="inapp",status="delivered"}}"#);
+    assert_eq!(track.metric(&timed), Some(1.0), "{timed}");
 
     // The timeline API: every step in order, the fallback linked both ways.
     let key = env.create_api_key("acme", "read");
@@ -304,46 +294,6 @@ async fn a_fallback_is_tracked_step_by_step() {
     );
 }
 
-/// Status records for `events` synthetic webhook dispatches, three each: routed, then the
-/// receiver's `delivered` before the worker's `sent` (out of order).
-async fn statuses(codec: &Codec, range: std::ops::Range<usize>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let start = chrono::Utc::now();
-    let mut records = Vec::new();
-    for i in range {
-        let user = format!("u{}", i % 7);
-        let base = StatusEvent {
-            event_id: format!("s-{i}"),
-            dispatch_id: Some(format!("s-{i}:webhook")),
-            tenant: "acme".into(),
-            user_id: user.clone(),
-            channel: Some(Channel::Webhook),
-            status: Status::Routed,
-            reason: None,
-            provider: None,
-            provider_message_id: None,
-            attempt: 0,
-            at: start + chrono::Duration::milliseconds(i as i64 * 10),
-            scheduled_for: None,
-        };
-        for (status, after) in [
-            (Status::Routed, 0),
-            (Status::Delivered, 2),
-            (Status::Sent, 1),
-        ] {
-            let event = StatusEvent {
-                status,
-                at: base.at + chrono::Duration::milliseconds(after),
-                ..base.clone()
-            };
-            records.push((
-                format!("acme:{user}").into_bytes(),
-                codec.encode_status(&event).await.unwrap(),
-            ));
-        }
-    }
-    records
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_tracker_leaves_one_row_per_status_record() {
     let env = HeraldEnv::new(HERALD, "track_kill");
@@ -356,7 +306,7 @@ async fn a_killed_tracker_leaves_one_row_per_status_record() {
     let codec = Codec::new(&env.registry_config(), env.topics()).unwrap();
     let chunk = 300;
 
-    produce_raw_many(&kafka, &topic, &statuses(&codec, 0..chunk).await);
+    produce_raw_many(&kafka, &topic, &status_records(&codec, 0..chunk).await);
     let mut track = spawn_track(&env);
     let written = wait_for("the tracker to write a first batch", WAIT, || {
         track.metric(TRACK_STATUSES_WRITTEN).filter(|n| *n >= 1.0)
@@ -367,7 +317,11 @@ async fn a_killed_tracker_leaves_one_row_per_status_record() {
         "killed mid-stream: {written} written"
     );
     // Statuses keep coming while it is down, and after it is back.
-    produce_raw_many(&kafka, &topic, &statuses(&codec, chunk..2 * chunk).await);
+    produce_raw_many(
+        &kafka,
+        &topic,
+        &status_records(&codec, chunk..2 * chunk).await,
+    );
     let track = spawn_track(&env);
     produce_raw_many(
         &kafka,
@@ -377,29 +331,21 @@ async fn a_killed_tracker_leaves_one_row_per_status_record() {
     produce_raw_many(
         &kafka,
         &topic,
-        &statuses(&codec, 2 * chunk..3 * chunk).await,
+        &status_records(&codec, 2 * chunk..3 * chunk).await,
     );
 
-    let on_topic = sources_on_topic(&env);
+    let on_topic = status_sources_on_topic(&env);
     assert_eq!(on_topic.len(), 9 * chunk + 1);
     let series = format!("{TRACK_UNDECODABLE}{{reason=\"undecodable\"}}");
     wait_for("the undecodable record skipped", WAIT, || {
         track.metric(&series).filter(|n| *n >= 1.0)
     });
     let session = env.migrated_session().await;
-    let written = wait_for("a row for every status", WAIT, || {
-        let written = futures::executor::block_on(sources_written(&session, &env));
-        (written.len() >= 9 * chunk).then_some(written)
-    });
-    let duplicates: Vec<_> = written.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicates.is_empty(), "{duplicates:?}");
-    let missing: Vec<_> = on_topic
-        .iter()
-        .filter(|s| !written.contains_key(*s))
-        .collect();
+    let written = timeline_sources_once(&session, &env, 9 * chunk, WAIT).await;
+    let missing: Vec<_> = on_topic.iter().filter(|s| !written.contains(*s)).collect();
     // Only the record that is not a status has no row.
     assert_eq!(missing.len(), 1, "{missing:?}");
-    assert!(written.keys().all(|s| on_topic.contains(s)));
+    assert!(written.iter().all(|s| on_topic.contains(s)));
     for i in [0, chunk, 3 * chunk - 1] {
         let latest = latest_states(&session, &env, &format!("s-{i}")).await;
         assert_eq!(

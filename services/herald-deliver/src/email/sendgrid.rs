@@ -1,8 +1,9 @@
 //! Email over an HTTP API in the SendGrid v3 shape: `POST {base}/v3/mail/send`, Bearer API key,
 //! JSON personalizations/from/subject/content, answered `202` with `X-Message-Id`.
 //!
-//! The dispatch id is the idempotency key, in a configurable header and in `custom_args`
-//! (which the provider echoes in its event webhooks).
+//! The dispatch id is the idempotency key, in a configurable header and in `custom_args`,
+//! with the tenant, user and event ids: the provider echoes them in every Event Webhook event,
+//! which is how `herald api` matches an event to its dispatch.
 
 use futures::future::BoxFuture;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -14,7 +15,7 @@ use super::{LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ListUnsubscribe, ONE_CLICK}
 use crate::classify::execute;
 use crate::config::SendGridConfig;
 use crate::error::required;
-use crate::http::{base_url, client_builder};
+use crate::http::{UrlPath, base_url, client_builder};
 use crate::outcome::logged;
 use crate::{BuildError, Outcome, Provider, SendReport};
 
@@ -92,6 +93,12 @@ impl SendGridProvider {
             "dispatch_id": dispatch.dispatch_id,
             "event_id": dispatch.event_id,
             "tenant": dispatch.tenant,
+            "user_id": dispatch.user_id,
+            // For the statuses of SendGrid's event webhook: its dashboards count them per
+            // category and time delivery from the request's creation (milliseconds, as text:
+            // custom_args values are strings).
+            "category": dispatch.category,
+            "created_at": dispatch.created_at.timestamp_millis().to_string(),
         });
         let mut body = serde_json::json!({
             "personalizations": [{
@@ -128,7 +135,10 @@ impl SendGridProvider {
             .bearer_auth(self.api_key.expose())
             .header(self.idempotency_header.clone(), &dispatch.dispatch_id)
             .json(&body);
-        match execute(request).await.and_then(|a| a.success()) {
+        match execute(request, UrlPath::Shown)
+            .await
+            .and_then(|a| a.success())
+        {
             Ok(answer) => Outcome::sent(answer.header(MESSAGE_ID_HEADER).unwrap_or_default()),
             Err(outcome) => outcome,
         }

@@ -17,7 +17,7 @@ use super::prefixed;
 use crate::classify::execute;
 use crate::config::ApnsConfig;
 use crate::error::required;
-use crate::http::{base_url, client_builder};
+use crate::http::{UrlPath, base_url, client_builder};
 use crate::jws::JwtSigner;
 use crate::{BuildError, Outcome};
 
@@ -175,7 +175,7 @@ impl Apns {
         if let Some(deadline) = dispatch.deadline {
             request = request.header(APNS_EXPIRATION, deadline.timestamp().max(1).to_string());
         }
-        let answer = match execute(request).await {
+        let answer = match execute(request, UrlPath::Hidden).await {
             Ok(answer) => answer,
             Err(outcome) => return (prefixed("apns", outcome), false),
         };

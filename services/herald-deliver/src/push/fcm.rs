@@ -14,7 +14,7 @@ use super::prefixed;
 use crate::classify::{Answer, execute};
 use crate::config::FcmConfig;
 use crate::error::required;
-use crate::http::{base_url, client_builder};
+use crate::http::{UrlPath, base_url, client_builder};
 use crate::jws::JwtSigner;
 use crate::{BuildError, Outcome};
 
@@ -135,7 +135,7 @@ impl Fcm {
                 "application/x-www-form-urlencoded",
             )
             .body(form);
-        let answer = execute(request)
+        let answer = execute(request, UrlPath::Shown)
             .await
             .and_then(Answer::success)
             .map_err(|o| prefixed("fcm token exchange", o))?;
@@ -206,7 +206,7 @@ impl Fcm {
             .post(&self.send_url)
             .bearer_auth(access.expose())
             .json(&Self::message(token, dispatch));
-        let answer = match execute(request).await {
+        let answer = match execute(request, UrlPath::Shown).await {
             Ok(answer) => answer,
             Err(outcome) => return (prefixed("fcm", outcome), false),
         };

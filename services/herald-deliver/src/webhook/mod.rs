@@ -28,7 +28,7 @@ use herald_contracts::Dispatch;
 
 use crate::classify::execute;
 use crate::config::WebhookConfig;
-use crate::http::client_builder;
+use crate::http::{UrlPath, client_builder};
 use crate::outcome::logged;
 use crate::{BuildError, Outcome, Provider, SendReport};
 use secrets::SecretLookup;
@@ -124,7 +124,10 @@ impl WebhookProvider {
             .header(WEBHOOK_TIMESTAMP, timestamp.to_string())
             .header(WEBHOOK_SIGNATURE, signature)
             .body(body);
-        match execute(request).await.and_then(|a| a.success()) {
+        match execute(request, UrlPath::Hidden)
+            .await
+            .and_then(|a| a.success())
+        {
             Ok(_) => Outcome::sent(&dispatch.dispatch_id),
             Err(outcome) => outcome,
         }

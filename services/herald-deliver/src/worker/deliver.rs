@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use herald_contracts::metric_names::{
     DELIVER_AMBIGUOUS, DELIVER_BREAKER_DEFERRED, DELIVER_DEAD_LETTERED, DELIVER_EXPIRED,
-    DELIVER_FALLBACKS, DELIVER_IN_FLIGHT, DELIVER_LEDGER_HITS, DELIVER_OUTCOMES,
-    DELIVER_PROVIDER_SECONDS, DELIVER_RETRIES,
+    DELIVER_FALLBACKS, DELIVER_IN_FLIGHT, DELIVER_LEDGER_HITS, DELIVER_MESSAGE_INDEX_FAILURES,
+    DELIVER_OUTCOMES, DELIVER_PROVIDER_SECONDS, DELIVER_RETRIES,
 };
 use herald_contracts::status::reason;
 use herald_contracts::topics::RETRY_TIERS;
@@ -20,13 +20,16 @@ use herald_contracts::{
 use herald_kafka::transaction::OffsetRanges;
 use herald_runtime::config::AmbiguousSend;
 use herald_store::StoreError;
+use herald_store::provider_messages::{MessageRef, ProviderMessages};
 use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::{BatchClaim, Claim, Holder, RecordAt, SendLedger, SentRecord};
 
 use super::breaker::Breaker;
 use super::rate_limit::RateLimiter;
 use super::retry::{Next, deferral, next_step};
+use super::span::{self, Ending};
 use crate::{Outcome, Provider};
+use tracing::Instrument as _;
 
 /// The stage name on DLQ records this worker writes.
 const STAGE: &str = "deliver";
@@ -62,7 +65,7 @@ impl Input {
     }
 
     /// The attempt this record is (1 for a dispatch straight from the router).
-    fn attempt(&self) -> i32 {
+    pub(crate) fn attempt(&self) -> i32 {
         self.header_number(headers::ATTEMPT)
             .and_then(|a| i32::try_from(a).ok())
             .unwrap_or(1)
@@ -100,9 +103,11 @@ impl Input {
     }
 
     /// The headers of a status or fallback request derived from this record: trace context
-    /// and, for a replayed dispatch, its replay headers (its status trail says it was replayed).
+    /// (the attempt's span, when spans are exported) and, for a replayed dispatch, its replay
+    /// headers (its status trail says it was replayed).
     fn derived_headers(&self) -> Vec<(String, Vec<u8>)> {
-        self.headers
+        let mut derived = self
+            .headers
             .iter()
             .filter(|(k, _)| {
                 k == headers::TRACEPARENT
@@ -110,7 +115,9 @@ impl Input {
                     || headers::REPLAY_HEADERS.contains(&k.as_str())
             })
             .cloned()
-            .collect()
+            .collect();
+        span::continue_trace(&mut derived);
+        derived
     }
 }
 
@@ -123,6 +130,16 @@ pub(crate) enum Transient {
     Store(StoreError),
     #[error("schema registry: {0}")]
     Registry(CodecError),
+}
+
+impl Transient {
+    /// `database` or `schema_registry`: the `error.type` of an attempt it aborted.
+    fn class(&self) -> &'static str {
+        match self {
+            Transient::Store(_) => "database",
+            Transient::Registry(_) => "schema_registry",
+        }
+    }
 }
 
 /// Why a record goes to the DLQ.
@@ -155,11 +172,17 @@ pub(crate) struct Unmarked {
 #[derive(Debug)]
 pub(crate) struct Deliverer {
     pub(crate) channel: Channel,
+    /// The consumer group, for the attempts' spans.
+    pub(crate) group: String,
     pub(crate) codec: Codec,
     pub(crate) topics: TopicNames,
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) ledger: SendLedger,
     pub(crate) push_tokens: PushTokens,
+    /// Provider message ids and their dispatches, for status callbacks that name only the id.
+    pub(crate) messages: ProviderMessages,
+    /// How long such a record is kept (`deliver.provider_message_ttl`).
+    pub(crate) message_ttl: Duration,
     pub(crate) retry_delays: Vec<Duration>,
     pub(crate) lease: Duration,
     pub(crate) breaker: Breaker,
@@ -175,8 +198,24 @@ pub(crate) struct Deliverer {
 }
 
 impl Deliverer {
-    /// The records that delivering `input` produces.
+    /// The records that delivering `input` produces, as one attempt's span (see [`span`]).
     pub(crate) async fn deliver(
+        &self,
+        input: &Input,
+        batch: &BatchClaim,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        let attempt_span = span::attempt(input, self.channel, self.provider.name(), &self.group);
+        let result = self
+            .attempt(input, batch)
+            .instrument(attempt_span.clone())
+            .await;
+        if let Err(transient) = &result {
+            span::end_span(&attempt_span, Ending::Aborted, Some(transient.class()));
+        }
+        result
+    }
+
+    async fn attempt(
         &self,
         input: &Input,
         batch: &BatchClaim,
@@ -185,9 +224,11 @@ impl Deliverer {
             Ok(dispatch) => dispatch,
             Err(poison) => {
                 metrics::counter!(DELIVER_DEAD_LETTERED, "class" => poison.class).increment(1);
+                span::end(Ending::DeadLettered, Some(poison.class));
                 return Ok(vec![self.dead_letter(input, &poison, input.attempt())]);
             }
         };
+        span::dispatch(&dispatch);
         let attempt = input.attempt();
         if let Some(unmarked) = self.take_unmarked(&dispatch.dispatch_id) {
             return self.sent_unmarked(input, &dispatch, unmarked).await;
@@ -245,6 +286,7 @@ impl Deliverer {
                     });
                     return Err(e);
                 }
+                self.index_message(&dispatch, &provider_message_id).await;
                 self.sent_records(input, &dispatch, &provider_message_id, delivered, attempt)
                     .await
             }
@@ -394,6 +436,7 @@ impl Deliverer {
         when: &'static str,
     ) -> Result<OutRecord, Transient> {
         metrics::counter!(DELIVER_EXPIRED, "when" => when).increment(1);
+        span::end(Ending::Expired, None);
         tracing::info!(dispatch_id = %dispatch.dispatch_id, when, "deadline passed; not sent");
         // No provider: it was not called for this outcome (any failed call has its own status).
         let mut status = self.status_event(dispatch, Status::Suppressed, attempt);
@@ -409,6 +452,7 @@ impl Deliverer {
         sent: &SentRecord,
     ) -> Result<Vec<OutRecord>, Transient> {
         tracing::info!(dispatch_id = %dispatch.dispatch_id, "already sent; status re-emitted");
+        span::end(Ending::AlreadySent, None);
         let status = self.sent_status(
             dispatch,
             Status::Sent,
@@ -527,6 +571,7 @@ impl Deliverer {
         attempt: i32,
     ) -> Result<Vec<OutRecord>, Transient> {
         metrics::counter!(DELIVER_AMBIGUOUS, "action" => "reported").increment(1);
+        span::end(Ending::Ambiguous, None);
         tracing::warn!(dispatch_id = %dispatch.dispatch_id, "another worker may have sent this dispatch; reported as unknown, not sent again (deliver.ambiguous_send = report)");
         let mut status = self.status_event(dispatch, Status::Unknown, attempt);
         status.provider = Some(self.provider.name().to_owned());
@@ -566,6 +611,7 @@ impl Deliverer {
             self.remember_unmarked(unmarked);
             return Err(e);
         }
+        self.index_message(dispatch, &provider_message_id).await;
         self.sent_records(input, dispatch, &provider_message_id, delivered, attempt)
             .await
     }
@@ -579,6 +625,7 @@ impl Deliverer {
         delivered: bool,
         attempt: i32,
     ) -> Result<Vec<OutRecord>, Transient> {
+        span::end(Ending::Sent, None);
         let name = Some(self.provider.name());
         let id = Some(provider_message_id);
         let mut out = vec![
@@ -593,6 +640,32 @@ impl Deliverer {
             out.push(self.status_record(input, &status).await?);
         }
         Ok(out)
+    }
+
+    /// Records which dispatch the provider's message id belongs to, right after the ledger
+    /// mark, for a provider whose status callbacks name only that id. A failure is counted and
+    /// logged, not retried: the message was sent and marked; only its callbacks go unmatched.
+    async fn index_message(&self, dispatch: &Dispatch, provider_message_id: &str) {
+        if !self.provider.callbacks_by_message_id() || provider_message_id.is_empty() {
+            return;
+        }
+        let message = MessageRef {
+            tenant: dispatch.tenant.clone(),
+            user_id: dispatch.user_id.clone(),
+            event_id: dispatch.event_id.clone(),
+            dispatch_id: dispatch.dispatch_id.clone(),
+            channel: Some(dispatch.channel),
+            sent_at: Utc::now(),
+        };
+        let provider = self.provider.name();
+        if let Err(e) = self
+            .messages
+            .record(provider, provider_message_id, &message, self.message_ttl)
+            .await
+        {
+            metrics::counter!(DELIVER_MESSAGE_INDEX_FAILURES, "provider" => provider).increment(1);
+            tracing::warn!(dispatch_id = %dispatch.dispatch_id, error = %e, "provider message id not recorded; its status callbacks will be unmatched");
+        }
     }
 
     async fn call(&self, dispatch: &Dispatch) -> crate::SendReport {
@@ -647,6 +720,7 @@ impl Deliverer {
         attempt: i32,
     ) -> Result<Vec<OutRecord>, Transient> {
         metrics::counter!(DELIVER_DEAD_LETTERED, "class" => poison.class).increment(1);
+        span::end(Ending::DeadLettered, Some(poison.class));
         let status = self.failure_status(dispatch, Status::DeadLettered, &poison.message, attempt);
         let mut out = vec![
             self.status_record(input, &status).await?,
@@ -723,6 +797,8 @@ impl Deliverer {
             attempt: (attempt - 1).max(0),
             at: herald_contracts::time::now_millis(),
             scheduled_for: None,
+            category: Some(dispatch.category.clone()),
+            created_at: Some(dispatch.created_at),
         }
     }
 
@@ -756,7 +832,13 @@ impl Deliverer {
         due: DateTime<Utc>,
         deferred_since: Option<DateTime<Utc>>,
     ) -> Result<OutRecord, Transient> {
+        match deferred_since {
+            Some(_) => span::end(Ending::Deferred, None),
+            None => span::end(Ending::Retry, Some("transient")),
+        }
+        // The next attempt is this one's child.
         let mut record_headers = input.carried_headers();
+        span::continue_trace(&mut record_headers);
         record_headers.push((
             headers::ATTEMPT.to_owned(),
             attempt.to_string().into_bytes(),
@@ -791,7 +873,8 @@ impl Deliverer {
         })
     }
 
-    /// The original record, unchanged, with error headers added (guarantee 5).
+    /// The original record, unchanged, with error headers added (guarantee 5). Its trace
+    /// context is the one it came with, so a redrive continues the trace where it was.
     fn dead_letter(&self, input: &Input, poison: &Poison, attempt: i32) -> OutRecord {
         let mut record_headers = input.carried_headers();
         for (name, value) in [

@@ -10,6 +10,7 @@ mod clock;
 mod deliver;
 mod rate_limit;
 mod retry;
+mod span;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use herald_runtime::HeraldConfig;
 use herald_runtime::admin::{self, Readiness};
 use herald_runtime::config::AmbiguousSend;
 use herald_runtime::health;
+use herald_store::provider_messages::ProviderMessages;
 use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::SendLedger;
 
@@ -104,6 +106,7 @@ pub async fn run(
     let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);
     let deliverer = Arc::new(deliver::Deliverer {
         channel,
+        group: group.clone(),
         codec: Codec::new(&config.registry, topic_names.clone())?,
         topics: topic_names.clone(),
         breaker: breaker::Breaker::new(provider.name(), &deliver.breaker, clock.clone()),
@@ -118,6 +121,8 @@ pub async fn run(
         ledger: SendLedger::prepare(session.clone(), &config.store, transactional_id.clone())
             .await?,
         push_tokens: PushTokens::prepare(session.clone(), &config.store).await?,
+        messages: ProviderMessages::prepare(session.clone(), &config.store).await?,
+        message_ttl: deliver.provider_message_ttl,
         retry_delays: deliver.retry_delays.clone(),
         lease: deliver.ledger_lease,
     });

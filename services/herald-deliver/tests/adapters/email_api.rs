@@ -52,6 +52,14 @@ async fn posts_the_v3_mail_send_shape_and_reads_the_message_id() {
     );
     assert_eq!(body["custom_args"]["dispatch_id"], dispatch.dispatch_id);
     assert_eq!(body["custom_args"]["event_id"], dispatch.event_id);
+    // The ids the Event Webhook echoes, which `herald api` matches events by.
+    assert_eq!(body["custom_args"]["tenant"], dispatch.tenant);
+    assert_eq!(body["custom_args"]["user_id"], dispatch.user_id);
+    assert_eq!(body["custom_args"]["category"], dispatch.category);
+    assert_eq!(
+        body["custom_args"]["created_at"],
+        dispatch.created_at.timestamp_millis().to_string()
+    );
     assert_eq!(
         body["from"],
         serde_json::json!({"email": "billing@acme.example", "name": "Acme Billing"})

@@ -9,7 +9,6 @@ use anyhow::Context;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use std::future::Future;
-use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +18,7 @@ use herald_contracts::{Codec, NotificationRequest};
 use herald_kafka::apply_plan;
 use herald_runtime::HeraldConfig;
 
-use super::router::peak_rss;
+use super::child::{config_path, cpu_micros, free_port, herald, peak_rss};
 use crate::cli::BenchApiArgs;
 use crate::exit;
 
@@ -30,8 +29,6 @@ const BATCH: usize = 100;
 const LATE: Duration = Duration::from_millis(5);
 /// How long the API's producer may wait for room in its queue (as `herald api` does).
 const QUEUE_WAIT: Duration = Duration::from_millis(100);
-/// Linux's USER_HZ: the unit of utime and stime in /proc/<pid>/stat.
-const TICKS_PER_SECOND: u64 = 100;
 
 pub(super) async fn run(config: &HeraldConfig, args: &BenchApiArgs) -> anyhow::Result<ExitCode> {
     let (run_id, config) = super::isolated(config)?;
@@ -443,46 +440,6 @@ fn millis(value: Option<Duration>) -> String {
     value.map_or("n/a".into(), |d| {
         format!("{:.2} ms", d.as_secs_f64() * 1000.0)
     })
-}
-
-/// User plus system CPU time of a process so far, in µs (/proc/<pid>/stat fields 14 and 15).
-fn cpu_micros(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) * 1_000_000 / TICKS_PER_SECOND)
-}
-
-/// The configuration file this process was started with, for the `herald` it starts.
-fn config_path() -> Option<PathBuf> {
-    <crate::cli::Cli as clap::Parser>::try_parse()
-        .ok()
-        .and_then(|cli| cli.config)
-}
-
-/// `herald [--config F]` with the bench's overrides, its errors to this process's stderr.
-fn herald(config: &Option<PathBuf>, env: &[(&str, String)]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(
-        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("herald")),
-    );
-    if let Some(path) = config {
-        command.arg("--config").arg(path);
-    }
-    command
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    command
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Waits until the API's /readyz answers 200 (Kafka and the database answer it).

@@ -81,3 +81,43 @@ pub(super) async fn copy(
     }
     Ok(())
 }
+
+/// The tracker's baseline: consume `topic` and commit the offsets of each batch, batched as the
+/// tracker batches (up to its `MAX_BATCH` records, or what came within its `LINGER`), with no
+/// work in between. What `herald track` does minus decoding and writing.
+pub(super) async fn consume(
+    kafka: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = kafka.consumer_config(group).create()?;
+    consumer.subscribe(&[topic])?;
+    while !stop.is_cancelled() {
+        let first = tokio::select! {
+            _ = stop.cancelled() => break,
+            m = consumer.recv() => m?,
+        };
+        let mut next: BTreeMap<i32, i64> =
+            BTreeMap::from([(first.partition(), first.offset() + 1)]);
+        drop(first);
+        let mut taken = 1;
+        let deadline = tokio::time::Instant::now() + herald_track::LINGER;
+        while taken < herald_track::MAX_BATCH {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(m) => {
+                    let m = m?;
+                    next.insert(m.partition(), m.offset() + 1);
+                    taken += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, offset) in next {
+            offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        }
+        consumer.commit(&offsets, rdkafka::consumer::CommitMode::Async)?;
+    }
+    Ok(())
+}

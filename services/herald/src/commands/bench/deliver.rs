@@ -12,7 +12,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,13 +28,13 @@ use herald_deliver::webhook::{WEBHOOK_ID, webhook_body};
 use herald_kafka::apply_plan;
 use herald_runtime::HeraldConfig;
 
+use super::flood::{Flood, IN_FLIGHT};
 use crate::cli::BenchDeliverArgs;
 use crate::exit;
 
 /// An example secret from the Standard Webhooks specification; the sink does not verify it.
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const BASELINE_GROUP: &str = "bench-deliver-baseline";
-const PRODUCE_IN_FLIGHT: usize = 4096;
 /// How long a phase may go without a new receipt before the bench gives up.
 const STALL: Duration = Duration::from_secs(120);
 
@@ -185,32 +185,15 @@ async fn produce(
     args: &BenchDeliverArgs,
 ) -> anyhow::Result<Vec<i64>> {
     let producer: FutureProducer = config.kafka.producer_config().create()?;
-    let mut pending = FuturesUnordered::new();
+    let mut flood = Flood::new(&producer, topic, IN_FLIGHT);
     let mut produced = Vec::with_capacity(args.dispatches);
     for i in 0..args.dispatches {
         let dispatch = dispatch(i, args.recipients, base_url);
         produced.push(dispatch.created_at.timestamp_micros());
         let payload = codec.encode_dispatch(&dispatch).await?;
-        let key = dispatch.key();
-        let producer = &producer;
-        pending.push(async move {
-            producer
-                .send(
-                    FutureRecord::to(topic).key(&key).payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e)
-        });
-        if pending.len() >= PRODUCE_IN_FLIGHT
-            && let Some(result) = pending.next().await
-        {
-            result?;
-        }
+        flood.send(dispatch.key(), payload).await?;
     }
-    while let Some(result) = pending.next().await {
-        result?;
-    }
+    flood.finish().await?;
     Ok(produced)
 }
 

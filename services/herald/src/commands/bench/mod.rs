@@ -3,10 +3,13 @@
 
 mod api;
 mod baseline;
+mod child;
 mod deliver;
+mod flood;
 mod lag;
 mod replay;
 mod router;
+mod track;
 
 use std::process::ExitCode;
 
@@ -21,6 +24,7 @@ pub(crate) async fn run(config: &HeraldConfig, command: &BenchCommand) -> anyhow
         BenchCommand::Deliver(args) => deliver::run(config, args).await,
         BenchCommand::Replay(args) => replay::run(config, args).await,
         BenchCommand::Api(args) => api::run(config, args).await,
+        BenchCommand::Track(args) => track::run(config, args).await,
     }
 }
 

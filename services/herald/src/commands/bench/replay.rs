@@ -2,11 +2,9 @@
 //! them transactionally and (2) `herald replay` (recover mode, no filter, its plan saved and its
 //! progress committed per batch) copying the same records, and prints records/s and the ratio.
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use herald_contracts::{Codec, NotificationRequest};
@@ -16,11 +14,11 @@ use herald_replay::progress::Progress;
 use herald_replay::{Filter, Mode, Plan};
 use herald_runtime::HeraldConfig;
 
+use super::flood::{Flood, IN_FLIGHT};
 use super::{baseline, lag};
 use crate::cli::BenchReplayArgs;
 use crate::exit;
 
-const IN_FLIGHT: usize = 4096;
 const USERS: usize = 10_000;
 
 pub(super) async fn run(config: &HeraldConfig, args: &BenchReplayArgs) -> anyhow::Result<ExitCode> {
@@ -141,27 +139,11 @@ async fn produce(config: &HeraldConfig, codec: &Codec, records: usize) -> anyhow
     let payload = codec.encode_request(&request).await?;
     let producer: FutureProducer = config.kafka.producer_config().create()?;
     let topic = config.kafka.topics().requested();
-    let mut pending = FuturesUnordered::new();
+    let mut flood = Flood::new(&producer, &topic, IN_FLIGHT);
     for i in 0..records {
-        let key = format!("acme:u{}", i % USERS);
-        let (producer, topic, payload) = (&producer, &topic, &payload);
-        pending.push(async move {
-            producer
-                .send(
-                    FutureRecord::to(topic).key(&key).payload(payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e)
-        });
-        if pending.len() >= IN_FLIGHT
-            && let Some(result) = pending.next().await
-        {
-            result?;
-        }
+        flood
+            .send(format!("acme:u{}", i % USERS), payload.clone())
+            .await?;
     }
-    while let Some(result) = pending.next().await {
-        result?;
-    }
-    Ok(())
+    flood.finish().await
 }

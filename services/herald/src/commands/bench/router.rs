@@ -5,7 +5,7 @@
 use anyhow::Context;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +16,8 @@ use herald_kafka::{TopicSpec, apply_plan};
 use herald_runtime::HeraldConfig;
 use herald_store::seed::{SeedFile, load};
 
+use super::child::{fetch_metrics, peak_rss};
+use super::flood::Flood;
 use super::{baseline, lag};
 use crate::cli::BenchRouterArgs;
 use crate::exit;
@@ -194,7 +196,7 @@ async fn produce_events(
 ) -> anyhow::Result<()> {
     let producer: FutureProducer = config.kafka.producer_config().create()?;
     let topic = config.kafka.topics().requested();
-    let mut pending = FuturesUnordered::new();
+    let mut flood = Flood::new(&producer, &topic, IN_FLIGHT * 8);
     for i in 0..args.events {
         let request = NotificationRequest::from_json(
             &serde_json::json!({
@@ -209,61 +211,9 @@ async fn produce_events(
             .to_string(),
         )?;
         let payload = codec.encode_request(&request).await?;
-        let key = request.key();
-        let producer = &producer;
-        let topic = &topic;
-        pending.push(async move {
-            producer
-                .send(
-                    FutureRecord::to(topic).key(&key).payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e)
-        });
-        if pending.len() >= IN_FLIGHT * 8
-            && let Some(result) = pending.next().await
-        {
-            result?;
-        }
+        flood.send(request.key(), payload).await?;
     }
-    while let Some(result) = pending.next().await {
-        result?;
-    }
-    Ok(())
-}
-
-/// Peak resident set size of a process, in KiB (Linux `VmHWM`).
-pub(super) fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-async fn fetch_metrics(port: u16) -> Option<String> {
-    let url = format!("http://127.0.0.1:{port}/metrics");
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream =
-            std::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next()?)
-                .ok()?;
-        stream
-            .write_all(
-                format!(
-                    "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .ok()?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).ok()?;
-        Some(body)
-    })
-    .await
-    .ok()
-    .flatten()
+    flood.finish().await
 }
 
 /// A summary quantile from Prometheus text, e.g. `name{quantile="0.99"} 0.0021`.

@@ -1,0 +1,51 @@
+//! Pages of a listing: `limit` (1 to 100, default 20) and an opaque `cursor`, which is the
+//! base64url of the position the previous page ended at (its parts joined by newlines).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::problem::Problem;
+
+pub(crate) const DEFAULT_LIMIT: usize = 20;
+pub(crate) const MAX_LIMIT: usize = 100;
+
+/// `limit` and the decoded `cursor` of a query string; 400 for a bad one.
+pub(crate) fn page_params<C>(
+    query: &str,
+    decode: impl Fn(Vec<String>) -> Option<C>,
+) -> Result<(usize, Option<C>), Problem> {
+    let mut limit = DEFAULT_LIMIT;
+    let mut cursor = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        Problem::bad_request(format!("limit must be 1 to {MAX_LIMIT}"))
+                    })?;
+            }
+            "cursor" => {
+                cursor = Some(cursor_parts(value).and_then(&decode).ok_or_else(|| {
+                    Problem::bad_request("cursor is not a next_cursor this API gave")
+                })?);
+            }
+            _ => {}
+        }
+    }
+    Ok((limit, cursor))
+}
+
+/// The cursor for a position given as parts (none may contain a newline).
+pub(crate) fn encode_cursor(parts: &[&str]) -> String {
+    URL_SAFE_NO_PAD.encode(parts.join("\n"))
+}
+
+fn cursor_parts(text: &str) -> Option<Vec<String>> {
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    Some(text.split('\n').map(str::to_owned).collect())
+}
