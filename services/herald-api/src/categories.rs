@@ -1,5 +1,5 @@
 //! Category defaults (scope `manage` to write; `manage` or `read` to read): default channels,
-//! fallback chain, mandatory flag and frequency cap, checked with `herald seed`'s rules. The
+//! fallback chain, mandatory flag, frequency cap and open and click tracking, checked with `herald seed`'s rules. The
 //! router caches them for `router.cache_ttl`.
 
 use axum::body::Bytes;
@@ -36,6 +36,10 @@ pub(crate) struct CategoryBody {
     /// At most `count` per user per `window` (`"1h"`).
     #[serde(default)]
     rate_limit: Option<RateLimit>,
+    /// Email sent through SMTP gets an open pixel and signed redirect links, and reports
+    /// `opened` and `clicked` (needs `[tracking]`); off by default.
+    #[serde(default)]
+    track_engagement: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -51,6 +55,7 @@ pub(crate) struct CategoryView {
     fallback: Vec<Channel>,
     mandatory: bool,
     rate_limit: Option<RateLimitView>,
+    track_engagement: bool,
 }
 
 fn view(category: String, defaults: CategoryDefaults) -> CategoryView {
@@ -63,6 +68,7 @@ fn view(category: String, defaults: CategoryDefaults) -> CategoryView {
             count,
             window: format!("{seconds}s"),
         }),
+        track_engagement: defaults.track_engagement,
     }
 }
 
@@ -149,6 +155,7 @@ pub async fn put_category(
             fallback: body.fallback,
             mandatory: body.mandatory,
             rate_limit: body.rate_limit,
+            track_engagement: body.track_engagement,
         }],
         ..SeedFile::default()
     };
@@ -173,6 +180,7 @@ pub async fn put_category(
         fallback: c.fallback,
         mandatory: c.mandatory,
         rate_limit,
+        track_engagement: c.track_engagement,
     };
     state
         .categories

@@ -2,9 +2,10 @@
 //! admin port (`/healthz`, `/readyz` = Kafka and the database answer, `/metrics`) and shutdown
 //! (SIGTERM stops accepting, finishes the requests in flight within `api.shutdown_grace`).
 //!
-//! Every `/v1` route but `/v1/unsubscribe/{token}` (a signed link from an email) and
-//! `/v1/callbacks/*` (signed by the provider, see [`callbacks`]) takes a tenant API key
-//! (`Authorization: Bearer`); every error is an RFC 9457 problem (`application/problem+json`).
+//! Every `/v1` route but `/v1/unsubscribe/{token}` and `/v1/t/open|click/{token}` (signed
+//! links from an email) and `/v1/callbacks/*` (signed by the provider, see [`callbacks`]) takes
+//! a tenant API key (`Authorization: Bearer`); every error is an RFC 9457 problem
+//! (`application/problem+json`).
 
 pub mod acked;
 pub mod apikey;
@@ -21,6 +22,7 @@ pub mod status_out;
 pub mod suppressions;
 pub mod templates;
 pub mod timeline;
+pub mod tracking;
 pub mod unsubscribe;
 pub mod webhooks;
 
@@ -100,6 +102,8 @@ pub struct AppState {
     pub timeline: herald_store::timeline_read::TimelineReader,
     /// Signs and checks unsubscribe links, when `[unsubscribe]` is set.
     pub unsubscribe: Option<herald_contracts::unsubscribe::UnsubscribeLinks>,
+    /// Serves open pixels and redirect links, when `[tracking]` is set.
+    pub tracking: Option<tracking::Tracking>,
     pub preview: preview::PreviewConfig,
     pub body_limit: usize,
 }
@@ -177,6 +181,8 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             "/v1/unsubscribe/{token}",
             get(unsubscribe::confirm).post(unsubscribe::unsubscribe),
         )
+        .route("/v1/t/open/{token}", get(tracking::open))
+        .route("/v1/t/click/{token}", get(tracking::click))
         .route(
             "/v1/categories/{category}",
             get(categories::get_category)
@@ -211,16 +217,20 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         )
 }
 
-/// The path as logged: an unsubscribe link's token opts a user out, and a suppression's path
-/// is an email address, so both are left out.
+/// The path as logged: a signed link's token is left out (an unsubscribe token opts a user
+/// out; a tracking token names the user and the link's target), and so is a suppression's
+/// path, an email address.
 fn logged_path(path: &str) -> &str {
-    if path.starts_with("/v1/unsubscribe/") {
-        "/v1/unsubscribe/{token}"
-    } else if path.starts_with("/v1/suppressions/") {
-        "/v1/suppressions/{address}"
-    } else {
-        path
-    }
+    const HIDDEN: [(&str, &str); 4] = [
+        ("/v1/unsubscribe/", "/v1/unsubscribe/{token}"),
+        ("/v1/t/open/", "/v1/t/open/{token}"),
+        ("/v1/t/click/", "/v1/t/click/{token}"),
+        ("/v1/suppressions/", "/v1/suppressions/{address}"),
+    ];
+    HIDDEN
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix))
+        .map_or(path, |(_, logged)| logged)
 }
 
 /// `GET /openapi.json`: the OpenAPI 3.1 description of `/v1` (no key needed).
@@ -306,6 +316,18 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let timeline =
         herald_store::timeline_read::TimelineReader::prepare(session.clone(), &config.store)
             .await?;
+    let tracking = match config.tracking.links() {
+        Some(links) => Some(tracking::Tracking {
+            links,
+            marks: herald_store::engagement::EngagementMarks::prepare(
+                session.clone(),
+                &config.store,
+            )
+            .await?,
+            stale_after: config.api.request_timeout + config.api.produce_timeout,
+        }),
+        None => None,
+    };
     let dependencies = vec![
         health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
         health::database(session),
@@ -331,6 +353,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         callbacks: Arc::new(verifiers),
         timeline,
         unsubscribe: config.unsubscribe.links(),
+        tracking,
         preview: preview::PreviewConfig {
             default_locale: config.router.default_locale.clone(),
         },
@@ -368,4 +391,20 @@ async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Api
         .map_err(|source| ApiError::Listen { addr, source })?;
     tracing::info!(%bound, "listening");
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signed_link_tokens_are_not_logged() {
+        for (path, logged) in [
+            ("/v1/t/click/abc.def", "/v1/t/click/{token}"),
+            ("/v1/t/open/abc.def", "/v1/t/open/{token}"),
+            ("/v1/unsubscribe/abc.def", "/v1/unsubscribe/{token}"),
+            ("/v1/suppressions/a@b.example", "/v1/suppressions/{address}"),
+            ("/v1/users/ada", "/v1/users/ada"),
+        ] {
+            assert_eq!(super::logged_path(path), logged);
+        }
+    }
 }

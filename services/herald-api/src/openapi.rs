@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::{
-    callbacks, categories, manage, preview, send, suppressions, templates, timeline, unsubscribe,
-    webhooks,
+    callbacks, categories, manage, preview, send, suppressions, templates, timeline, tracking,
+    unsubscribe, webhooks,
 };
 
 #[derive(Debug, OpenApi)]
@@ -31,7 +31,9 @@ visible within about 2 s). `/v1/unsubscribe/{token}` takes no key: the signed, e
 `/v1/callbacks/twilio` take no key either: they are the providers' delivery callbacks, each \
 verified by the provider's signature (401 otherwise). Suppressed email addresses (hard bounces, \
 complaints, or added by hand) are not emailed until deleted; the router sees a change within \
-its cache TTL."
+its cache TTL. `/v1/t/open/{token}` and `/v1/t/click/{token}` take no key: an email's open \
+pixel and redirect links (a category's `track_engagement`), signed; the first open and click of \
+a dispatch become `opened` and `clicked` statuses."
     ),
     paths(
         send::post_notification,
@@ -67,6 +69,8 @@ its cache TTL."
         suppressions::add,
         suppressions::get,
         suppressions::delete,
+        tracking::open,
+        tracking::click,
     ),
     modifiers(&BearerKey),
     security(("api_key" = []))
@@ -118,6 +122,6 @@ mod tests {
         );
         let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 24);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 26);
     }
 }

@@ -154,6 +154,15 @@ impl Fields {
         }
     }
 
+    /// A boolean; absent (written before the field existed) reads as false.
+    pub fn boolean(&mut self, name: &str) -> Result<bool, FieldError> {
+        match self.take_optional(name) {
+            None => Ok(false),
+            Some(Value::Boolean(b)) => Ok(b),
+            Some(_) => Err(field_error(&self.path(name), "a boolean")),
+        }
+    }
+
     pub fn timestamp(&mut self, name: &str) -> Result<DateTime<Utc>, FieldError> {
         let path = self.path(name);
         self.optional_timestamp(name)?

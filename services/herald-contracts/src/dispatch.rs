@@ -33,6 +33,10 @@ pub struct Dispatch {
     pub fallback_request: Option<Vec<u8>>,
     pub created_at: DateTime<Utc>,
     pub routed_at: DateTime<Utc>,
+    /// The category opted in to open and click tracking (`track_engagement`); the SMTP
+    /// worker then adds an open pixel and redirect links when `[tracking]` is set.
+    #[serde(default)]
+    pub track_engagement: bool,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -165,6 +169,7 @@ impl Dispatch {
             ),
             ("created_at", avro::timestamp(self.created_at)),
             ("routed_at", avro::timestamp(self.routed_at)),
+            ("track_engagement", Value::Boolean(self.track_engagement)),
         ])
     }
 
@@ -197,6 +202,7 @@ impl Dispatch {
             fallback_request: f.optional_bytes("fallback_request")?,
             created_at: f.timestamp("created_at")?,
             routed_at: f.timestamp("routed_at")?,
+            track_engagement: f.boolean("track_engagement")?,
         })
     }
 }
@@ -234,6 +240,7 @@ pub(crate) mod tests {
             fallback_request: Some(vec![0, 0, 0, 0, 1, 2]),
             created_at: now_millis(),
             routed_at: now_millis(),
+            track_engagement: true,
         }
     }
 

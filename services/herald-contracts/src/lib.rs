@@ -12,9 +12,11 @@ pub mod registry;
 pub mod request;
 pub mod schemas;
 pub mod secret;
+pub mod signed;
 pub mod status;
 pub mod time;
 pub mod topics;
+pub mod tracking;
 pub mod unsubscribe;
 
 pub use channel::{Channel, Priority};

@@ -137,3 +137,8 @@ pub const API_CALLBACK_REJECTED: &str = "herald_api_callback_rejected_total";
 /// API: addresses added to a tenant's suppression list, by source (`bounce`, `complaint`,
 /// `api`).
 pub const API_SUPPRESSIONS_ADDED: &str = "herald_api_suppressions_added_total";
+/// API: email opens and clicks served (`GET /v1/t/open|click/{token}` with a valid token), by
+/// kind (`open`, `click`) and outcome (`recorded`: the dispatch's first, its `opened` or
+/// `clicked` status was published; `repeat`: not the first, counted only; `late`: after
+/// `tracking.record_for`; `unrecorded`: Kafka or the database failed, the next one tries again).
+pub const API_ENGAGEMENT: &str = "herald_api_engagement_total";

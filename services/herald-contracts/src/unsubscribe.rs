@@ -4,21 +4,16 @@
 //! the user out of the category only for a link whose signature holds and which has not
 //! expired, so nothing else is needed to trust it (no key, no stored state).
 
-use aws_lc_rs::hmac;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
 
 use crate::secret::Secret;
+use crate::signed::{Signer, validate_section};
 
 /// The API route the links point at, under `unsubscribe.base_url`.
 pub const UNSUBSCRIBE_PATH: &str = "/v1/unsubscribe";
-
-/// The shortest secret accepted, in bytes.
-const MIN_SECRET_LEN: usize = 32;
 
 /// `[unsubscribe]`: read by `herald deliver --channel email` and `herald api`, which must
 /// share the secret. Off unless `base_url` and `secret` are set.
@@ -55,22 +50,12 @@ impl Default for UnsubscribeConfig {
 impl UnsubscribeConfig {
     /// Checks the section; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
-        match (&self.base_url, &self.secret) {
-            (None, None) => return Ok(()),
-            (Some(_), None) => return Err("unsubscribe.secret must be set with base_url".into()),
-            (None, Some(_)) => return Err("unsubscribe.base_url must be set with secret".into()),
-            (Some(url), Some(secret)) => {
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(format!(
-                        "unsubscribe.base_url `{url}` must start with https:// (or http://)"
-                    ));
-                }
-                if secret.expose().len() < MIN_SECRET_LEN {
-                    return Err(format!(
-                        "unsubscribe.secret must be at least {MIN_SECRET_LEN} bytes"
-                    ));
-                }
-            }
+        if !validate_section(
+            "unsubscribe",
+            self.base_url.as_deref(),
+            self.secret.as_ref(),
+        )? {
+            return Ok(());
         }
         if self.ttl < Duration::from_secs(60) {
             return Err("unsubscribe.ttl must be at least 1m".into());
@@ -83,7 +68,7 @@ impl UnsubscribeConfig {
         let (base_url, secret) = self.base_url.as_ref().zip(self.secret.as_ref())?;
         Some(UnsubscribeLinks {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes()),
+            signer: Signer::new(secret),
             ttl: self.ttl,
         })
     }
@@ -111,7 +96,7 @@ pub enum LinkError {
 #[derive(Clone)]
 pub struct UnsubscribeLinks {
     base_url: String,
-    key: hmac::Key,
+    signer: Signer,
     ttl: Duration,
 }
 
@@ -125,6 +110,11 @@ impl fmt::Debug for UnsubscribeLinks {
 }
 
 impl UnsubscribeLinks {
+    /// Where links point, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// The link for a message routed at `routed_at`: it expires `ttl` later.
     pub fn url(
         &self,
@@ -150,25 +140,14 @@ impl UnsubscribeLinks {
         category: &str,
         expires_at: DateTime<Utc>,
     ) -> String {
-        let payload = serde_json::json!([tenant, user_id, category, expires_at.timestamp()]);
-        let payload = URL_SAFE_NO_PAD.encode(payload.to_string());
-        let mac = hmac::sign(&self.key, payload.as_bytes());
-        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()))
+        self.signer
+            .token(&(tenant, user_id, category, expires_at.timestamp()))
     }
 
     /// The request a token carries, if its signature holds and it has not expired at `now`.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Unsubscribe, LinkError> {
-        let (payload, mac) = token.split_once('.').ok_or(LinkError::Invalid)?;
-        let mac = URL_SAFE_NO_PAD
-            .decode(mac)
-            .map_err(|_| LinkError::Invalid)?;
-        // Constant-time comparison.
-        hmac::verify(&self.key, payload.as_bytes(), &mac).map_err(|_| LinkError::Invalid)?;
-        let json = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| LinkError::Invalid)?;
         let (tenant, user_id, category, expiry): (String, String, String, i64) =
-            serde_json::from_slice(&json).map_err(|_| LinkError::Invalid)?;
+            self.signer.verify(token).map_err(|_| LinkError::Invalid)?;
         let expires_at = DateTime::from_timestamp(expiry, 0).ok_or(LinkError::Invalid)?;
         if expires_at <= now {
             return Err(LinkError::Expired(expires_at));

@@ -4,10 +4,10 @@ use scylla::client::session::Session;
 use std::sync::Arc;
 
 use herald_contracts::Channel;
-use herald_contracts::unsubscribe::UnsubscribeLinks;
 use herald_store::StoreConfig;
 
 use crate::config::ProvidersConfig;
+use crate::email::EmailLinks;
 use crate::email::sendgrid::SendGridProvider;
 use crate::email::smtp::SmtpProvider;
 use crate::inbox::InboxProvider;
@@ -26,20 +26,22 @@ pub struct StoreHandle<'a> {
 
 /// The provider for `channel`. Email takes `smtp` or `sendgrid` (exactly one); push takes
 /// `fcm` and/or `apns`; inapp needs `store`; webhook reads endpoint secrets through `store`
-/// when given; email's `List-Unsubscribe` points at signed links when `unsubscribe` is given
-/// (`[unsubscribe]`). Call it inside a Tokio runtime.
+/// when given; email's `List-Unsubscribe` points at signed links when `links.unsubscribe` is
+/// given (`[unsubscribe]`), and SMTP email of categories that opted in is tracked when
+/// `links.tracking` is (`[tracking]`). Call it inside a Tokio runtime.
 pub async fn build_provider(
     channel: Channel,
     config: &ProvidersConfig,
     store: Option<StoreHandle<'_>>,
-    unsubscribe: Option<&UnsubscribeLinks>,
+    links: EmailLinks<'_>,
 ) -> Result<Arc<dyn Provider>, BuildError> {
     Ok(match channel {
         Channel::Email => match (&config.smtp, &config.sendgrid) {
-            (Some(smtp), None) => Arc::new(SmtpProvider::with_unsubscribe(smtp, unsubscribe)?),
-            (None, Some(sendgrid)) => {
-                Arc::new(SendGridProvider::with_unsubscribe(sendgrid, unsubscribe)?)
-            }
+            (Some(smtp), None) => Arc::new(SmtpProvider::with_links(smtp, links)?),
+            (None, Some(sendgrid)) => Arc::new(SendGridProvider::with_unsubscribe(
+                sendgrid,
+                links.unsubscribe,
+            )?),
             (Some(_), Some(_)) => {
                 return Err(BuildError::config(
                     "smtp",
@@ -97,7 +99,7 @@ mod tests {
 
     async fn error(channel: Channel, toml_text: &str) -> String {
         let config: ProvidersConfig = toml::from_str(toml_text).unwrap();
-        match build_provider(channel, &config, None, None).await {
+        match build_provider(channel, &config, None, EmailLinks::default()).await {
             Ok(provider) => panic!("built {provider:?}"),
             Err(e) => e.to_string(),
         }
@@ -209,7 +211,7 @@ mod tests {
             "[smtp]\nhost = \"localhost\"\nfrom = \"Acme <a@b.example>\"\nsecurity = \"none\"\n",
         )
         .unwrap();
-        let provider = build_provider(Channel::Email, &config, None, None)
+        let provider = build_provider(Channel::Email, &config, None, EmailLinks::default())
             .await
             .unwrap();
         assert_eq!(provider.name(), "smtp");
@@ -219,13 +221,20 @@ mod tests {
         )
         .unwrap();
         for channel in [Channel::Sms, Channel::Email] {
-            let provider = build_provider(channel, &config, None, None).await.unwrap();
+            let provider = build_provider(channel, &config, None, EmailLinks::default())
+                .await
+                .unwrap();
             let debug = format!("{provider:?}");
             assert!(!debug.contains("-secret"), "{debug}");
         }
-        let webhook = build_provider(Channel::Webhook, &ProvidersConfig::default(), None, None)
-            .await
-            .unwrap();
+        let webhook = build_provider(
+            Channel::Webhook,
+            &ProvidersConfig::default(),
+            None,
+            EmailLinks::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(webhook.name(), "webhook");
     }
 }

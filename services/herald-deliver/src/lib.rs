@@ -70,6 +70,7 @@ pub use config::{
     ApnsConfig, FcmConfig, ProvidersConfig, SendGridConfig, SmtpConfig, SmtpSecurity, TwilioConfig,
     WebhookConfig,
 };
+pub use email::EmailLinks;
 pub use email::sendgrid::SendGridProvider;
 pub use email::smtp::SmtpProvider;
 pub use error::BuildError;

@@ -214,7 +214,7 @@ mod tests {
             channels,
             fallback,
             mandatory,
-            rate_limit: None,
+            ..CategoryDefaults::default()
         }
     }
 

@@ -498,6 +498,9 @@ impl Router {
                 fallback_request: fallback_request.clone(),
                 created_at: request.created_at(),
                 routed_at,
+                // Only email has a pixel and links to rewrite.
+                track_engagement: target.channel == herald_contracts::Channel::Email
+                    && defaults.as_ref().is_some_and(|d| d.track_engagement),
             };
             let lane = if request.priority.uses_priority_lane() {
                 Lane::Priority

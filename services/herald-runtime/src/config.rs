@@ -39,6 +39,9 @@ pub struct HeraldConfig {
     /// One-click unsubscribe links: shared by the email worker and `herald api`.
     #[serde(default)]
     pub unsubscribe: herald_contracts::unsubscribe::UnsubscribeConfig,
+    /// Open and click tracking links: shared by the email worker and `herald api`.
+    #[serde(default)]
+    pub tracking: herald_contracts::tracking::TrackingConfig,
 }
 
 /// `herald router`.
@@ -518,6 +521,7 @@ impl HeraldConfig {
         deliver.breaker.validate().map_err(ConfigError::Invalid)?;
         self.api.validate().map_err(ConfigError::Invalid)?;
         self.unsubscribe.validate().map_err(ConfigError::Invalid)?;
+        self.tracking.validate().map_err(ConfigError::Invalid)?;
         deliver
             .rate_limit
             .validate()

@@ -21,7 +21,8 @@ impl Categories {
         let insert = session
             .prepare(format!(
                 "INSERT INTO {table} (tenant, category, channels, fallback, mandatory, \
-                 rate_limit_count, rate_limit_window_seconds) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                 rate_limit_count, rate_limit_window_seconds, track_engagement) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             ))
             .await?;
         let delete = session
@@ -58,6 +59,7 @@ impl Categories {
                     defaults.mandatory,
                     count,
                     window,
+                    defaults.track_engagement,
                 ),
             )
             .await?;

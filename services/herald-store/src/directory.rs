@@ -56,6 +56,8 @@ pub struct CategoryDefaults {
     pub mandatory: bool,
     /// At most `count` per user per `window_seconds`.
     pub rate_limit: Option<(i32, i32)>,
+    /// Email sent through SMTP gets an open pixel and redirect links (`[tracking]`).
+    pub track_engagement: bool,
 }
 
 /// One stored template part set: one version, channel and locale.
@@ -107,6 +109,7 @@ type CategoryRow = (
     Option<bool>,
     Option<i32>,
     Option<i32>,
+    Option<bool>,
 );
 type TemplateRowCql = (
     i32,
@@ -167,8 +170,8 @@ impl Directory {
             .await?;
         let category = session
             .prepare(format!(
-                "SELECT channels, fallback, mandatory, rate_limit_count, rate_limit_window_seconds \
-                 FROM {} WHERE tenant = ? AND category = ?",
+                "SELECT channels, fallback, mandatory, rate_limit_count, rate_limit_window_seconds, \
+                 track_engagement FROM {} WHERE tenant = ? AND category = ?",
                 config.table("category_defaults")
             ))
             .await?;
@@ -217,11 +220,12 @@ impl Directory {
             .into_rows_result()?
             .maybe_first_row::<CategoryRow>()?;
         Ok(row.map(
-            |(chosen, fallback, mandatory, count, window)| CategoryDefaults {
+            |(chosen, fallback, mandatory, count, window, track)| CategoryDefaults {
                 channels: channels(chosen),
                 fallback: channels(fallback),
                 mandatory: mandatory.unwrap_or(false),
                 rate_limit: count.zip(window),
+                track_engagement: track.unwrap_or(false),
             },
         ))
     }

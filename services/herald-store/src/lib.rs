@@ -8,6 +8,7 @@ pub mod categories;
 pub mod config;
 pub mod dedupe;
 pub mod directory;
+pub mod engagement;
 pub mod error;
 pub mod migrate;
 pub mod provider_messages;

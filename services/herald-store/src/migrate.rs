@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "callbacks",
         cql: include_str!("../migrations/0009_callbacks.cql"),
     },
+    Migration {
+        version: 10,
+        name: "engagement",
+        cql: include_str!("../migrations/0010_engagement.cql"),
+    },
 ];
 
 const MIGRATIONS_TABLE: &str = "schema_migrations";

@@ -98,6 +98,9 @@ pub struct SeedCategory {
     pub mandatory: bool,
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// Open and click tracking for email sent through SMTP (`[tracking]`); off by default.
+    #[serde(default)]
+    pub track_engagement: bool,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -367,7 +370,8 @@ pub async fn load(
     let category_insert = session
         .prepare(format!(
             "INSERT INTO {} (tenant, category, channels, fallback, mandatory, \
-             rate_limit_count, rate_limit_window_seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             rate_limit_count, rate_limit_window_seconds, track_engagement) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             store.table("category_defaults")
         ))
         .await?;
@@ -387,6 +391,7 @@ pub async fn load(
                     c.mandatory,
                     count,
                     window,
+                    c.track_engagement,
                 ),
             )
             .await?;
@@ -442,6 +447,18 @@ mod tests {
         .unwrap();
         let seed = SeedFile::parse(&text).unwrap();
         assert!(!seed.users.is_empty() && !seed.templates.is_empty());
+    }
+
+    #[test]
+    fn a_category_opts_in_to_tracking_explicitly() {
+        let seed = SeedFile::parse(
+            r#"{"categories":[
+                {"tenant":"a","category":"c","channels":["email"],"track_engagement":true},
+                {"tenant":"a","category":"d","channels":["email"]}]}"#,
+        )
+        .unwrap();
+        let tracked: Vec<bool> = seed.categories.iter().map(|c| c.track_engagement).collect();
+        assert_eq!(tracked, [true, false]);
     }
 
     #[test]

@@ -39,5 +39,6 @@ pub fn sample_dispatch(channel: Channel, address: &str) -> Dispatch {
         fallback_request: None,
         created_at: now_millis(),
         routed_at: now_millis(),
+        track_engagement: false,
     }
 }

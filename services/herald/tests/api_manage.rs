@@ -213,6 +213,7 @@ async fn categories_and_push_tokens() {
         serde_json::json!({
             "category": "security.login", "channels": ["sms", "push"], "fallback": ["email"],
             "mandatory": true, "rate_limit": {"count": 5, "window": "3600s"},
+            "track_engagement": false,
         })
     );
     let answer = client

@@ -3,8 +3,10 @@
 
 pub mod sendgrid;
 pub mod smtp;
+pub mod tracked;
 
 use herald_contracts::Dispatch;
+use herald_contracts::tracking::TrackingLinks;
 use herald_contracts::unsubscribe::UnsubscribeLinks;
 
 use crate::BuildError;
@@ -14,6 +16,16 @@ pub const LIST_UNSUBSCRIBE: &str = "List-Unsubscribe";
 pub const LIST_UNSUBSCRIBE_POST: &str = "List-Unsubscribe-Post";
 /// RFC 8058 one-click unsubscription.
 pub const ONE_CLICK: &str = "List-Unsubscribe=One-Click";
+
+/// The signed links served by `herald api` that an email worker puts into messages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmailLinks<'a> {
+    /// `[unsubscribe]`: `List-Unsubscribe` points at signed one-click links.
+    pub unsubscribe: Option<&'a UnsubscribeLinks>,
+    /// `[tracking]`: the HTML of a category that opted in gets an open pixel and redirect
+    /// links (SMTP only: an email API provider tracks with its own links).
+    pub tracking: Option<&'a TrackingLinks>,
+}
 
 /// Where a message's `List-Unsubscribe` header points.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! Email over SMTP (lettre, pooled): multipart/alternative text + HTML, a Message-ID derived
-//! from the dispatch id, List-Unsubscribe from a configured template.
+//! from the dispatch id, List-Unsubscribe from a configured template or signed links, and
+//! open and click tracking in the HTML of categories that opted in ([`super::tracked`]).
 
 use futures::future::BoxFuture;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
@@ -14,8 +15,10 @@ use herald_contracts::Dispatch;
 
 use herald_contracts::unsubscribe::UnsubscribeLinks;
 
+use super::tracked::{EngagementTracking, header_urls};
 use super::{
-    LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ListUnsubscribe, ONE_CLICK, domain_of, message_id,
+    EmailLinks, LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ListUnsubscribe, ONE_CLICK, domain_of,
+    message_id,
 };
 use crate::classify::truncate_reason;
 use crate::config::{SmtpConfig, SmtpSecurity};
@@ -30,6 +33,7 @@ pub struct SmtpProvider {
     reply_to: Option<Mailbox>,
     message_id_domain: String,
     list_unsubscribe: Option<ListUnsubscribe>,
+    tracking: Option<EngagementTracking>,
 }
 
 impl SmtpProvider {
@@ -45,6 +49,18 @@ impl SmtpProvider {
         config: &SmtpConfig,
         links: Option<&UnsubscribeLinks>,
     ) -> Result<Self, BuildError> {
+        Self::with_links(
+            config,
+            EmailLinks {
+                unsubscribe: links,
+                tracking: None,
+            },
+        )
+    }
+
+    /// As [`Self::new`], with the signed links of `[unsubscribe]` and `[tracking]` that are
+    /// given.
+    pub fn with_links(config: &SmtpConfig, links: EmailLinks<'_>) -> Result<Self, BuildError> {
         let host = required("smtp.host", &config.host)?;
         let from: Mailbox = required("smtp.from", &config.from)?
             .parse()
@@ -65,7 +81,7 @@ impl SmtpProvider {
             "smtp.list_unsubscribe",
             config.list_unsubscribe.as_deref(),
             config.list_unsubscribe_post,
-            links,
+            links.unsubscribe,
         )?;
         let tls = match config.security {
             SmtpSecurity::None => Tls::None,
@@ -104,6 +120,9 @@ impl SmtpProvider {
             reply_to,
             message_id_domain,
             list_unsubscribe,
+            tracking: links
+                .tracking
+                .map(|tracking| EngagementTracking::new(tracking, links.unsubscribe)),
         })
     }
 
@@ -122,18 +141,26 @@ impl SmtpProvider {
         if let Some(reply_to) = &self.reply_to {
             builder = builder.reply_to(reply_to.clone());
         }
+        let mut unsubscribe_urls = Vec::new();
         if let Some(list_unsubscribe) = &self.list_unsubscribe {
-            let (url, one_click) = list_unsubscribe.header(dispatch);
-            builder = builder.header(ListUnsubscribeHeader(url));
+            let (value, one_click) = list_unsubscribe.header(dispatch);
+            unsubscribe_urls = header_urls(&value);
+            builder = builder.header(ListUnsubscribeHeader(value));
             if one_click {
                 builder = builder.header(ListUnsubscribePost);
             }
         }
-        let built = match (&content.text, &content.html) {
-            (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(
-                text.clone(),
-                html.clone(),
-            )),
+        // Only the HTML part is tracked: the text part keeps the original links.
+        let html = match (&content.html, &self.tracking) {
+            (Some(html), Some(tracking)) if dispatch.track_engagement => {
+                Some(tracking.html(dispatch, html, &unsubscribe_urls))
+            }
+            (html, _) => html.clone(),
+        };
+        let built = match (&content.text, html) {
+            (Some(text), Some(html)) => {
+                builder.multipart(MultiPart::alternative_plain_html(text.clone(), html))
+            }
             (Some(text), None) => builder.singlepart(
                 SinglePart::builder()
                     .header(ContentType::TEXT_PLAIN)
@@ -142,7 +169,7 @@ impl SmtpProvider {
             (None, Some(html)) => builder.singlepart(
                 SinglePart::builder()
                     .header(ContentType::TEXT_HTML)
-                    .body(html.clone()),
+                    .body(html),
             ),
             (None, None) => return Err("the dispatch has neither a text nor an HTML body".into()),
         };

@@ -28,7 +28,7 @@ use herald_store::provider_messages::ProviderMessages;
 use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::SendLedger;
 
-use crate::{BuildError, StoreHandle, build_provider};
+use crate::{BuildError, EmailLinks, StoreHandle, build_provider};
 use batch::{Source, Topics, Worker};
 use herald_kafka::transaction::TransactionalId;
 
@@ -89,6 +89,7 @@ pub async fn run(
     let group = config.kafka.group(&deliver.group(channel));
     let transactional_id = deliver.transactional_id(&group);
     let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
+    let (unsubscribe, tracking) = (config.unsubscribe.links(), config.tracking.links());
     let provider = build_provider(
         channel,
         &deliver.providers,
@@ -96,7 +97,10 @@ pub async fn run(
             session: &session,
             config: &config.store,
         }),
-        config.unsubscribe.links().as_ref(),
+        EmailLinks {
+            unsubscribe: unsubscribe.as_ref(),
+            tracking: tracking.as_ref(),
+        },
     )
     .await?;
     let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);

@@ -221,7 +221,7 @@ async fn a_registered_endpoint_is_signed_with_its_own_secret() {
             session: &session,
             config: &store,
         }),
-        None,
+        herald_deliver::EmailLinks::default(),
     )
     .await
     .unwrap();

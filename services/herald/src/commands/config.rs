@@ -23,7 +23,10 @@ pub(crate) async fn check(config: &HeraldConfig, args: &ConfigCheckArgs) -> Exit
                 channel,
                 &config.deliver.providers,
                 None,
-                config.unsubscribe.links().as_ref(),
+                herald_deliver::EmailLinks {
+                    unsubscribe: config.unsubscribe.links().as_ref(),
+                    tracking: config.tracking.links().as_ref(),
+                },
             )
             .await
         {

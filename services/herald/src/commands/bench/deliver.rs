@@ -231,6 +231,7 @@ fn dispatch(i: usize, recipients: usize, base_url: &str) -> Dispatch {
         event_id,
         created_at: now,
         routed_at: now,
+        track_engagement: false,
     }
 }
 
