@@ -56,8 +56,12 @@ pub(crate) struct DispatchView {
     dispatch_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     channel: Option<String>,
-    /// The state of highest rank: a late status never moves it backwards.
+    /// The state of highest rank (of two of one rank, the later): a late status never moves it
+    /// backwards, and a bounce or an undelivered SMS the provider reports after the send is
+    /// the latest state.
     latest: String,
+    #[serde(skip)]
+    latest_rank: i32,
     statuses: Vec<StatusView>,
 }
 
@@ -100,9 +104,15 @@ pub(crate) struct NotificationView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct UserNotificationView {
     event_id: String,
-    /// Its newest status and when it happened.
-    status: String,
-    at: DateTime<Utc>,
+    /// The request's creation time: the list's order.
+    created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category: Option<String>,
+    /// Its newest status and when it happened (absent for a moment after it is listed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<DateTime<Utc>>,
 }
 
 /// `GET /v1/users/{user_id}/notifications`.
@@ -192,10 +202,13 @@ fn view(event_id: String, mut rows: Vec<TimelineRow>, fallbacks: Vec<String>) ->
                 dispatch_id: id,
                 channel: row.channel.clone(),
                 latest: row.status.clone(),
+                latest_rank: rank(row),
                 statuses: Vec::new(),
             });
-        if rank(&row.status) > rank(&dispatch.latest) {
+        // Rows are in time order: of two states of one rank, the later one stays.
+        if rank(row) >= dispatch.latest_rank {
             dispatch.latest = row.status.clone();
+            dispatch.latest_rank = rank(row);
         }
         dispatch.statuses.push(status_view(row));
     }
@@ -216,8 +229,10 @@ fn view(event_id: String, mut rows: Vec<TimelineRow>, fallbacks: Vec<String>) ->
     }
 }
 
-fn rank(symbol: &str) -> i32 {
-    herald_contracts::Status::from_symbol(symbol).map_or(-1, state_rank)
+fn rank(row: &TimelineRow) -> i32 {
+    herald_contracts::Status::from_symbol(&row.status).map_or(-1, |status| {
+        state_rank(status, row.provider_message_id.as_deref())
+    })
 }
 
 fn status_view(row: &TimelineRow) -> StatusView {
@@ -244,7 +259,7 @@ fn status_view(row: &TimelineRow) -> StatusView {
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
     ),
     responses(
-        (status = 200, description = "The user's notifications, newest status first", body = UserNotificationsView),
+        (status = 200, description = "The user's notifications, newest first by creation time (a fallback or replay before its origin), each with its newest status; the order does not change as statuses arrive", body = UserNotificationsView),
         ReadErrors,
     ),
 )]
@@ -269,7 +284,9 @@ pub async fn list_user_notifications(
                 .into_iter()
                 .map(|n| UserNotificationView {
                     event_id: n.event_id,
-                    status: n.status.to_ascii_lowercase(),
+                    created_at: n.created_at,
+                    category: n.category,
+                    status: n.status.map(|s| s.to_ascii_lowercase()),
                     at: n.at,
                 })
                 .collect(),
@@ -283,25 +300,22 @@ fn page_params(query: &str) -> Result<(usize, Option<UserCursor>), Problem> {
 }
 
 fn encode_cursor(cursor: &UserCursor) -> String {
-    let at = cursor.at.timestamp_millis().to_string();
-    paging::encode_cursor(&[&at, &cursor.event_id, &cursor.source])
+    let created_at = cursor.created_at.timestamp_millis().to_string();
+    paging::encode_cursor(&[&created_at, &cursor.event_id])
 }
 
-/// A cursor's parts: the time in milliseconds, the event id, and the source (everything after
-/// the event id, as before).
+/// A cursor's parts: the creation time in milliseconds and the event id (everything after the
+/// time, so an id holding the separator survives).
 fn decode_cursor(parts: Vec<String>) -> Option<UserCursor> {
     let mut parts = parts.into_iter();
-    let at = DateTime::from_timestamp_millis(parts.next()?.parse().ok()?)?;
-    let event_id = parts.next()?;
+    let created_at = DateTime::from_timestamp_millis(parts.next()?.parse().ok()?)?;
     let rest: Vec<String> = parts.collect();
     if rest.is_empty() {
         return None;
     }
-    let source = rest.join("\n");
     Some(UserCursor {
-        at,
-        event_id,
-        source,
+        created_at,
+        event_id: rest.join("\n"),
     })
 }
 
@@ -313,9 +327,8 @@ mod tests {
     #[test]
     fn a_cursor_round_trips_and_a_bad_one_is_refused() {
         let cursor = UserCursor {
-            at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
+            created_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
             event_id: "e:fallback:inapp".into(),
-            source: "notifications.status/2/17".into(),
         };
         let text = encode_cursor(&cursor);
         assert_eq!(

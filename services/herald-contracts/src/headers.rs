@@ -37,6 +37,12 @@ pub const REPLAY_HEADERS: [&str; 6] = [
 /// evaluates policy at this instant instead of the event's creation time.
 pub const SCHEDULED_FOR: &str = "herald-scheduled-for";
 
+/// On a status a provider may report twice (SendGrid sends a batch of events again when it got
+/// no 2xx): the status's own identity, `<provider>:<the provider's event id>`. `herald track`
+/// keys the status's timeline row by it instead of the record's offset, so a repeat rewrites
+/// the same row.
+pub const STATUS_ID: &str = "herald-status-id";
+
 /// On a fallback request a delivery worker publishes after a dead-lettered dispatch: the
 /// fallback channels left after this one, comma-separated (possibly empty). The router uses it
 /// instead of the category's fallback chain, so a chain is walked once.

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod dispatch;
 pub mod headers;
 pub mod metric_names;
+pub mod provider;
 pub mod registry;
 pub mod request;
 pub mod schemas;

@@ -98,6 +98,11 @@ pub const TRACK_STATUSES_WRITTEN: &str = "herald_track_statuses_written_total";
 /// Tracker: status records skipped because they could not be decoded as a status, by reason
 /// (`undecodable`, `not_a_status`).
 pub const TRACK_UNDECODABLE: &str = "herald_track_undecodable_total";
+/// Tracker: CQL rows written (timeline rows and user index rows; rewrites after a failed
+/// write included).
+pub const TRACK_CQL_ROWS: &str = "herald_track_cql_rows_total";
+/// Tracker: CQL requests sent (unlogged batches of rows).
+pub const TRACK_CQL_REQUESTS: &str = "herald_track_cql_requests_total";
 /// Tracker: batch writes that failed and were retried (the database was down or slow).
 pub const TRACK_WRITE_FAILURES: &str = "herald_track_write_failures_total";
 /// Tracker: statuses recorded, by tenant, category, channel and status (`sent`, `delivered`,

@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "engagement",
         cql: include_str!("../migrations/0010_engagement.cql"),
     },
+    Migration {
+        version: 11,
+        name: "user_index",
+        cql: include_str!("../migrations/0011_user_index.cql"),
+    },
 ];
 
 const MIGRATIONS_TABLE: &str = "schema_migrations";
@@ -258,7 +263,9 @@ mod tests {
             assert_eq!(migration.version, i as i32 + 1);
             for statement in statements(migration.cql) {
                 assert!(
-                    statement.contains("IF NOT EXISTS") || added_column(&statement).is_some(),
+                    statement.contains("IF NOT EXISTS")
+                        || statement.starts_with("DROP TABLE IF EXISTS")
+                        || added_column(&statement).is_some(),
                     "not idempotent: {statement}"
                 );
                 // Cassandra-only features that ScyllaDB does not accept.

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::{StoreConfig, StoreError};
@@ -25,20 +25,22 @@ pub struct TimelineRow {
     pub links: HashMap<String, String>,
 }
 
-/// Where a page of a user's notifications ends: the last index row read.
+/// Where a page of a user's notifications ends: the last notification listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserCursor {
-    pub at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
     pub event_id: String,
-    pub source: String,
 }
 
-/// One of a user's notifications: its id and its newest status.
+/// One of a user's notifications and its newest status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserNotification {
     pub event_id: String,
-    pub at: DateTime<Utc>,
-    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub category: Option<String>,
+    /// The newest status's symbol and time (none when the timeline has no row yet).
+    pub status: Option<String>,
+    pub at: Option<DateTime<Utc>>,
 }
 
 type TimelineCells = (
@@ -59,11 +61,9 @@ pub struct TimelineReader {
     session: Arc<Session>,
     timeline: PreparedStatement,
     newest: PreparedStatement,
-    user_page: PreparedStatement,
+    first_page: PreparedStatement,
+    next_page: PreparedStatement,
 }
-
-/// Index rows read per query while filling a page.
-const SCAN: i32 = 200;
 
 impl TimelineReader {
     pub async fn prepare(session: Arc<Session>, config: &StoreConfig) -> Result<Self, StoreError> {
@@ -76,21 +76,30 @@ impl TimelineReader {
             .await?;
         let newest = session
             .prepare(format!(
-                "SELECT at FROM {table} WHERE tenant = ? AND event_id = ? ORDER BY at DESC LIMIT 1"
+                "SELECT at, status FROM {table} WHERE tenant = ? AND event_id = ? \
+                 ORDER BY at DESC LIMIT 1"
             ))
             .await?;
-        let user_page = session
+        let index = config.table("notifications_by_user");
+        let first_page = session
             .prepare(format!(
-                "SELECT at, event_id, source, status FROM {} WHERE tenant = ? AND user_id = ? \
-                 AND at <= ? LIMIT ?",
-                config.table("user_notifications")
+                "SELECT created_at, event_id, category FROM {index} \
+                 WHERE tenant = ? AND user_id = ? LIMIT ?"
+            ))
+            .await?;
+        // Both clustering columns descend, so the rows after the cursor are the smaller tuples.
+        let next_page = session
+            .prepare(format!(
+                "SELECT created_at, event_id, category FROM {index} \
+                 WHERE tenant = ? AND user_id = ? AND (created_at, event_id) < (?, ?) LIMIT ?"
             ))
             .await?;
         Ok(Self {
             session,
             timeline,
             newest,
-            user_page,
+            first_page,
+            next_page,
         })
     }
 
@@ -135,25 +144,25 @@ impl TimelineReader {
         Ok(out)
     }
 
+    /// The newest status of `event_id`: its symbol and time.
     async fn newest(
         &self,
         tenant: &str,
         event_id: &str,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+    ) -> Result<Option<(DateTime<Utc>, String)>, StoreError> {
         let result = self
             .session
             .execute_unpaged(&self.newest, (tenant, event_id))
             .await?;
         let rows = result.into_rows_result().map_err(answer)?;
-        Ok(rows
-            .maybe_first_row::<(DateTime<Utc>,)>()
-            .map_err(answer)?
-            .map(|(at,)| at))
+        rows.maybe_first_row::<(DateTime<Utc>, String)>()
+            .map_err(answer)
     }
 
-    /// Up to `limit` of the user's notifications after `cursor`, newest status first, each
-    /// listed once: at the index row of its newest status (so pages do not repeat an event
-    /// while no new status arrives). The cursor of the next page, when there may be one.
+    /// Up to `limit` of the user's notifications after `cursor`, newest first (by the request's
+    /// creation time; a derived event before its origin), each with its newest status. The
+    /// order does not change as statuses arrive, so pages neither repeat nor skip one. The
+    /// cursor of the next page, when there may be one.
     pub async fn user_notifications(
         &self,
         tenant: &str,
@@ -161,72 +170,59 @@ impl TimelineReader {
         cursor: Option<UserCursor>,
         limit: usize,
     ) -> Result<(Vec<UserNotification>, Option<UserCursor>), StoreError> {
-        let mut out = Vec::new();
-        let mut listed = HashSet::new();
-        let mut newest: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
-        let mut position = cursor;
-        loop {
-            let upto = position.as_ref().map_or_else(far_future, |c| c.at);
-            let result = self
-                .session
-                .execute_unpaged(&self.user_page, (tenant, user_id, upto, SCAN))
-                .await?;
-            let rows = result.into_rows_result().map_err(answer)?;
-            let rows: Vec<(DateTime<Utc>, String, String, Option<String>)> = rows
-                .rows()
-                .map_err(answer)?
-                .collect::<Result<_, _>>()
-                .map_err(answer)?;
-            let exhausted = rows.len() < SCAN as usize;
-            let mut advanced = false;
-            for (at, event_id, source, status) in rows {
-                // Rows at the cursor's time up to the cursor itself were read before.
-                if let Some(c) = &position
-                    && at == c.at
-                    && (event_id.as_str(), source.as_str())
-                        <= (c.event_id.as_str(), c.source.as_str())
-                {
-                    continue;
-                }
-                advanced = true;
-                let here = UserCursor {
+        let limit_cql = i32::try_from(limit).unwrap_or(i32::MAX);
+        let result = match &cursor {
+            None => {
+                self.session
+                    .execute_unpaged(&self.first_page, (tenant, user_id, limit_cql))
+                    .await?
+            }
+            Some(c) => {
+                self.session
+                    .execute_unpaged(
+                        &self.next_page,
+                        (tenant, user_id, c.created_at, &c.event_id, limit_cql),
+                    )
+                    .await?
+            }
+        };
+        let rows = result.into_rows_result().map_err(answer)?;
+        let rows: Vec<(DateTime<Utc>, String, Option<String>)> = rows
+            .rows()
+            .map_err(answer)?
+            .collect::<Result<_, _>>()
+            .map_err(answer)?;
+        let newest = futures::future::try_join_all(
+            rows.iter()
+                .map(|(_, event_id, _)| self.newest(tenant, event_id)),
+        )
+        .await?;
+        // A full page may have more after it; a short one is the last.
+        let next = match rows.last() {
+            Some((created_at, event_id, _)) if rows.len() == limit => Some(UserCursor {
+                created_at: *created_at,
+                event_id: event_id.clone(),
+            }),
+            _ => None,
+        };
+        let page = rows
+            .into_iter()
+            .zip(newest)
+            .map(|((created_at, event_id, category), newest)| {
+                let (at, status) = newest.unzip();
+                UserNotification {
+                    event_id,
+                    created_at,
+                    category,
+                    status,
                     at,
-                    event_id: event_id.clone(),
-                    source,
-                };
-                let latest = match newest.get(&event_id) {
-                    Some(latest) => *latest,
-                    None => {
-                        let latest = self.newest(tenant, &event_id).await?;
-                        newest.insert(event_id.clone(), latest);
-                        latest
-                    }
-                };
-                if !listed.contains(&event_id) && latest == Some(at) {
-                    listed.insert(event_id.clone());
-                    out.push(UserNotification {
-                        event_id,
-                        at,
-                        status: status.unwrap_or_default(),
-                    });
                 }
-                position = Some(here);
-                if out.len() == limit {
-                    return Ok((out, position));
-                }
-            }
-            if exhausted || !advanced {
-                return Ok((out, None));
-            }
-        }
+            })
+            .collect();
+        Ok((page, next))
     }
 }
 
 fn answer(e: impl std::fmt::Display) -> StoreError {
     StoreError::Answer(e.to_string())
-}
-
-/// The first page starts at the end of year 9999 (a bound every CQL timestamp can hold).
-fn far_future() -> DateTime<Utc> {
-    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

@@ -1,6 +1,8 @@
 //! The tracker's loop: take a batch of status records, decode them, write their rows (again and
 //! again while the database is away: nothing is committed past an unwritten row, so consumption
-//! pauses), then commit the batch's offsets.
+//! pauses), then commit the batch's offsets. One batch is written while the next is read and
+//! decoded (so the database and the broker both keep busy); batches are committed in order,
+//! each only after its rows are written.
 
 use rdkafka::Message;
 use rdkafka::TopicPartitionList;
@@ -8,12 +10,15 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::Offset;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use herald_contracts::headers::{FALLBACK_CHAIN, REPLAY_HEADERS, SCHEDULED_FOR};
+use herald_contracts::headers::{FALLBACK_CHAIN, REPLAY_HEADERS, SCHEDULED_FOR, STATUS_ID};
 use herald_contracts::metric_names::{
-    TRACK_STATUSES_WRITTEN, TRACK_UNDECODABLE, TRACK_WRITE_FAILURES,
+    TRACK_CQL_REQUESTS, TRACK_CQL_ROWS, TRACK_STATUSES_WRITTEN, TRACK_UNDECODABLE,
+    TRACK_WRITE_FAILURES,
 };
 use herald_contracts::{Codec, Decoded};
 use herald_kafka::HeraldContext;
@@ -40,6 +45,8 @@ struct Record {
     offset: i64,
     payload: Option<Vec<u8>>,
     links: HashMap<String, String>,
+    /// `herald-status-id`: the status's own identity, when a provider may report it twice.
+    status_id: Option<String>,
 }
 
 impl Record {
@@ -56,23 +63,41 @@ impl Record {
                     .collect()
             })
             .unwrap_or_default();
+        let status_id = message
+            .headers()
+            .and_then(|headers| last_str(headers, STATUS_ID))
+            .map(str::to_owned);
         Self {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
             payload: message.payload().map(<[u8]>::to_vec),
             links,
+            status_id,
         }
     }
 
+    /// What keys the status's timeline row: its identity where it has one (a repeat of it is
+    /// the same row), else where it was read.
     fn source(&self) -> String {
-        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+        match &self.status_id {
+            Some(id) => id.clone(),
+            None => format!("{}/{}/{}", self.topic, self.partition, self.offset),
+        }
     }
+}
+
+/// A batch whose rows are being written.
+struct Pending {
+    next_offsets: TopicPartitionList,
+    entries: Arc<Vec<TimelineEntry>>,
+    /// True once written; false when stopped while the database was away.
+    written: JoinHandle<bool>,
 }
 
 pub(crate) struct Tracker<'a> {
     pub(crate) codec: Codec,
-    pub(crate) writer: TimelineWriter,
+    pub(crate) writer: Arc<TimelineWriter>,
     pub(crate) consumer: StreamConsumer<HeraldContext>,
     pub(crate) make_consumer: &'a MakeConsumer,
     /// `kafka.consumer_rebuild_after`: how long the consumer may sit without partitions and
@@ -83,49 +108,108 @@ pub(crate) struct Tracker<'a> {
 
 impl Tracker<'_> {
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Result<(), TrackError> {
+        let mut pending: Option<Pending> = None;
         loop {
-            let records = self.take_batch(&shutdown).await?;
-            if records.is_empty() {
-                if shutdown.is_cancelled() {
-                    return Ok(());
-                }
-                continue;
-            }
-            let Some(entries) = self.decode_all(&records, &shutdown).await? else {
-                return Ok(());
-            };
-            if !self.write(&entries, &shutdown).await {
-                // Stopped while the database was away: nothing of this batch is committed.
-                return Ok(());
-            }
-            metrics::counter!(TRACK_STATUSES_WRITTEN).increment(entries.len() as u64);
-            // Counted once written, before the commit: a batch read again after a crash
-            // here is counted again (see `delivery_metrics`).
-            for entry in &entries {
-                self.delivery.record(&entry.status);
-            }
-            let mode = if shutdown.is_cancelled() {
-                CommitMode::Sync
+            // With a batch being written, a quiet topic ends the wait soon, so that its commit
+            // does not wait for the next record.
+            let first_wait = if pending.is_some() {
+                LINGER
             } else {
-                CommitMode::Async
+                group::GROUP_CHECK_INTERVAL
             };
-            if let Err(e) = self.consumer.commit(&next_offsets(&records)?, mode) {
-                // The rows are written; a record read again rewrites the same rows.
-                tracing::warn!(error = %e, "cannot commit the tracker's offsets");
+            let records = self.take_batch(&shutdown, first_wait).await?;
+            let entries = if records.is_empty() {
+                None
+            } else {
+                match self.decode_all(&records, &shutdown).await? {
+                    Some(entries) => Some(entries),
+                    // Stopped while the registry was away: nothing of this batch is written.
+                    None => {
+                        self.finish(pending.take(), &shutdown).await?;
+                        return Ok(());
+                    }
+                }
+            };
+            // The previous batch is committed before this one is written: commits stay in
+            // order, and at most one batch is written at a time.
+            if !self.finish(pending.take(), &shutdown).await? {
+                return Ok(());
+            }
+            match entries {
+                Some(entries) => {
+                    pending = Some(self.start_write(entries, &records, &shutdown)?);
+                }
+                None if shutdown.is_cancelled() => return Ok(()),
+                None => {}
             }
         }
     }
 
-    /// Up to `MAX_BATCH` records: waits for the first (or for shutdown), then takes what comes
-    /// within `LINGER`.
+    /// Starts writing a batch's rows (retrying while the database is away) in a task of its
+    /// own, so that the next batch is read and decoded meanwhile.
+    fn start_write(
+        &self,
+        entries: Vec<TimelineEntry>,
+        records: &[Record],
+        shutdown: &CancellationToken,
+    ) -> Result<Pending, TrackError> {
+        let entries = Arc::new(entries);
+        let written = tokio::spawn(write(
+            Arc::clone(&self.writer),
+            Arc::clone(&entries),
+            shutdown.clone(),
+        ));
+        Ok(Pending {
+            next_offsets: next_offsets(records)?,
+            entries,
+            written,
+        })
+    }
+
+    /// Waits for `pending`'s rows, counts them and commits its offsets. False when stopped
+    /// while the database was away: nothing of that batch is committed, and the tracker stops.
+    async fn finish(
+        &mut self,
+        pending: Option<Pending>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, TrackError> {
+        let Some(pending) = pending else {
+            return Ok(true);
+        };
+        // A write task that panicked is an error of the tracker: nothing of it is committed.
+        if !pending.written.await? {
+            return Ok(false);
+        }
+        let entries = &pending.entries;
+        metrics::counter!(TRACK_STATUSES_WRITTEN).increment(entries.len() as u64);
+        // Counted once written, before the commit: a batch read again after a crash here is
+        // counted again (see `delivery_metrics`).
+        for entry in entries.iter() {
+            self.delivery.record(&entry.status);
+        }
+        let mode = if shutdown.is_cancelled() {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        if let Err(e) = self.consumer.commit(&pending.next_offsets, mode) {
+            // The rows are written; a record read again rewrites the same rows.
+            tracing::warn!(error = %e, "cannot commit the tracker's offsets");
+        }
+        Ok(true)
+    }
+
+    /// Up to `MAX_BATCH` records: waits up to `first_wait` for the first (or for shutdown),
+    /// then takes what comes within `LINGER`.
     async fn take_batch(
         &mut self,
         shutdown: &CancellationToken,
+        first_wait: Duration,
     ) -> Result<Vec<Record>, TrackError> {
         let mut records = Vec::new();
         while records.len() < MAX_BATCH {
             let wait = if records.is_empty() {
-                group::GROUP_CHECK_INTERVAL
+                first_wait
             } else {
                 LINGER
             };
@@ -196,19 +280,27 @@ impl Tracker<'_> {
         }
         Ok(Some(entries))
     }
+}
 
-    /// Writes the entries, retrying until they are all written (true) or shutdown (false).
-    async fn write(&self, entries: &[TimelineEntry], shutdown: &CancellationToken) -> bool {
-        let mut attempt = 0;
-        loop {
-            match self.writer.write(entries).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    metrics::counter!(TRACK_WRITE_FAILURES).increment(1);
-                    tracing::warn!(error = %e, records = entries.len(), "cannot write the timeline; retrying");
-                    if !pause(&mut attempt, shutdown).await {
-                        return false;
-                    }
+/// Writes the entries, retrying until they are all written (true) or shutdown (false).
+async fn write(
+    writer: Arc<TimelineWriter>,
+    entries: Arc<Vec<TimelineEntry>>,
+    shutdown: CancellationToken,
+) -> bool {
+    let mut attempt = 0;
+    loop {
+        match writer.write(&entries).await {
+            Ok(cost) => {
+                metrics::counter!(TRACK_CQL_ROWS).increment(cost.rows as u64);
+                metrics::counter!(TRACK_CQL_REQUESTS).increment(cost.requests as u64);
+                return true;
+            }
+            Err(e) => {
+                metrics::counter!(TRACK_WRITE_FAILURES).increment(1);
+                tracing::warn!(error = %e, records = entries.len(), "cannot write the timeline; retrying");
+                if !pause(&mut attempt, &shutdown).await {
+                    return false;
                 }
             }
         }

@@ -1,8 +1,9 @@
 //! `herald track`: consumes `notifications.status` (read_committed) and writes each status
-//! record into the notification's timeline, its dispatch's states and the user's index
+//! record into the notification's timeline and, once per notification, the user's index
 //! (herald-store `timeline`). Offsets are committed only after a batch's rows are written, and
-//! every row is keyed by the record (its source or its rank), so a batch read again after a
-//! crash rewrites the same rows: at-least-once reading, effectively-once rows. See [`batch`].
+//! every row is keyed by the record (its source, or the notification for the index), so a batch
+//! read again after a crash rewrites the same rows: at-least-once reading, effectively-once
+//! rows. See [`batch`].
 //! From the same records it counts statuses per tenant, category, channel and status, and the
 //! end-to-end latency per channel, for the delivery dashboard ([`delivery_metrics`]).
 
@@ -42,6 +43,8 @@ pub enum TrackError {
     Admin(#[from] AdminStartError),
     #[error("shutdown took longer than {0:?}")]
     GraceExceeded(Duration),
+    #[error("writing the timeline: {0}")]
+    WriteTask(#[from] tokio::task::JoinError),
 }
 
 /// Runs the tracker until `shutdown` is cancelled, then writes and commits the open batch.
@@ -52,7 +55,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let topics = config.kafka.topics();
     let group = config.kafka.group(GROUP);
     let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
-    let writer = TimelineWriter::prepare(session.clone(), &config.store).await?;
+    let writer = Arc::new(TimelineWriter::prepare(session.clone(), &config.store).await?);
     let codec = Codec::new(&config.registry, topics.clone())?;
 
     let consumer_config = config.kafka.consumer_config(&group);

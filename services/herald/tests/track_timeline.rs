@@ -1,18 +1,19 @@
 //! `herald track` on the real stack: a notification routed to a webhook the receiver refuses
-//! falls back to the in-app inbox, and the tracker writes every step into the timeline, the
-//! dispatches' latest states and the user's index; a tracker killed with `kill -9` while
+//! falls back to the in-app inbox, and the tracker writes every step into the timeline and one
+//! row per notification into the user's index; a tracker killed with `kill -9` while
 //! statuses flow and started again leaves exactly one timeline row per status record.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use reqwest::Method;
 use scylla::client::session::Session;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use herald_contracts::Codec;
 use herald_contracts::metric_names::{
     TRACK_END_TO_END_SECONDS, TRACK_STATUSES, TRACK_STATUSES_WRITTEN, TRACK_UNDECODABLE,
 };
+use herald_store::timeline::state_rank;
 use herald_test_support::api::ApiClient;
 use herald_test_support::deliver::{WEBHOOK_SECRET, webhook_env};
 use herald_test_support::kafka::produce_raw_many;
@@ -99,20 +100,35 @@ async fn timeline(session: &Session, env: &HeraldEnv, event_id: &str) -> Vec<Row
         .collect()
 }
 
-/// Each dispatch's latest state (its state of highest rank) of `event_id`.
-async fn latest_states(
-    session: &Session,
-    env: &HeraldEnv,
-    event_id: &str,
-) -> BTreeMap<String, String> {
-    let columns = "dispatch_id, status";
-    let rows = event_rows::<(String, String)>(session, env, "dispatch_states", columns, event_id);
-    let mut latest = BTreeMap::new();
-    for (dispatch, status) in rows.await {
-        // Rows come highest rank first within a dispatch.
-        latest.entry(dispatch).or_insert(status);
-    }
-    latest
+/// The latest state of `event_id`'s dispatch as the timeline API computes it: its status of
+/// highest rank, of two of one rank the later.
+async fn latest_state(session: &Session, env: &HeraldEnv, event_id: &str) -> String {
+    type Cells = (chrono::DateTime<chrono::Utc>, String, Option<String>);
+    let columns = "at, status, provider_message_id";
+    let mut rows = event_rows::<Cells>(session, env, "timeline", columns, event_id).await;
+    rows.sort_by_key(|(at, _, _)| *at);
+    let rank = |(_, status, message): &Cells| {
+        let status = herald_contracts::Status::from_symbol(status).unwrap();
+        state_rank(status, message.as_deref())
+    };
+    // The last of the highest rank, in time order.
+    let latest = rows
+        .iter()
+        .max_by_key(|row| rank(row))
+        .expect("a timeline row");
+    latest.1.clone()
+}
+
+/// lin's index rows: (event id, category), newest first.
+async fn user_index(session: &Session, env: &HeraldEnv) -> Vec<(String, Option<String>)> {
+    let cql = format!(
+        "SELECT event_id, category FROM {}.notifications_by_user \
+         WHERE tenant = 'acme' AND user_id = 'lin'",
+        env.name
+    );
+    let result = session.query_unpaged(cql, ()).await.unwrap();
+    let rows = result.into_rows_result().unwrap();
+    rows.rows().unwrap().map(Result::unwrap).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,19 +179,15 @@ async fn a_fallback_is_tracked_step_by_step() {
         "{derived:?}"
     );
     assert!(origin.last().unwrap().0 <= derived.first().unwrap().0);
+    // Five statuses, two notifications: one index row each, the fallback first (it shares its
+    // origin's creation time and sorts before it).
+    let category = Some("shop.hook".to_owned());
     assert_eq!(
-        latest_states(&session, &env, "e1")
-            .await
-            .into_values()
-            .collect::<Vec<_>>(),
-        ["DEAD_LETTERED"]
-    );
-    assert_eq!(
-        latest_states(&session, &env, fallback)
-            .await
-            .into_values()
-            .collect::<Vec<_>>(),
-        ["DELIVERED"]
+        user_index(&session, &env).await,
+        [
+            (fallback.to_owned(), category.clone()),
+            ("e1".to_owned(), category)
+        ]
     );
     let written = timeline_sources(&session, &env).await;
     assert_eq!(
@@ -347,10 +359,9 @@ async fn a_killed_tracker_leaves_one_row_per_status_record() {
     assert_eq!(missing.len(), 1, "{missing:?}");
     assert!(written.iter().all(|s| on_topic.contains(s)));
     for i in [0, chunk, 3 * chunk - 1] {
-        let latest = latest_states(&session, &env, &format!("s-{i}")).await;
         assert_eq!(
-            latest.into_values().collect::<Vec<_>>(),
-            ["DELIVERED"],
+            latest_state(&session, &env, &format!("s-{i}")).await,
+            "DELIVERED",
             "a late sent does not move s-{i} back"
         );
     }
