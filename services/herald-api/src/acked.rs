@@ -2,6 +2,7 @@
 //! `acks=all`): what every write the API answers for goes through, so that a success answer is
 //! never given for a record the broker did not take.
 
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use std::time::Duration;
@@ -40,11 +41,28 @@ impl AckedProducer {
         }
     }
 
-    /// Produces one record; `Ok` only once Kafka acknowledged it. A failure replaces the
-    /// producer client when the error says a new one would help.
-    pub async fn produce(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), NotAcked> {
+    /// Produces one record with `headers` (name, value); `Ok` only once Kafka acknowledged it.
+    /// A failure replaces the producer client when the error says a new one would help.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<(), NotAcked> {
         let lease = self.producer.lease();
-        let record = FutureRecord::to(topic).key(key).payload(payload);
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if !headers.is_empty() {
+            let owned = headers
+                .iter()
+                .fold(OwnedHeaders::new(), |all, (key, value)| {
+                    all.insert(Header {
+                        key,
+                        value: Some(value.as_bytes()),
+                    })
+                });
+            record = record.headers(owned);
+        }
         // librdkafka answers every record within message.timeout.ms (produce_timeout); the outer
         // bound only guards against a delivery report that never comes.
         let delivery = tokio::time::timeout(

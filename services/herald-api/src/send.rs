@@ -72,7 +72,7 @@ impl Sender {
         })?;
         match self
             .producer
-            .produce(&self.topic, &request.key(), &payload)
+            .produce(&self.topic, &request.key(), &payload, &[])
             .await
         {
             Ok(()) => {

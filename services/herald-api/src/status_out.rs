@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use herald_contracts::headers::STATUS_ID;
 use herald_contracts::{Codec, StatusEvent};
 use herald_runtime::metric_names::API_STATUSES;
 
@@ -31,6 +32,16 @@ impl StatusPublisher {
     /// Encodes and produces `status`; `Ok` only once Kafka acknowledged it. The error is the
     /// 503 (or 500, for a status the registry refuses) the handler should answer.
     pub async fn publish(&self, status: &StatusEvent) -> Result<(), Problem> {
+        self.publish_identified(status, None).await
+    }
+
+    /// As `publish`, for a status a provider may report again: `status_id` (the
+    /// `herald-status-id` header) makes the repeat the same timeline row.
+    pub async fn publish_identified(
+        &self,
+        status: &StatusEvent,
+        status_id: Option<&str>,
+    ) -> Result<(), Problem> {
         let payload = self.codec.encode_status(status).await.map_err(|e| {
             if e.is_transient() {
                 tracing::warn!(error = %e, "cannot encode a status");
@@ -40,9 +51,10 @@ impl StatusPublisher {
                 Problem::internal()
             }
         })?;
+        let identity: Vec<(&str, &str)> = status_id.map(|id| (STATUS_ID, id)).into_iter().collect();
         let outcome = self
             .producer
-            .produce(&self.topic, &status.key(), &payload)
+            .produce(&self.topic, &status.key(), &payload, &identity)
             .await;
         let status_label = status.status.symbol().to_ascii_lowercase();
         match outcome {

@@ -71,7 +71,7 @@ impl InboxProvider {
 
 impl Provider for InboxProvider {
     fn name(&self) -> &'static str {
-        "inbox"
+        herald_contracts::provider::INBOX
     }
 
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {

@@ -113,7 +113,7 @@ impl TwilioProvider {
                     .and_then(|v| v["sid"].as_str().map(str::to_owned));
                 if sid.is_none() {
                     tracing::warn!(
-                        provider = "twilio",
+                        provider = herald_contracts::provider::TWILIO,
                         dispatch_id = %dispatch.dispatch_id,
                         "accepted without a message sid"
                     );
@@ -127,7 +127,7 @@ impl TwilioProvider {
 
 impl Provider for TwilioProvider {
     fn name(&self) -> &'static str {
-        "twilio"
+        herald_contracts::provider::TWILIO
     }
 
     /// Status callbacks carry only `MessageSid` (`herald api` matches it to the dispatch).

@@ -24,6 +24,10 @@ pub struct MessageRef {
     pub dispatch_id: String,
     pub channel: Option<Channel>,
     pub sent_at: DateTime<Utc>,
+    /// The dispatch's category and its request's creation time, which the callback's status
+    /// carries like every other status (none for a row written before they were recorded).
+    pub category: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 type Row = (
@@ -31,6 +35,8 @@ type Row = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
     Option<String>,
     Option<DateTime<Utc>>,
 );
@@ -48,13 +54,14 @@ impl ProviderMessages {
         let insert = session
             .prepare(format!(
                 "INSERT INTO {table} (provider, provider_message_id, tenant, user_id, event_id, \
-                 dispatch_id, channel, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+                 dispatch_id, channel, sent_at, category, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
             ))
             .await?;
         let select = session
             .prepare(format!(
-                "SELECT tenant, user_id, event_id, dispatch_id, channel, sent_at FROM {table} \
-                 WHERE provider = ? AND provider_message_id = ?"
+                "SELECT tenant, user_id, event_id, dispatch_id, channel, sent_at, category, \
+                 created_at FROM {table} WHERE provider = ? AND provider_message_id = ?"
             ))
             .await?;
         Ok(Self {
@@ -87,6 +94,8 @@ impl ProviderMessages {
                     &message.dispatch_id,
                     message.channel.map(Channel::as_str),
                     message.sent_at,
+                    message.category.as_deref(),
+                    message.created_at,
                     ttl,
                 ),
             )
@@ -103,7 +112,7 @@ impl ProviderMessages {
             .into_rows_result()?
             .maybe_first_row::<Row>()?;
         Ok(row.and_then(
-            |(tenant, user_id, event_id, dispatch_id, channel, sent_at)| {
+            |(tenant, user_id, event_id, dispatch_id, channel, sent_at, category, created_at)| {
                 Some(MessageRef {
                     tenant: tenant?,
                     user_id: user_id?,
@@ -111,6 +120,8 @@ impl ProviderMessages {
                     dispatch_id: dispatch_id?,
                     channel: channel.and_then(|c| c.parse().ok()),
                     sent_at: sent_at.unwrap_or(DateTime::UNIX_EPOCH),
+                    category,
+                    created_at,
                 })
             },
         ))

@@ -19,6 +19,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+use herald_contracts::headers::STATUS_ID;
 use herald_contracts::{Channel, Codec, Lane};
 use herald_test_support::api::{Answer, ApiClient};
 use herald_test_support::deliver::{DELIVER_DEFAULTS, produce_dispatch};
@@ -287,6 +288,25 @@ async fn sendgrid_events_become_statuses_and_a_hard_bounce_suppresses_the_addres
             "{status}"
         );
     }
+    // Both copies of a status carry SendGrid's event id as their identity, which keys the
+    // tracker's timeline row: the batch posted twice is one row per event.
+    let records = tokio::task::block_in_place(|| env.read_all(&env.topics().status()));
+    let mut identities: Vec<&str> = records
+        .iter()
+        .filter(|r| r["value"]["dispatch_id"] == "cb-1:email")
+        .filter(|r| r["value"]["provider"] == "sendgrid" && r["value"]["status"] != "sent")
+        .map(|r| r["headers"][STATUS_ID].as_str().unwrap())
+        .collect();
+    identities.sort_unstable();
+    let mut expected_identities: Vec<String> = [("delivered", 4), ("open", 3), ("click", 2)]
+        .iter()
+        .flat_map(|(kind, ago)| {
+            let identity = format!("sendgrid:sg-{kind}-{}", now - ago);
+            [identity.clone(), identity]
+        })
+        .collect();
+    expected_identities.sort_unstable();
+    assert_eq!(identities, expected_identities);
 
     // A hard bounce: failed(bounced), and the address is suppressed for the tenant.
     let mut bounce = event("bounce", now);
@@ -569,4 +589,8 @@ async fn twilio_status_callbacks_become_statuses() {
     assert_eq!(status["event_id"], delivered.event_id.as_str());
     assert_eq!(status["user_id"], "u-1");
     assert_eq!(status["channel"], "sms");
+    // The category and creation time the SMS worker recorded with the message id, as every
+    // status carries them (the tracker's per-category rates and end-to-end latency).
+    assert_eq!(status["category"], delivered.category.as_str());
+    assert!(status["created_at"].is_string(), "{status}");
 }

@@ -183,11 +183,23 @@ fn provider_reason(text: &str) -> String {
     text.trim().chars().take(MAX_REASON_CHARS).collect()
 }
 
+/// A status from a callback and, where the provider names its event, the status's identity
+/// (`herald-status-id`).
+#[derive(Debug)]
+pub struct Reported {
+    pub status: StatusEvent,
+    pub id: Option<String>,
+}
+
 /// Publishes `statuses`, each acknowledged by Kafka, or the problem of the first that was not.
-async fn publish_all(state: &AppState, statuses: &[StatusEvent]) -> Result<(), Problem> {
+async fn publish_all(state: &AppState, statuses: &[Reported]) -> Result<(), Problem> {
     for chunk in statuses.chunks(CONCURRENT_PUBLISHES) {
-        futures::future::try_join_all(chunk.iter().map(|status| state.statuses.publish(status)))
-            .await?;
+        futures::future::try_join_all(chunk.iter().map(|reported| {
+            state
+                .statuses
+                .publish_identified(&reported.status, reported.id.as_deref())
+        }))
+        .await?;
     }
     Ok(())
 }

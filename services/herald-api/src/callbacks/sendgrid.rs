@@ -29,11 +29,12 @@ use herald_runtime::metric_names::API_SUPPRESSIONS_ADDED;
 use herald_store::suppressions::{Suppression, source};
 
 use super::{CallbackErrors, raw_body, refused};
-use super::{CallbackSummary, Outcome, accepted, not_configured, provider_reason, publish_all};
+use super::{CallbackSummary, Outcome, Reported, accepted, not_configured};
+use super::{provider_reason, publish_all};
 use crate::AppState;
 use crate::problem::Problem;
 
-pub const PROVIDER: &str = "sendgrid";
+pub const PROVIDER: &str = herald_contracts::provider::SENDGRID;
 pub const SIGNATURE_HEADER: &str = "x-twilio-email-event-webhook-signature";
 pub const TIMESTAMP_HEADER: &str = "x-twilio-email-event-webhook-timestamp";
 
@@ -109,9 +110,12 @@ impl Verifier {
 /// What one event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mapped {
-    /// Publish `status`; with `suppress`, first put the address on the tenant's list.
+    /// Publish `status` (with its identity `id`, from `sg_event_id`, so that a batch SendGrid
+    /// sends again gives the same timeline rows); with `suppress`, first put the address on the
+    /// tenant's list.
     Status {
         status: Box<StatusEvent>,
+        id: Option<String>,
         suppress: Option<Suppression>,
     },
     Skip(Outcome),
@@ -189,6 +193,7 @@ pub fn map(event: &Value) -> Mapped {
         _ => None,
     };
     Mapped::Status {
+        id: text(event, "sg_event_id").map(|id| format!("{PROVIDER}:{id}")),
         status: Box::new(StatusEvent {
             event_id: event_id.to_owned(),
             dispatch_id: Some(dispatch_id.to_owned()),
@@ -256,11 +261,18 @@ pub async fn receive(
     let mut suppressions = Vec::new();
     for event in &events {
         match map(event) {
-            Mapped::Status { status, suppress } => {
+            Mapped::Status {
+                status,
+                id,
+                suppress,
+            } => {
                 if let Some(suppression) = suppress {
                     suppressions.push((status.tenant.clone(), suppression));
                 }
-                statuses.push(*status);
+                statuses.push(Reported {
+                    status: *status,
+                    id,
+                });
                 summary.add(Outcome::Emitted);
             }
             Mapped::Skip(outcome) => summary.add(outcome),
@@ -379,7 +391,17 @@ mod tests {
 
     fn status_of(mapped: Mapped) -> (StatusEvent, Option<Suppression>) {
         match mapped {
-            Mapped::Status { status, suppress } => (*status, suppress),
+            Mapped::Status {
+                status, suppress, ..
+            } => (*status, suppress),
+            Mapped::Skip(outcome) => panic!("skipped: {outcome:?}"),
+        }
+    }
+
+    #[test]
+    fn a_status_is_identified_by_the_providers_event_id() {
+        match map(&event("delivered")) {
+            Mapped::Status { id, .. } => assert_eq!(id.as_deref(), Some("sendgrid:sg-1")),
             Mapped::Skip(outcome) => panic!("skipped: {outcome:?}"),
         }
     }

@@ -25,13 +25,13 @@ use std::time::{Duration, Instant};
 use herald_contracts::{Channel, Status, StatusEvent};
 use herald_store::provider_messages::MessageRef;
 
-use super::{CallbackErrors, raw_body, refused};
+use super::{CallbackErrors, Reported, raw_body, refused};
 use super::{CallbackSummary, Outcome, accepted, not_configured, provider_reason, publish_all};
 use crate::AppState;
 use crate::problem::Problem;
 
 /// The provider name the SMS worker records message ids under.
-pub const PROVIDER: &str = "twilio";
+pub const PROVIDER: &str = herald_contracts::provider::TWILIO;
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
 /// How often a callback looks again for a message id not yet recorded.
 const MATCH_POLL: Duration = Duration::from_millis(200);
@@ -129,8 +129,9 @@ pub fn status_event(
         attempt: 0,
         // Twilio's callback carries no event time: the time it reached Herald.
         at: herald_contracts::time::now_millis(),
-        // Not in the message index: counted under category "unknown", untimed.
-        ..Default::default()
+        scheduled_for: None,
+        category: message.category.clone(),
+        created_at: message.created_at,
     }
 }
 
@@ -216,7 +217,12 @@ pub async fn receive(
     };
     match find_message(&state, sid, verifier.match_wait).await? {
         Some(message) => {
-            publish_all(&state, &[status_event(&message, sid, status, why)]).await?;
+            // No identity: Twilio's callback has no event time, so a repeat is a later status.
+            let reported = Reported {
+                status: status_event(&message, sid, status, why),
+                id: None,
+            };
+            publish_all(&state, &[reported]).await?;
             summary.add(Outcome::Emitted);
         }
         None => {
@@ -301,10 +307,15 @@ mod tests {
             dispatch_id: "e-1:sms".into(),
             channel: Some(Channel::Sms),
             sent_at: chrono::Utc::now(),
+            category: Some("security.otp".into()),
+            created_at: chrono::DateTime::from_timestamp_millis(1_700_000_000_000),
         };
         let status = status_event(&message, "SM1", Status::Delivered, None);
         assert_eq!(status.key(), "acme:ana");
         assert_eq!(status.dispatch_id.as_deref(), Some("e-1:sms"));
         assert_eq!(status.provider_message_id.as_deref(), Some("SM1"));
+        // The category and creation time the worker recorded, as every status carries them.
+        assert_eq!(status.category.as_deref(), Some("security.otp"));
+        assert_eq!(status.created_at, message.created_at);
     }
 }

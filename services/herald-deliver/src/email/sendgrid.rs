@@ -147,7 +147,7 @@ impl SendGridProvider {
 
 impl Provider for SendGridProvider {
     fn name(&self) -> &'static str {
-        "sendgrid"
+        herald_contracts::provider::SENDGRID
     }
 
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {

@@ -190,7 +190,7 @@ impl SmtpProvider {
 
 impl Provider for SmtpProvider {
     fn name(&self) -> &'static str {
-        "smtp"
+        herald_contracts::provider::SMTP
     }
 
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {

@@ -177,7 +177,7 @@ impl Apns {
         }
         let answer = match execute(request, UrlPath::Hidden).await {
             Ok(answer) => answer,
-            Err(outcome) => return (prefixed("apns", outcome), false),
+            Err(outcome) => return (prefixed(herald_contracts::provider::APNS, outcome), false),
         };
         let reason = serde_json::from_str::<serde_json::Value>(&answer.body)
             .ok()
@@ -204,7 +204,7 @@ impl Apns {
                 let id = answer.header(APNS_ID).unwrap_or(&apns_id).to_owned();
                 (Outcome::sent(id), false)
             }
-            Err(outcome) => (prefixed("apns", outcome), stale),
+            Err(outcome) => (prefixed(herald_contracts::provider::APNS, outcome), stale),
         }
     }
 }

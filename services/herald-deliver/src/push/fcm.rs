@@ -208,7 +208,7 @@ impl Fcm {
             .json(&Self::message(token, dispatch));
         let answer = match execute(request, UrlPath::Shown).await {
             Ok(answer) => answer,
-            Err(outcome) => return (prefixed("fcm", outcome), false),
+            Err(outcome) => return (prefixed(herald_contracts::provider::FCM, outcome), false),
         };
         if answer.status == StatusCode::UNAUTHORIZED {
             self.invalidate(&access).await;
@@ -226,7 +226,7 @@ impl Fcm {
                     .unwrap_or_default();
                 (Outcome::sent(name), false)
             }
-            Err(outcome) => (prefixed("fcm", outcome), stale),
+            Err(outcome) => (prefixed(herald_contracts::provider::FCM, outcome), stale),
         }
     }
 }

@@ -181,7 +181,7 @@ impl PushProvider {
 
 impl Provider for PushProvider {
     fn name(&self) -> &'static str {
-        "push"
+        herald_contracts::provider::PUSH
     }
 
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {

@@ -136,7 +136,7 @@ impl WebhookProvider {
 
 impl Provider for WebhookProvider {
     fn name(&self) -> &'static str {
-        "webhook"
+        herald_contracts::provider::WEBHOOK
     }
 
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {

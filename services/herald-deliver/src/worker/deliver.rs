@@ -656,6 +656,8 @@ impl Deliverer {
             dispatch_id: dispatch.dispatch_id.clone(),
             channel: Some(dispatch.channel),
             sent_at: Utc::now(),
+            category: Some(dispatch.category.clone()),
+            created_at: Some(dispatch.created_at),
         };
         let provider = self.provider.name();
         if let Err(e) = self
