@@ -153,7 +153,7 @@ Args: dict "in" <value> "out" <dict receiving "value"> */}}
 {{- if not (kindIs "map" $config) }}
 {{- fail "config must be a map of Herald's configuration sections" }}
 {{- end }}
-{{- $sections := list "kafka" "registry" "store" "telemetry" "admin" "router" "api" "deliver" }}
+{{- $sections := list "kafka" "registry" "store" "telemetry" "admin" "router" "api" "unsubscribe" "tracking" "deliver" }}
 {{- range $section, $body := $config }}
 {{- if not (has $section $sections) }}
 {{- fail (printf "config.%s is not a Herald configuration section (allowed: %s); Herald refuses unknown keys" $section (join ", " $sections)) }}

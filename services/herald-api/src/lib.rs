@@ -316,7 +316,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let timeline =
         herald_store::timeline_read::TimelineReader::prepare(session.clone(), &config.store)
             .await?;
-    let tracking = match config.tracking.links() {
+    let tracking = match config.tracking.links().map_err(ApiError::Config)? {
         Some(links) => Some(tracking::Tracking {
             links,
             marks: herald_store::engagement::EngagementMarks::prepare(
@@ -352,7 +352,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         provider_messages,
         callbacks: Arc::new(verifiers),
         timeline,
-        unsubscribe: config.unsubscribe.links(),
+        unsubscribe: config.unsubscribe.links().map_err(ApiError::Config)?,
         tracking,
         preview: preview::PreviewConfig {
             default_locale: config.router.default_locale.clone(),

@@ -61,31 +61,50 @@ impl Signer {
     }
 }
 
-/// Checks a `[section]` of signed links: `base_url` and `secret` together or neither, an
-/// http(s) base URL and a secret of at least [`MIN_SECRET_LEN`] bytes. `Ok(true)` when the
-/// section is set; the error names the key.
+/// Checks what every role can check of a `[section]` of signed links, whichever of its keys it
+/// was given: an http(s) base URL, a secret of at least [`MIN_SECRET_LEN`] bytes. Whether both
+/// are given is checked by the roles that sign or verify the links ([`require_both`]): in a
+/// deployment only they are given the secret. The error names the key.
 pub fn validate_section(
     section: &str,
     base_url: Option<&str>,
     secret: Option<&Secret>,
-) -> Result<bool, String> {
+) -> Result<(), String> {
+    if let Some(url) = base_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        return Err(format!(
+            "{section}.base_url `{url}` must start with https:// (or http://)"
+        ));
+    }
+    if let Some(secret) = secret
+        && secret.expose().len() < MIN_SECRET_LEN
+    {
+        return Err(format!(
+            "{section}.secret must be at least {MIN_SECRET_LEN} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// The base URL and secret of a section a role signs or verifies links with: both, or neither
+/// (`None`: the links are off). The error names the missing key and who needs it.
+pub fn require_both<'a>(
+    section: &str,
+    base_url: Option<&'a str>,
+    secret: Option<&'a Secret>,
+) -> Result<Option<(&'a str, &'a Secret)>, String> {
+    let env = format!("HERALD_{}__SECRET", section.to_ascii_uppercase());
     match (base_url, secret) {
-        (None, None) => Ok(false),
-        (Some(_), None) => Err(format!("{section}.secret must be set with base_url")),
-        (None, Some(_)) => Err(format!("{section}.base_url must be set with secret")),
-        (Some(url), Some(secret)) => {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(format!(
-                    "{section}.base_url `{url}` must start with https:// (or http://)"
-                ));
-            }
-            if secret.expose().len() < MIN_SECRET_LEN {
-                return Err(format!(
-                    "{section}.secret must be at least {MIN_SECRET_LEN} bytes"
-                ));
-            }
-            Ok(true)
-        }
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(format!(
+            "{section}.secret must be set with {section}.base_url: give it to herald api and \
+             the email worker ({env})"
+        )),
+        (None, Some(_)) => Err(format!(
+            "{section}.base_url must be set with {section}.secret"
+        )),
+        (Some(url), Some(secret)) => Ok(Some((url, secret))),
     }
 }
 
@@ -114,13 +133,25 @@ mod tests {
     }
 
     #[test]
-    fn a_section_is_all_or_nothing() {
-        assert_eq!(validate_section("s", None, None), Ok(false));
+    fn a_section_is_all_or_nothing_where_it_is_used() {
+        assert_eq!(validate_section("s", None, None), Ok(()));
         let secret = Secret::new("k".repeat(32));
+        // Loading accepts half a section: the roles without the secret do not use it.
+        assert_eq!(validate_section("s", Some("https://x"), None), Ok(()));
         assert!(
-            validate_section("s", Some("https://x"), None)
+            require_both("s", Some("https://x"), None)
                 .unwrap_err()
                 .contains("s.secret")
+        );
+        assert!(
+            require_both("s", None, Some(&secret))
+                .unwrap_err()
+                .contains("s.base_url")
+        );
+        assert_eq!(require_both("s", None, None), Ok(None));
+        assert_eq!(
+            require_both("s", Some("https://x"), Some(&secret)).map(|p| p.map(|(u, _)| u)),
+            Ok(Some("https://x"))
         );
         assert!(
             validate_section("s", Some("ftp://x"), Some(&secret))
@@ -134,7 +165,7 @@ mod tests {
         );
         assert_eq!(
             validate_section("s", Some("https://x"), Some(&secret)),
-            Ok(true)
+            Ok(())
         );
     }
 }

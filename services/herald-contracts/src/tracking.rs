@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::Dispatch;
 use crate::secret::Secret;
-use crate::signed::{Forged, Signer, validate_section};
+use crate::signed::{Forged, Signer, require_both, validate_section};
 
 /// The API route of the open pixel, under `tracking.base_url`.
 pub const OPEN_PATH: &str = "/v1/t/open";
@@ -57,23 +57,22 @@ impl Default for TrackingConfig {
 impl TrackingConfig {
     /// Checks the section; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
-        if !validate_section("tracking", self.base_url.as_deref(), self.secret.as_ref())? {
-            return Ok(());
-        }
+        validate_section("tracking", self.base_url.as_deref(), self.secret.as_ref())?;
         if self.record_for < Duration::from_secs(3600) {
             return Err("tracking.record_for must be at least 1h".into());
         }
         Ok(())
     }
 
-    /// The signer, when the section is set.
-    pub fn links(&self) -> Option<TrackingLinks> {
-        let (base_url, secret) = self.base_url.as_ref().zip(self.secret.as_ref())?;
-        Some(TrackingLinks {
+    /// The signer, when the section is set; an error when only half of it is (for the roles
+    /// that sign or verify the links).
+    pub fn links(&self) -> Result<Option<TrackingLinks>, String> {
+        let pair = require_both("tracking", self.base_url.as_deref(), self.secret.as_ref())?;
+        Ok(pair.map(|(base_url, secret)| TrackingLinks {
             base_url: base_url.trim_end_matches('/').to_owned(),
             signer: Signer::new(secret),
             record_for: self.record_for,
-        })
+        }))
     }
 }
 
@@ -232,6 +231,7 @@ mod tests {
         }
         .links()
         .unwrap()
+        .unwrap()
     }
 
     fn token_of<'a>(url: &'a str, path: &str) -> &'a str {
@@ -312,13 +312,16 @@ mod tests {
     }
 
     #[test]
-    fn the_section_is_all_or_nothing() {
+    fn the_section_is_all_or_nothing_where_it_is_used() {
         TrackingConfig::default().validate().unwrap();
+        assert!(TrackingConfig::default().links().unwrap().is_none());
         let half = TrackingConfig {
             secret: Some(Secret::new("k".repeat(32))),
             ..TrackingConfig::default()
         };
-        assert!(half.validate().unwrap_err().contains("tracking.base_url"));
+        // Loading takes half a section (roles without the secret ignore it); signing does not.
+        half.validate().unwrap();
+        assert!(half.links().err().unwrap().contains("tracking.base_url"));
         let short = TrackingConfig {
             base_url: Some("https://n.example".into()),
             record_for: Duration::from_secs(60),

@@ -10,7 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::secret::Secret;
-use crate::signed::{Signer, validate_section};
+use crate::signed::{Signer, require_both, validate_section};
 
 /// The API route the links point at, under `unsubscribe.base_url`.
 pub const UNSUBSCRIBE_PATH: &str = "/v1/unsubscribe";
@@ -50,27 +50,30 @@ impl Default for UnsubscribeConfig {
 impl UnsubscribeConfig {
     /// Checks the section; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
-        if !validate_section(
+        validate_section(
             "unsubscribe",
             self.base_url.as_deref(),
             self.secret.as_ref(),
-        )? {
-            return Ok(());
-        }
+        )?;
         if self.ttl < Duration::from_secs(60) {
             return Err("unsubscribe.ttl must be at least 1m".into());
         }
         Ok(())
     }
 
-    /// The signer, when the section is set.
-    pub fn links(&self) -> Option<UnsubscribeLinks> {
-        let (base_url, secret) = self.base_url.as_ref().zip(self.secret.as_ref())?;
-        Some(UnsubscribeLinks {
+    /// The signer, when the section is set; an error when only half of it is (for the roles
+    /// that sign or verify the links).
+    pub fn links(&self) -> Result<Option<UnsubscribeLinks>, String> {
+        let pair = require_both(
+            "unsubscribe",
+            self.base_url.as_deref(),
+            self.secret.as_ref(),
+        )?;
+        Ok(pair.map(|(base_url, secret)| UnsubscribeLinks {
             base_url: base_url.trim_end_matches('/').to_owned(),
             signer: Signer::new(secret),
             ttl: self.ttl,
-        })
+        }))
     }
 }
 
@@ -174,6 +177,7 @@ mod tests {
         }
         .links()
         .unwrap()
+        .unwrap()
     }
 
     #[test]
@@ -217,13 +221,17 @@ mod tests {
     }
 
     #[test]
-    fn the_section_is_all_or_nothing() {
+    fn the_section_is_all_or_nothing_where_it_is_used() {
         UnsubscribeConfig::default().validate().unwrap();
         let half = UnsubscribeConfig {
             base_url: Some("https://n.example".into()),
             ..UnsubscribeConfig::default()
         };
-        assert!(half.validate().unwrap_err().contains("unsubscribe.secret"));
+        // Loading takes half a section (roles without the secret ignore it); signing does not.
+        half.validate().unwrap();
+        let missing = half.links().err().unwrap();
+        assert!(missing.contains("unsubscribe.secret"), "{missing}");
+        assert!(missing.contains("HERALD_UNSUBSCRIBE__SECRET"), "{missing}");
         let short = UnsubscribeConfig {
             secret: Some(Secret::new("short")),
             ..half

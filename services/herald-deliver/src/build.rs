@@ -4,6 +4,8 @@ use scylla::client::session::Session;
 use std::sync::Arc;
 
 use herald_contracts::Channel;
+use herald_contracts::tracking::{TrackingConfig, TrackingLinks};
+use herald_contracts::unsubscribe::{UnsubscribeConfig, UnsubscribeLinks};
 use herald_store::StoreConfig;
 
 use crate::config::ProvidersConfig;
@@ -16,6 +18,24 @@ use crate::sms::TwilioProvider;
 use crate::webhook::WebhookProvider;
 use crate::webhook::secrets::{CachedSecrets, EndpointSecrets, NoEndpointSecrets, SecretLookup};
 use crate::{BuildError, Provider};
+
+/// The unsubscribe and tracking links `channel`'s worker signs: the email worker's, when their
+/// sections are set; no other channel signs any. A section given in part (a base URL without
+/// its secret) is an error here, in a role that signs, and not at loading: in a deployment only
+/// the email worker and `herald api` are given the secrets.
+pub fn signed_links(
+    channel: Channel,
+    unsubscribe: &UnsubscribeConfig,
+    tracking: &TrackingConfig,
+) -> Result<(Option<UnsubscribeLinks>, Option<TrackingLinks>), BuildError> {
+    if channel != Channel::Email {
+        return Ok((None, None));
+    }
+    Ok((
+        unsubscribe.links().map_err(BuildError::Links)?,
+        tracking.links().map_err(BuildError::Links)?,
+    ))
+}
 
 /// The database, for the adapters that use it (inbox, webhook endpoint secrets).
 #[derive(Debug, Clone, Copy)]

@@ -23,6 +23,9 @@ pub enum BuildError {
     },
     #[error("preparing statements: {0}")]
     Store(#[from] StoreError),
+    /// `[unsubscribe]` or `[tracking]` given in part to the email worker.
+    #[error("{0}")]
+    Links(String),
 }
 
 impl BuildError {

@@ -64,7 +64,7 @@ pub mod template;
 pub mod webhook;
 pub mod worker;
 
-pub use build::{StoreHandle, build_provider};
+pub use build::{StoreHandle, build_provider, signed_links};
 pub use classify::{classify_error, classify_status, parse_retry_after};
 pub use config::{
     ApnsConfig, FcmConfig, ProvidersConfig, SendGridConfig, SmtpConfig, SmtpSecurity, TwilioConfig,

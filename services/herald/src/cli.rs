@@ -266,9 +266,14 @@ pub(crate) enum ConfigCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct ConfigCheckArgs {
-    /// Also check the provider configuration of this delivery channel.
+    /// Also check the provider configuration of this delivery channel (and, for email, the
+    /// unsubscribe and tracking links it signs).
     #[arg(long)]
     pub(crate) channel: Option<herald_contracts::Channel>,
+    /// Also check what `herald api` needs beyond loading: the unsubscribe and tracking
+    /// sections whole (base_url with secret) where they are set.
+    #[arg(long)]
+    pub(crate) api: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -113,6 +113,7 @@ async fn a_signed_link_opts_the_user_out_of_the_category() {
         ttl: Duration::from_secs(3600),
     }
     .links()
+    .unwrap()
     .unwrap();
     let hour = chrono::Duration::hours(1);
     let bob = links.token("acme", "bob", CATEGORY, chrono::Utc::now() + hour);

@@ -123,3 +123,59 @@ fn bad_callback_settings_are_named() {
         assert!(!run.stderr.contains("tw-secret-token"), "{}", run.stderr);
     }
 }
+
+/// The unsubscribe and tracking sections are checked whole (base_url with its secret) only by
+/// the roles that sign or verify their links, the email worker and `herald api`, so that the
+/// secrets can be given to those two alone; a malformed value is still refused by every process.
+#[test]
+fn signed_link_sections_are_checked_whole_only_where_they_are_used() {
+    let env = HeraldEnv::new(HERALD, "config_links");
+    let original = std::fs::read_to_string(&env.config_path).unwrap();
+    let sections = "[unsubscribe]\nbase_url = \"https://notify.acme.example\"\n\n\
+                    [tracking]\nbase_url = \"https://notify.acme.example\"\n";
+    let smtp = "[deliver.providers.smtp]\nhost = \"127.0.0.1\"\nport = 2525\n\
+                security = \"none\"\nfrom = \"Acme <no-reply@acme.example>\"\n";
+    std::fs::write(&env.config_path, format!("{original}{sections}{smtp}")).unwrap();
+    for others in [
+        vec!["config", "check"],
+        vec!["config", "check", "--channel", "webhook"],
+    ] {
+        env.run(&others, None).assert_code(0);
+    }
+    for role in [
+        vec!["config", "check", "--api"],
+        vec!["config", "check", "--channel", "email"],
+    ] {
+        let run = env.run(&role, None);
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains("unsubscribe.secret")
+                && run.stderr.contains("HERALD_UNSUBSCRIBE__SECRET"),
+            "{role:?}: {}",
+            run.stderr
+        );
+        let mut command = env.command(&role);
+        command.env("HERALD_UNSUBSCRIBE__SECRET", "u".repeat(32));
+        let run = herald_test_support::run(command, None);
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains("tracking.secret"),
+            "{role:?}: {}",
+            run.stderr
+        );
+        let mut command = env.command(&role);
+        command
+            .env("HERALD_UNSUBSCRIBE__SECRET", "u".repeat(32))
+            .env("HERALD_TRACKING__SECRET", "t".repeat(32));
+        herald_test_support::run(command, None).assert_code(0);
+    }
+    let malformed = sections.replacen("https://", "ftp://", 1);
+    std::fs::write(&env.config_path, format!("{original}{malformed}{smtp}")).unwrap();
+    let run = env.run(&["config", "check"], None);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("unsubscribe.base_url"),
+        "{}",
+        run.stderr
+    );
+}

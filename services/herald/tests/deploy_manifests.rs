@@ -48,6 +48,9 @@ impl HeraldProcess {
             if let Some(channel) = channel_of(args) {
                 check.extend(["--channel", channel]);
             }
+            if args.first().is_some_and(|role| role == "api") {
+                check.push("--api");
+            }
             let output = self.herald(check);
             assert_eq!(
                 output.code, 0,
@@ -491,8 +494,10 @@ fn every_herald_container_the_helm_chart_renders_runs_with_a_valid_configuration
 /// Every channel the chart can render, each provider's credentials given only to the worker
 /// that uses them, as an operator would: the SendGrid key to the email worker, the Twilio
 /// token (envFrom) to sms, the APNs and FCM keys (a Secret volume) to push, the webhook
-/// signing secret to webhook. Every other container (router, API, in-app, the setup hook's three)
-/// runs without them and still passes `config check`; each worker's check builds its provider.
+/// signing secret to webhook, the unsubscribe and tracking link secrets to the email worker and
+/// the API. Every other container (router, in-app, the setup hook's three) runs without them
+/// and still passes `config check`; each worker's check builds its provider, the API's checks
+/// the links it verifies.
 #[test]
 fn every_channel_worker_runs_with_only_its_own_provider_secrets() {
     let dir = test_dir("helm-channels");
@@ -536,6 +541,13 @@ fn every_channel_worker_runs_with_only_its_own_provider_secrets() {
                 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
             )]),
         ),
+        (
+            "herald-links",
+            BTreeMap::from([
+                ("unsubscribe", "u".repeat(32)),
+                ("tracking", "t".repeat(32)),
+            ]),
+        ),
     ]);
     let keys = keys.display();
     let values = dir.join("values.yaml");
@@ -544,6 +556,10 @@ fn every_channel_worker_runs_with_only_its_own_provider_secrets() {
         format!(
             r#"
 config:
+  unsubscribe:
+    base_url: https://notify.acme.example
+  tracking:
+    base_url: https://notify.acme.example
   deliver:
     providers:
       sendgrid:
@@ -558,12 +574,22 @@ config:
         key_file: {keys}/apns.p8
       fcm:
         service_account_file: {keys}/fcm.json
+api:
+  env:
+    - name: HERALD_UNSUBSCRIBE__SECRET
+      valueFrom: {{secretKeyRef: {{name: herald-links, key: unsubscribe}}}}
+    - name: HERALD_TRACKING__SECRET
+      valueFrom: {{secretKeyRef: {{name: herald-links, key: tracking}}}}
 deliver:
   channels:
     email:
       env:
         - name: HERALD_DELIVER__PROVIDERS__SENDGRID__API_KEY
           valueFrom: {{secretKeyRef: {{name: herald-sendgrid, key: api-key}}}}
+        - name: HERALD_UNSUBSCRIBE__SECRET
+          valueFrom: {{secretKeyRef: {{name: herald-links, key: unsubscribe}}}}
+        - name: HERALD_TRACKING__SECRET
+          valueFrom: {{secretKeyRef: {{name: herald-links, key: tracking}}}}
     sms:
       enabled: true
       envFrom:
@@ -598,9 +624,12 @@ deliver:
         .collect();
     let expected: BTreeMap<String, Vec<&str>> = [
         ("router", vec![]),
-        ("api", vec![]),
+        ("api", vec!["herald-links"]),
         ("track", vec![]),
-        ("deliver --channel email", vec!["herald-sendgrid"]),
+        (
+            "deliver --channel email",
+            vec!["herald-links", "herald-sendgrid"],
+        ),
         ("deliver --channel sms", vec!["herald-twilio"]),
         ("deliver --channel push", vec!["herald-push"]),
         ("deliver --channel webhook", vec!["herald-webhook"]),

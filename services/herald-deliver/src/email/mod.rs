@@ -141,6 +141,7 @@ mod tests {
             ..UnsubscribeConfig::default()
         }
         .links()
+        .unwrap()
         .unwrap();
         let error =
             ListUnsubscribe::configure("smtp.list_unsubscribe", Some("<x>"), false, Some(&links))

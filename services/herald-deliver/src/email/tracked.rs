@@ -445,6 +445,7 @@ mod tests {
             ..TrackingConfig::default()
         }
         .links()
+        .unwrap()
         .unwrap();
         let unsubscribe = UnsubscribeConfig {
             base_url: Some("https://u.example".into()),
@@ -452,6 +453,7 @@ mod tests {
             ..UnsubscribeConfig::default()
         }
         .links()
+        .unwrap()
         .unwrap();
         let tracking = EngagementTracking::new(&links, Some(&unsubscribe));
         let dispatch = herald_test_support::dispatch::sample_dispatch(

@@ -89,7 +89,8 @@ pub async fn run(
     let group = config.kafka.group(&deliver.group(channel));
     let transactional_id = deliver.transactional_id(&group);
     let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
-    let (unsubscribe, tracking) = (config.unsubscribe.links(), config.tracking.links());
+    let (unsubscribe, tracking) =
+        crate::signed_links(channel, &config.unsubscribe, &config.tracking)?;
     let provider = build_provider(
         channel,
         &deliver.providers,

@@ -11,27 +11,45 @@ use crate::cli::ConfigCheckArgs;
 use crate::exit;
 
 /// `config` has been loaded and validated by `main` already (a mistake exits there, naming
-/// the key); what is left is the channel's provider, and printing what was understood.
-/// Loading checks every provider section's keys and values but not whether the settings a
-/// provider cannot do without (its secrets among them) are given: only the provider's own
-/// worker is given those, and only `--channel` builds the provider.
+/// the key); what is left is the channel's provider (`--channel`), the links `herald api`
+/// verifies (`--api`), and printing what was understood. Loading checks every provider
+/// section's keys and values, and the unsubscribe and tracking sections' values, but not
+/// whether the settings they cannot do without (their secrets among them) are given: only the
+/// roles that use them are given those.
 pub(crate) async fn check(config: &HeraldConfig, args: &ConfigCheckArgs) -> ExitCode {
     if let Some(channel) = args.channel {
-        // The inbox needs nothing beyond the store, which loading has validated.
-        if channel != Channel::Inapp
-            && let Err(e) = herald_deliver::build_provider(
-                channel,
-                &config.deliver.providers,
-                None,
-                herald_deliver::EmailLinks {
-                    unsubscribe: config.unsubscribe.links().as_ref(),
-                    tracking: config.tracking.links().as_ref(),
-                },
-            )
-            .await
-        {
+        let built =
+            match herald_deliver::signed_links(channel, &config.unsubscribe, &config.tracking) {
+                // The inbox needs nothing beyond the store, which loading has validated.
+                Ok(_) if channel == Channel::Inapp => Ok(()),
+                Ok((unsubscribe, tracking)) => herald_deliver::build_provider(
+                    channel,
+                    &config.deliver.providers,
+                    None,
+                    herald_deliver::EmailLinks {
+                        unsubscribe: unsubscribe.as_ref(),
+                        tracking: tracking.as_ref(),
+                    },
+                )
+                .await
+                .map(drop),
+                Err(e) => Err(e),
+            };
+        if let Err(e) = built {
             eprintln!("herald: {e}");
             return exit::config();
+        }
+    }
+    if args.api {
+        // What herald api checks at start beyond loading: the links it verifies.
+        for halves in [
+            config.unsubscribe.links().map(drop),
+            config.tracking.links().map(drop),
+        ] {
+            if let Err(e) = halves {
+                eprintln!("herald: {e}");
+                return exit::config();
+            }
         }
     }
     println!("configuration ok");
