@@ -4,15 +4,20 @@
 //! part and a `mailto:` keep theirs); an email of another category has neither. Fetching the
 //! pixel and the link twice each, from two API replicas, answers the image and a 302 to the
 //! original URL every time and emits exactly one `opened` and one `clicked`; a modified link
-//! is refused and emits nothing.
+//! is refused and emits nothing. With the database or the broker frozen, opens and clicks are
+//! still answered and counted unrecorded, and recorded once the dependency is back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use reqwest::Method;
 use std::time::Duration;
 
+use herald_contracts::Channel;
+use herald_contracts::secret::Secret;
+use herald_contracts::tracking::TrackingConfig;
 use herald_runtime::metric_names::API_ENGAGEMENT;
 use herald_test_support::api::{ApiClient, ApiProcess};
 use herald_test_support::deliver::DELIVER_DEFAULTS;
+use herald_test_support::dispatch::sample_dispatch;
 use herald_test_support::smtp::{ReceivedMail, SinkOptions, SmtpSink};
 use herald_test_support::{HeraldEnv, outcomes_by_event};
 
@@ -286,4 +291,88 @@ async fn the_first_open_and_click_of_a_tracked_email_are_emitted_once() {
         assert_eq!(engagement_count(&[&api, &api2], kind, "recorded"), 1.0);
         assert_eq!(engagement_count(&[&api, &api2], kind, "repeat"), 1.0);
     }
+
+    outages_still_answer_and_record_later(&env, &api, &http).await;
+}
+
+/// With the database or the broker frozen, a person's open still gets the image and a click
+/// the redirect, within the request timeout, and the miss is counted `unrecorded`; once the
+/// dependency is back, their next open or click is recorded. The database outage emits nothing
+/// (a first open cannot be told from a repeat), so exactly one `opened` follows; the broker
+/// outage may leave one more `clicked` (a record the frozen broker takes when it resumes, after
+/// its producer gave up on it: the duplicate window `tracking.rs` documents).
+async fn outages_still_answer_and_record_later(
+    env: &HeraldEnv,
+    api: &ApiProcess,
+    http: &reqwest::Client,
+) {
+    let links = TrackingConfig {
+        base_url: Some(BASE_URL.into()),
+        secret: Some(Secret::new(SECRET)),
+        ..TrackingConfig::default()
+    }
+    .links()
+    .unwrap()
+    .unwrap();
+    let mut dispatch = sample_dispatch(Channel::Email, "zoe@example.com");
+    dispatch.user_id = "zoe".into();
+    let local = |url: String| api.url(url.strip_prefix(BASE_URL).unwrap());
+    let open = local(links.open_url(&dispatch));
+    let click = local(links.click_url(&dispatch, TARGET));
+    let count_of = |kind: &str, outcome: &str| engagement_count(&[api], kind, outcome);
+    let recorded_before = [count_of("open", "recorded"), count_of("click", "recorded")];
+    let answered_within = |started: std::time::Instant| {
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    };
+
+    {
+        let _frozen = env.stack.freeze_database();
+        let started = std::time::Instant::now();
+        let pixel = http.get(&open).send().await.unwrap();
+        assert_eq!(pixel.status(), 200);
+        assert!(pixel.bytes().await.unwrap().starts_with(b"GIF89a"));
+        answered_within(started);
+    }
+    assert_eq!(count_of("open", "unrecorded"), 1.0);
+    {
+        let _frozen = env.stack.freeze_broker();
+        let started = std::time::Instant::now();
+        let redirect = http.get(&click).send().await.unwrap();
+        assert_eq!(redirect.status(), 302);
+        assert_eq!(redirect.headers()["location"], TARGET);
+        answered_within(started);
+    }
+    assert_eq!(count_of("click", "unrecorded"), 1.0);
+
+    // Back: the next open and click are recorded (the database may take a moment to answer
+    // again, which counts another miss and is retried, as a person opening again would).
+    for ((url, kind), before) in [(&open, "open"), (&click, "click")]
+        .into_iter()
+        .zip(recorded_before)
+    {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let answer = http.get(url.as_str()).send().await.unwrap();
+            assert!(
+                answer.status() == 200 || answer.status() == 302,
+                "{answer:?}"
+            );
+            if count_of(kind, "recorded") > before {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no recorded {kind}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let records = env.read_all(&env.topics().status());
+    let count = |status: &str| {
+        records
+            .iter()
+            .filter(|r| r["value"]["dispatch_id"] == dispatch.dispatch_id.as_str())
+            .filter(|r| r["value"]["status"] == status)
+            .count()
+    };
+    assert_eq!(count("opened"), 1, "{records:?}");
+    assert!((1..=2).contains(&count("clicked")), "{records:?}");
 }
