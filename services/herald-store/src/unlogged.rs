@@ -13,9 +13,10 @@ use crate::StoreError;
 /// Partitions per unlogged batch at most: Cassandra and ScyllaDB warn about unlogged batches
 /// over more than 10 partitions (`unlogged_batch_across_partitions_warn_threshold`).
 pub(crate) const PARTITIONS_PER_BATCH: usize = 10;
-/// Rows per unlogged batch at most, whatever their partitions: keeps a batch of small rows
-/// under the servers' batch-size warning (5 KiB).
-pub(crate) const ROWS_PER_BATCH: usize = 32;
+/// Rows per unlogged batch at most, whatever their partitions: keeps a batch of rows of up to
+/// about 300 bytes (a timeline row) under the servers' batch-size warning (5 KiB), which they
+/// log, and which the driver logs again, for every batch over it.
+pub(crate) const ROWS_PER_BATCH: usize = 16;
 
 /// Writes every row with `statement`, each row taken as its own partition, all requests at
 /// once.
@@ -104,18 +105,20 @@ mod tests {
 
     #[test]
     fn rows_of_one_partition_share_a_batch_up_to_the_row_limit() {
-        // Partitions of 3 rows each: 10 partitions (30 rows) per batch.
-        let rows: Vec<u32> = (0..75).map(|i| i / 3).collect();
+        // Partitions of one row each: 10 per batch; of 3 rows: 16 rows (6 partitions) per batch.
+        let single: Vec<u32> = (0..25).collect();
+        assert_eq!(sizes(&chunk_by_partition(&single, |r| *r)), [10, 10, 5]);
+        let rows: Vec<u32> = (0..40).map(|i| i / 3).collect();
         let chunks = chunk_by_partition(&rows, |r| *r);
-        assert_eq!(sizes(&chunks), [30, 30, 15]);
+        assert_eq!(sizes(&chunks), [16, 16, 8]);
         for chunk in &chunks {
             let mut partitions: Vec<u32> = chunk.to_vec();
             partitions.dedup();
             assert!(partitions.len() <= PARTITIONS_PER_BATCH);
         }
         // One big partition is cut at the row limit.
-        let one = vec![7u32; 70];
-        assert_eq!(sizes(&chunk_by_partition(&one, |r| *r)), [32, 32, 6]);
+        let one = vec![7u32; 40];
+        assert_eq!(sizes(&chunk_by_partition(&one, |r| *r)), [16, 16, 8]);
         // Every row is in exactly one batch, in order.
         let flat: Vec<u32> = chunks.concat();
         assert_eq!(flat, rows);
