@@ -244,7 +244,9 @@ async fn serve_openapi() -> Response {
 }
 
 /// Bounds every request by `api.request_timeout` (503 with `Retry-After` past it) and counts
-/// it by route and status.
+/// it by route and status. A 413 says `Connection: close`: the rest of its body was not read,
+/// so the server closes the connection, and a client that reused it would have its next
+/// request cut off.
 async fn observe(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
@@ -252,13 +254,19 @@ async fn observe(State(timeout): State<Duration>, request: Request, next: Next) 
         .map_or("unmatched", |path| path.as_str())
         .to_owned();
     let started = Instant::now();
-    let response = match tokio::time::timeout(timeout, next.run(request)).await {
+    let mut response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => Problem::unavailable(format!(
             "the request took longer than {timeout:?} (api.request_timeout)"
         ))
         .into_response(),
     };
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     let status = response.status().as_u16().to_string();
     metrics::counter!(API_REQUESTS, "route" => route.clone(), "status" => status).increment(1);
     metrics::histogram!(API_REQUEST_SECONDS, "route" => route)

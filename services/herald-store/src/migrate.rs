@@ -3,6 +3,8 @@
 
 use chrono::Utc;
 use scylla::client::session::Session;
+use scylla::statement::unprepared::Statement;
+use std::time::Duration;
 
 use crate::{StoreConfig, StoreError};
 
@@ -150,6 +152,19 @@ async fn has_column(
     Ok(rows.rows_num() > 0)
 }
 
+/// How long one schema change may take. A server applies DDL, flushes and agrees on the schema
+/// much more slowly than it answers a query, above all while it is busy: the session's
+/// `store.request_timeout` (5 s by default) is too short for it.
+const SCHEMA_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs one schema change with `SCHEMA_CHANGE_TIMEOUT`.
+async fn schema_change(session: &Session, cql: impl Into<String>) -> Result<(), StoreError> {
+    let mut statement = Statement::new(cql.into());
+    statement.set_request_timeout(Some(SCHEMA_CHANGE_TIMEOUT));
+    session.query_unpaged(statement, &[]).await?;
+    Ok(())
+}
+
 /// Creates the keyspace if needed and applies every migration not yet recorded.
 pub async fn migrate(
     session: &Session,
@@ -157,24 +172,22 @@ pub async fn migrate(
 ) -> Result<MigrationReport, StoreError> {
     config.validate().map_err(StoreError::Config)?;
     let ks = &config.keyspace;
-    session
-        .query_unpaged(
-            format!(
-                "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
-                config.replication_cql()
-            ),
-            &[],
-        )
-        .await?;
-    session
-        .query_unpaged(
-            format!(
-                "CREATE TABLE IF NOT EXISTS {ks}.{MIGRATIONS_TABLE} (version int PRIMARY KEY, \
-                 name text, checksum text, applied_at timestamp)"
-            ),
-            &[],
-        )
-        .await?;
+    schema_change(
+        session,
+        format!(
+            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
+            config.replication_cql()
+        ),
+    )
+    .await?;
+    schema_change(
+        session,
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.{MIGRATIONS_TABLE} (version int PRIMARY KEY, \
+             name text, checksum text, applied_at timestamp)"
+        ),
+    )
+    .await?;
     session
         .use_keyspace(ks, true)
         .await
@@ -216,7 +229,7 @@ pub async fn migrate(
             {
                 continue;
             }
-            session.query_unpaged(statement, &[]).await?;
+            schema_change(session, statement).await?;
         }
         session
             .await_schema_agreement()

@@ -316,7 +316,9 @@ async fn a_killed_tracker_leaves_one_row_per_status_record() {
     let topic = env.topics().status();
     let kafka = env.kafka_config();
     let codec = Codec::new(&env.registry_config(), env.topics()).unwrap();
-    let chunk = 300;
+    // Enough statuses that the kill lands mid-stream: the tracker reads the next batch while
+    // one is written, and 300 were all written before the first poll saw a batch.
+    let chunk = 2000;
 
     produce_raw_many(&kafka, &topic, &status_records(&codec, 0..chunk).await);
     let mut track = spawn_track(&env);
