@@ -4,7 +4,8 @@
 //! (event id, due time) and evaluates policy at the due time.
 //!
 //! Exactly once, with several instances and crashes: an item is claimed (lightweight
-//! transaction) before it is published and deleted after; a crash between the two leaves a
+//! transaction, one for a page of a shard's rows) before it is published and deleted after
+//! (one more for the page); a crash between the two leaves a
 //! claim that another instance takes over once its lease runs out, and the second publication
 //! is dropped by the router's deduplication.
 //!
@@ -21,7 +22,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,7 @@ use herald_runtime::metric_names::{
     SCHEDULER_RELEASED, SCHEDULER_RETRY_BUCKETS, SCHEDULER_SWEEP_ERRORS,
 };
 use herald_store::StoreError;
-use herald_store::schedule::{Schedule, ScheduledItem, ShardBucket, minute_of};
+use herald_store::schedule::{Schedule, ScheduledItem, ShardBucket, held_by_another, minute_of};
 
 /// The most minute buckets one sweep reads; a scheduler catching up after downtime advances
 /// this far per tick, so a tick stays short and shutdown stays prompt.
@@ -43,11 +44,13 @@ const MAX_BUCKETS_PER_SWEEP: i64 = 120;
 /// is retried on the next tick (and replaces the producer client, see `RenewingProducer`).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Shards one sweep reads at once, and releases in flight per shard: at most
-/// `SHARDS_IN_FLIGHT * RELEASES_PER_SHARD` releases at once per instance (each a claim, a
-/// publish and a delete), and as many pages of rows held.
-const SHARDS_IN_FLIGHT: usize = 4;
-const RELEASES_PER_SHARD: usize = 32;
+/// Shards one sweep reads at once. Within a shard, releases go a page at a time: the page's
+/// rows are claimed in one lightweight transaction, published together, and deleted in one
+/// more. Lightweight transactions on one partition contend with each other (past the
+/// contention timeout they fail), so a scheduler never has two on a shard at once. At most
+/// `SHARDS_IN_FLIGHT * RELEASES_PER_PAGE` releases are in flight per instance.
+const SHARDS_IN_FLIGHT: usize = 8;
+const RELEASES_PER_PAGE: usize = 32;
 
 /// Failed reads and releases after which a sweep starts no more work: that many at once is an
 /// outage of Kafka or the database rather than bad items, and each failed publish takes up to
@@ -141,6 +144,23 @@ impl ShardSweep {
     fn emptied(&self) -> bool {
         self.complete && self.held_elsewhere == 0 && self.error.is_none()
     }
+
+    /// `releases` failed with `error` (the first one is kept).
+    fn failed(&mut self, brake: &Brake<'_>, releases: usize, error: &SchedulerError) {
+        brake.failed(releases);
+        if self.error.is_none() {
+            self.error = Some(error.to_string());
+        }
+    }
+
+    /// Counts the outcome of one release's delete.
+    fn count(&mut self, brake: &Brake<'_>, removed: Result<bool, SchedulerError>) {
+        match removed {
+            Ok(true) => self.released += 1,
+            Ok(false) => self.held_elsewhere += 1,
+            Err(e) => self.failed(brake, 1, &e),
+        }
+    }
 }
 
 /// Stops a sweep from starting more work: on shutdown, or once too much has failed.
@@ -155,8 +175,8 @@ impl Brake<'_> {
         self.shutdown.is_cancelled() || self.failures.load(Ordering::Relaxed) >= FAILURES_PER_SWEEP
     }
 
-    fn failed(&self) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
+    fn failed(&self, releases: usize) {
+        self.failures.fetch_add(releases, Ordering::Relaxed);
     }
 }
 
@@ -330,9 +350,9 @@ impl Scheduler {
         Ok(done)
     }
 
-    /// Releases what is due in one shard of a minute bucket, a page of rows at a time with
-    /// `RELEASES_PER_SHARD` releases at once. A failed read or release does not stop the
-    /// others: an item that cannot be released never holds back the ones after it.
+    /// Releases what is due in one shard of a minute bucket, a page of rows at a time. A failed
+    /// read or release does not stop the others: an item that cannot be released never holds
+    /// back the ones after it.
     async fn sweep_shard(
         &self,
         unit: ShardBucket,
@@ -343,80 +363,136 @@ impl Scheduler {
         let rows = match self.schedule.due_pages(unit.bucket, unit.shard, now).await {
             Ok(rows) => rows,
             Err(e) => {
-                brake.failed();
+                brake.failed(1);
                 result.error = Some(e.to_string());
                 return result;
             }
         };
-        let cut = AtomicBool::new(false);
-        let mut releases = rows
-            .take_while(|_| {
-                let go = !brake.engaged();
-                if !go {
-                    cut.store(true, Ordering::Relaxed);
-                }
-                future::ready(go)
-            })
-            .map(|row| async move {
+        let mut pages = std::pin::pin!(rows.chunks(RELEASES_PER_PAGE));
+        result.complete = loop {
+            let Some(page) = pages.next().await else {
+                break true;
+            };
+            if brake.engaged() {
+                break false;
+            }
+            let mut items = Vec::with_capacity(page.len());
+            for row in page {
                 match row {
-                    Ok(item) => self.release(&item, now).await,
-                    Err(e) => Err(SchedulerError::from(e)),
-                }
-            })
-            .buffer_unordered(RELEASES_PER_SHARD);
-        // Every release started is awaited to its end, so none is cut off between its publish
-        // and its delete.
-        while let Some(outcome) = releases.next().await {
-            match outcome {
-                Ok(true) => result.released += 1,
-                Ok(false) => result.held_elsewhere += 1,
-                Err(e) => {
-                    brake.failed();
-                    if result.error.is_none() {
-                        result.error = Some(e.to_string());
-                    }
+                    Ok(item) => items.push(item),
+                    Err(e) => result.failed(brake, 1, &e.into()),
                 }
             }
-        }
-        drop(releases);
-        result.complete = !cut.load(Ordering::Relaxed);
+            self.release_page(&items, now, brake, &mut result).await;
+        };
         result
     }
 
-    /// Claims, publishes and deletes one item. False when another scheduler holds it.
-    async fn release(
+    /// Claims, publishes and deletes a page of rows of one shard, counting what it did in
+    /// `result`. Every release started is awaited to its end, so none is cut off between its
+    /// publish and its delete.
+    async fn release_page(
         &self,
-        item: &ScheduledItem,
+        items: &[ScheduledItem],
         now: DateTime<Utc>,
-    ) -> Result<bool, SchedulerError> {
-        if let Some(marker) = self.published_under(item) {
-            // Published by an earlier sweep of ours whose delete failed: only the delete is
-            // left.
-            return self.remove(item, &marker, now).await;
-        }
-        // Our own earlier claim (a publish that failed on a previous tick) is ours to retry.
-        let lease = if item
-            .claimed_by
-            .as_deref()
-            .is_some_and(|held| held.rsplit_once('@').is_some_and(|(o, _)| o == self.owner))
-        {
-            Duration::ZERO
-        } else {
-            self.lease
-        };
+        brake: &Brake<'_>,
+        result: &mut ShardSweep,
+    ) {
         // The clock now, not the sweep's start: a long sweep would otherwise write claims that
         // look older than the lease to the other schedulers, which would take them over while
         // this one publishes (a double release, seen with 50,000 items due at once).
         let claimed_at = Utc::now().max(now);
-        let Some(marker) = self
+        let mut to_claim = Vec::with_capacity(items.len());
+        for item in items {
+            if let Some(marker) = self.published_under(item) {
+                // Published by an earlier sweep of ours whose delete failed: only the delete
+                // is left.
+                let removed = self.remove(item, &marker, now, true).await;
+                result.count(brake, removed);
+            } else if held_by_another(item, &self.owner, claimed_at, self.lease) {
+                result.held_elsewhere += 1;
+            } else {
+                to_claim.push(item);
+            }
+        }
+        let claimed = self.claim(&to_claim, claimed_at, brake, result).await;
+
+        let published = future::join_all(claimed.iter().map(|(item, marker)| async move {
+            self.publish(item).await.map(|()| (*item, marker.as_str()))
+        }))
+        .await;
+        let mut by_marker: HashMap<&str, Vec<&ScheduledItem>> = HashMap::new();
+        for outcome in published {
+            match outcome {
+                Ok((item, marker)) => by_marker.entry(marker).or_default().push(item),
+                Err(e) => result.failed(brake, 1, &e),
+            }
+        }
+        for (marker, items) in by_marker {
+            match self.schedule.remove_all(&items, marker).await {
+                Ok(true) => {
+                    for item in items {
+                        self.released(item, now);
+                        result.released += 1;
+                    }
+                }
+                // One was taken over meanwhile: one at a time, to learn which.
+                Ok(false) => {
+                    for item in items {
+                        let removed = self.remove(item, marker, now, false).await;
+                        result.count(brake, removed);
+                    }
+                }
+                // Applied or not, the database is failing: the next sweep deletes them first
+                // (deleting them one at a time now would wait out a timeout for each).
+                Err(e) => {
+                    for item in &items {
+                        self.remember_published(item, marker);
+                    }
+                    result.failed(brake, items.len(), &e.into());
+                }
+            }
+        }
+    }
+
+    /// Claims `items` (rows of one shard, none held by another scheduler), all in one
+    /// lightweight transaction, or one at a time if that fails because one was taken or gone
+    /// meanwhile. Returns the items claimed, with their markers.
+    async fn claim<'a>(
+        &self,
+        items: &[&'a ScheduledItem],
+        claimed_at: DateTime<Utc>,
+        brake: &Brake<'_>,
+        result: &mut ShardSweep,
+    ) -> Vec<(&'a ScheduledItem, String)> {
+        match self
             .schedule
-            .claim(item, &self.owner, claimed_at, lease)
-            .await?
-        else {
-            return Ok(false);
-        };
-        self.publish(item).await?;
-        self.remove(item, &marker, now).await
+            .claim_all(items, &self.owner, claimed_at, self.lease)
+            .await
+        {
+            Ok(Some(marker)) => {
+                return items.iter().map(|item| (*item, marker.clone())).collect();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // It may have been applied: our own claims are ours to retake next time.
+                result.failed(brake, items.len(), &e.into());
+                return Vec::new();
+            }
+        }
+        let mut claimed = Vec::with_capacity(items.len());
+        for item in items {
+            match self
+                .schedule
+                .claim(item, &self.owner, claimed_at, self.lease)
+                .await
+            {
+                Ok(Some(marker)) => claimed.push((*item, marker)),
+                Ok(None) => result.held_elsewhere += 1,
+                Err(e) => result.failed(brake, 1, &e.into()),
+            }
+        }
+        claimed
     }
 
     /// Publishes an item to the requested topic, marked with the time it was due.
@@ -464,9 +540,12 @@ impl Scheduler {
         item: &ScheduledItem,
         marker: &str,
         now: DateTime<Utc>,
+        maybe_applied: bool,
     ) -> Result<bool, SchedulerError> {
         let due = &item.item;
-        let mut failed_before = false;
+        // After an attempt that failed (here, or a batch that included it), the row may be
+        // gone because that attempt landed.
+        let mut failed_before = maybe_applied;
         let mut pause = REMOVE_RETRY_PAUSE;
         for attempt in 1.. {
             match self.schedule.remove(item, marker).await {
@@ -492,11 +571,17 @@ impl Scheduler {
             }
         }
         self.forget_published(item);
+        self.released(item, now);
+        Ok(true)
+    }
+
+    /// Counts a release whose delete landed.
+    fn released(&self, item: &ScheduledItem, now: DateTime<Utc>) {
+        let due = &item.item;
         metrics::counter!(SCHEDULER_RELEASED).increment(1);
         metrics::histogram!(SCHEDULER_RELEASE_DELAY_SECONDS)
             .record((now - due.due_at).as_seconds_f64().max(0.0));
         tracing::debug!(event_id = %due.event_id, due_at = %due.due_at, "released a deferred notification");
-        Ok(true)
     }
 
     /// Deletes the items this instance published but could not delete, before a sweep reads
@@ -512,7 +597,7 @@ impl Scheduler {
             .collect();
         let mut finished = 0;
         for (item, marker) in pending {
-            if self.remove(&item, &marker, now).await.is_err() {
+            if self.remove(&item, &marker, now, true).await.is_err() {
                 break;
             }
             finished += 1;

@@ -2,8 +2,9 @@
 //! spread over `router.schedule_shards` shards, so a scheduler reads "what is due now" one
 //! (minute, shard) partition at a time, a page at a time.
 //!
-//! Releasing is claim → publish → delete. The claim is a lightweight transaction, so of several
-//! schedulers sweeping the same bucket one wins each item; a claim older than its lease may be
+//! Releasing is claim → publish → delete. The claim is a lightweight transaction (a conditional
+//! batch for a page of one partition's rows: transactions on one partition contend), so of
+//! several schedulers sweeping the same bucket one wins each item; a claim older than its lease may be
 //! taken over, so an item claimed by a scheduler that crashed is released by another. A crash
 //! between publish and delete publishes the item again: the router deduplicates releases by
 //! (event id, due time), which makes the release exactly-once end to end.
@@ -21,6 +22,7 @@
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt, TryStreamExt};
 use scylla::client::session::Session;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use std::collections::HashMap;
@@ -430,8 +432,9 @@ impl Schedule {
         }))
     }
 
-    /// Claims `item` for `owner` if nobody holds it, or if its holder's claim is older than
-    /// `lease`. Returns the claim marker to release it with, or None if someone else holds it.
+    /// Claims `item` for `owner` if nobody holds it, if its holder's claim is older than
+    /// `lease`, or if the claim is `owner`'s own (an earlier attempt of its that failed).
+    /// Returns the claim marker to release it with, or None if someone else holds it.
     pub async fn claim(
         &self,
         item: &ScheduledItem,
@@ -439,57 +442,183 @@ impl Schedule {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<Option<String>, StoreError> {
-        let marker = claim_marker(owner, now);
-        let key = (
-            item.bucket,
-            item.shard,
-            item.item.due_at,
-            &item.item.event_id,
-        );
-        let result = match &item.claimed_by {
-            None => {
-                self.session
-                    .execute_unpaged(
-                        &self.claim_free,
-                        (&marker, key.0, key.1, key.2, key.3, &item.item.tenant),
-                    )
-                    .await?
-            }
-            Some(held) => {
-                let lease = chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
-                // A marker that does not parse is nobody's live claim.
-                let stale = claimed_at(held).is_none_or(|at| now - at > lease);
-                if !stale {
-                    return Ok(None);
-                }
-                self.session
-                    .execute_unpaged(
-                        &self.claim_stale,
-                        (&marker, key.0, key.1, key.2, key.3, held),
-                    )
-                    .await?
-            }
+        let Some(claim) = self.claim_of(item, owner, now, lease) else {
+            return Ok(None);
         };
+        let marker = claim_marker(owner, now);
+        let result = self
+            .session
+            .execute_unpaged(claim.statement, claim.values(&marker))
+            .await?;
         Ok(applied(result)?.then_some(marker))
+    }
+
+    /// Claims every one of `items` for `owner` in one lightweight transaction (a conditional
+    /// batch), all or none: each must be free or held past `lease`, and all must be rows of one
+    /// (minute, shard) partition. Returns the marker they are all claimed under, or None if
+    /// one of them was held or gone (claim them one at a time then, to learn which).
+    ///
+    /// Concurrent lightweight transactions on one partition contend (each round of Paxos can
+    /// preempt the others, and past the contention timeout they fail), so a scheduler claims a
+    /// page of a partition at once rather than each row on its own.
+    pub async fn claim_all(
+        &self,
+        items: &[&ScheduledItem],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        if one_partition(items)?.is_none() {
+            return Ok(Some(claim_marker(owner, now)));
+        }
+        let mut claims = Vec::with_capacity(items.len());
+        for item in items {
+            match self.claim_of(item, owner, now, lease) {
+                Some(claim) => claims.push(claim),
+                None => return Ok(None),
+            }
+        }
+        let marker = claim_marker(owner, now);
+        let mut batch = Batch::new(BatchType::Logged);
+        for claim in &claims {
+            batch.append_statement(claim.statement.clone());
+        }
+        let values: Vec<_> = claims.iter().map(|c| c.values(&marker)).collect();
+        let result = self.session.batch(&batch, values).await?;
+        Ok(applied(result)?.then_some(marker))
+    }
+
+    /// How `item` can be claimed at `now`: from nobody, or from a holder whose claim is older
+    /// than `lease`. None while someone holds it.
+    fn claim_of<'a>(
+        &'a self,
+        item: &'a ScheduledItem,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Option<Claim<'a>> {
+        if held_by_another(item, owner, now, lease) {
+            return None;
+        }
+        let (statement, expected) = match &item.claimed_by {
+            // `tenant = ?` makes the condition false for a row already deleted.
+            None => (&self.claim_free, item.item.tenant.as_str()),
+            Some(held) => (&self.claim_stale, held.as_str()),
+        };
+        Some(Claim {
+            statement,
+            item,
+            expected,
+        })
     }
 
     /// Deletes a released item, if `marker` still holds it.
     pub async fn remove(&self, item: &ScheduledItem, marker: &str) -> Result<bool, StoreError> {
         let result = self
             .session
-            .execute_unpaged(
-                &self.delete,
-                (
-                    item.bucket,
-                    item.shard,
-                    item.item.due_at,
-                    &item.item.event_id,
-                    marker,
-                ),
-            )
+            .execute_unpaged(&self.delete, removal(item, marker))
             .await?;
         applied(result)
     }
+
+    /// Deletes every one of `items`, released under `marker`, in one lightweight transaction,
+    /// all or none: true if `marker` still held each of them. The items must be rows of one
+    /// (minute, shard) partition (see [`Self::claim_all`]).
+    pub async fn remove_all(
+        &self,
+        items: &[&ScheduledItem],
+        marker: &str,
+    ) -> Result<bool, StoreError> {
+        if one_partition(items)?.is_none() {
+            return Ok(true);
+        }
+        let mut batch = Batch::new(BatchType::Logged);
+        for _ in items {
+            batch.append_statement(self.delete.clone());
+        }
+        let values: Vec<_> = items.iter().map(|item| removal(item, marker)).collect();
+        applied(self.session.batch(&batch, values).await?)
+    }
+}
+
+/// Whether someone other than `owner` holds `item` at `now` under a claim younger than `lease`.
+/// A claim of `owner`'s own is always its to retake, and a marker that does not parse is
+/// nobody's live claim.
+pub fn held_by_another(
+    item: &ScheduledItem,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> bool {
+    let Some(held) = &item.claimed_by else {
+        return false;
+    };
+    let Some((holder, _)) = held.rsplit_once('@') else {
+        return false;
+    };
+    if holder == owner {
+        return false;
+    }
+    let lease = chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
+    claimed_at(held).is_some_and(|at| now - at <= lease)
+}
+
+/// A claim of one row: the conditional update and the value its condition expects.
+struct Claim<'a> {
+    statement: &'a PreparedStatement,
+    item: &'a ScheduledItem,
+    /// The row's tenant (a free row) or the stale claim it replaces.
+    expected: &'a str,
+}
+
+impl<'a> Claim<'a> {
+    fn values(&self, marker: &'a str) -> (&'a str, i64, i32, DateTime<Utc>, &'a str, &'a str) {
+        let item = self.item;
+        (
+            marker,
+            item.bucket,
+            item.shard,
+            item.item.due_at,
+            &item.item.event_id,
+            self.expected,
+        )
+    }
+}
+
+/// The values of a conditional delete of `item` under `marker`.
+fn removal<'a>(
+    item: &'a ScheduledItem,
+    marker: &'a str,
+) -> (i64, i32, DateTime<Utc>, &'a str, &'a str) {
+    (
+        item.bucket,
+        item.shard,
+        item.item.due_at,
+        &item.item.event_id,
+        marker,
+    )
+}
+
+/// The one partition every item is a row of (None for no items): a conditional batch may not
+/// span partitions.
+fn one_partition(items: &[&ScheduledItem]) -> Result<Option<ShardBucket>, StoreError> {
+    let Some(first) = items.first() else {
+        return Ok(None);
+    };
+    let partition = ShardBucket {
+        bucket: first.bucket,
+        shard: first.shard,
+    };
+    if items
+        .iter()
+        .any(|item| item.bucket != partition.bucket || item.shard != partition.shard)
+    {
+        return Err(StoreError::Request(
+            "a conditional batch of schedule rows must stay within one (minute, shard) partition"
+                .into(),
+        ));
+    }
+    Ok(Some(partition))
 }
 
 /// A failed request, or a row that could not be fetched or read.
@@ -536,6 +665,58 @@ mod tests {
         assert_eq!(minute_of(at), 1);
         let before_epoch = DateTime::from_timestamp(-1, 0).unwrap();
         assert_eq!(minute_of(before_epoch), -1);
+    }
+
+    #[test]
+    fn only_a_live_claim_of_another_owner_holds_an_item() {
+        let now = DateTime::from_timestamp_millis(1_700_000_060_000).unwrap();
+        let lease = Duration::from_secs(30);
+        let with_claim = |claimed_by: Option<String>| ScheduledItem {
+            bucket: minute_of(now),
+            shard: 0,
+            claimed_by,
+            item: Deferred {
+                due_at: now,
+                event_id: "evt-1".into(),
+                tenant: "acme".into(),
+                user_id: "u".into(),
+                payload: Vec::new(),
+                headers: HashMap::new(),
+            },
+        };
+        let fresh = claim_marker("router-b@host", now - chrono::TimeDelta::seconds(10));
+        let stale = claim_marker("router-b@host", now - chrono::TimeDelta::seconds(31));
+        let own = claim_marker("router-a@host", now - chrono::TimeDelta::seconds(1));
+        assert!(!held_by_another(
+            &with_claim(None),
+            "router-a@host",
+            now,
+            lease
+        ));
+        assert!(held_by_another(
+            &with_claim(Some(fresh)),
+            "router-a@host",
+            now,
+            lease
+        ));
+        assert!(!held_by_another(
+            &with_claim(Some(stale)),
+            "router-a@host",
+            now,
+            lease
+        ));
+        assert!(!held_by_another(
+            &with_claim(Some(own)),
+            "router-a@host",
+            now,
+            lease
+        ));
+        assert!(!held_by_another(
+            &with_claim(Some("garbage".into())),
+            "router-a@host",
+            now,
+            lease
+        ));
     }
 
     #[test]
