@@ -92,13 +92,15 @@ impl KafkaConfig {
     }
 
     /// For producers that must not lose or reorder records: idempotence and acks from all
-    /// in-sync replicas.
+    /// in-sync replicas. lz4, not zstd: librdkafka builds and zeroes a zstd context for every
+    /// message set, and with small sets (the API's single requests, a router's batch over many
+    /// partitions) that was ~10% of `herald api`'s CPU in a profile at 5,000 requests/s.
     pub fn producer_config(&self) -> ClientConfig {
         let mut config = self.client_config();
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("compression.type", "zstd")
+            .set("compression.type", "lz4")
             .set("linger.ms", "5");
         for (key, value) in &self.properties {
             config.set(key, value);
