@@ -2,6 +2,10 @@
 
 /// Gauge, always 1, labelled with the version and role: lets dashboards see what runs where.
 pub const BUILD_INFO: &str = "herald_build_info";
+/// Allocations the process made (0 unless its binary counts them, as `herald` does).
+pub const PROCESS_ALLOCATIONS: &str = "herald_process_allocations_total";
+/// Statements the process sent to the database (a batch is one; a paged read one per page).
+pub const STORE_STATEMENTS: &str = "herald_store_statements_total";
 
 /// Router: events consumed, by outcome (`routed`, `suppressed`, `dead_lettered`) and reason.
 pub const ROUTER_EVENTS: &str = "herald_router_events_total";

@@ -154,6 +154,10 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
 }
 
 async fn render_metrics(State(state): State<AdminState>) -> String {
+    // Counted outside the recorder (one atomic add per call would cost more through it).
+    metrics::counter!(metric_names::PROCESS_ALLOCATIONS)
+        .absolute(crate::allocations::allocations());
+    metrics::counter!(metric_names::STORE_STATEMENTS).absolute(herald_store::statements_sent());
     state.metrics.render()
 }
 

@@ -3,6 +3,7 @@
 //! `/metrics`) and shutdown on SIGTERM.
 
 pub mod admin;
+pub mod allocations;
 pub mod api_config;
 pub mod cache;
 pub mod config;

@@ -29,4 +29,4 @@ pub mod webhooks;
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use migrate::{MigrationReport, migrate};
-pub use session::{connect, connect_keyspace, ping};
+pub use session::{connect, connect_keyspace, ping, statements_sent};

@@ -1,8 +1,10 @@
-//! Opening a driver session.
+//! Opening a driver session, and counting the statements every session of this process sent.
 
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::observability::metrics::Metrics;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::{StoreConfig, StoreError};
 
@@ -24,10 +26,34 @@ pub async fn connect(config: &StoreConfig) -> Result<Session, StoreError> {
             .unwrap_or_default();
         builder = builder.user(user, password);
     }
-    builder.build().await.map_err(|e| StoreError::Unreachable {
+    let session = builder.build().await.map_err(|e| StoreError::Unreachable {
         nodes: config.nodes.join(","),
         message: e.to_string(),
-    })
+    })?;
+    SESSIONS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(session.get_metrics());
+    Ok(session)
+}
+
+/// The driver's counters of every session this process opened (a process opens a handful).
+static SESSIONS: Mutex<Vec<Arc<Metrics>>> = Mutex::new(Vec::new());
+
+/// Statements this process sent to the database so far: every request the driver made, a
+/// batch counting as one and a paged read once per page. Read at the store layer, so that a
+/// bench can print statements per event.
+pub fn statements_sent() -> u64 {
+    SESSIONS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|metrics| {
+            metrics.get_requests_unpaged_num()
+                + metrics.get_requests_manually_paged_num()
+                + metrics.get_requests_automatically_paged_num()
+        })
+        .sum()
 }
 
 /// Connects and checks that the configured keyspace exists (`herald db migrate` creates it).

@@ -134,6 +134,14 @@ impl Run {
             .unwrap_or_else(|e| panic!("{e}: stdout is not one JSON document:\n{}", self.stdout))
     }
 
+    /// The first stdout line that starts with `prefix` (a bench's figure).
+    pub fn line(&self, prefix: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in\n{}", self.stdout))
+    }
+
     pub fn assert_code(&self, code: i32) -> &Self {
         assert_eq!(
             self.code, code,
@@ -380,6 +388,19 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)>
     let (head, body) = response.split_once("\r\n\r\n")?;
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, body.to_owned()))
+}
+
+/// The number after `label` in `line` (`"p99 12.5 ms"` -> 12.5), commas and a `%` dropped: a
+/// figure a bench printed.
+pub fn number_after(line: &str, label: &str) -> f64 {
+    let rest = &line[line
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} in {line}"))
+        + label.len()..];
+    rest.split_whitespace()
+        .next()
+        .and_then(|n| n.trim_end_matches('%').replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("a number after {label} in {line}"))
 }
 
 /// The value of one Prometheus series in a `/metrics` text: `series` is the name with its

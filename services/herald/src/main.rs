@@ -11,6 +11,11 @@ use std::process::ExitCode;
 use herald_runtime::HeraldConfig;
 use herald_runtime::config::TelemetryConfig;
 
+// Counts allocations for the benches' allocations per event (see herald_runtime::allocations).
+#[global_allocator]
+static ALLOCATOR: herald_runtime::allocations::CountingAllocator =
+    herald_runtime::allocations::COUNTING_ALLOCATOR;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let config = match HeraldConfig::load(cli.config.as_deref()) {

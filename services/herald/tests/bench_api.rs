@@ -2,21 +2,9 @@
 //! phase and prints each figure, every request accepted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use herald_test_support::HeraldEnv;
+use herald_test_support::{HeraldEnv, number_after};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
-
-/// The number after `label` in `line` (`"p99 12.5 ms"` -> 12.5), commas dropped.
-fn number_after(line: &str, label: &str) -> f64 {
-    let rest = &line[line
-        .find(label)
-        .unwrap_or_else(|| panic!("{label} in {line}"))
-        + label.len()..];
-    rest.split_whitespace()
-        .next()
-        .and_then(|n| n.trim_end_matches('%').replace(',', "").parse().ok())
-        .unwrap_or_else(|| panic!("a number after {label} in {line}"))
-}
 
 #[test]
 fn bench_api_prints_every_figure() {
@@ -41,12 +29,7 @@ fn bench_api_prints_every_figure() {
         None,
     );
     run.assert_code(0);
-    let line = |prefix: &str| -> &str {
-        run.stdout
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no `{prefix}` line in\n{}", run.stdout))
-    };
+    let line = |prefix: &str| run.line(prefix);
     for prefix in [
         "baseline",
         "api singles:",

@@ -18,7 +18,7 @@ use herald_contracts::{Codec, NotificationRequest};
 use herald_kafka::apply_plan;
 use herald_runtime::HeraldConfig;
 
-use super::child::{config_path, cpu_micros, free_port, herald, peak_rss};
+use super::child::{config_path, cpu_micros, free_port, herald, peak_rss, wait_ready};
 use crate::cli::BenchApiArgs;
 use crate::exit;
 
@@ -118,7 +118,7 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchApiArgs) -> anyhow::R
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(30))
         .build()?;
-    wait_ready(&client, admin_port).await?;
+    wait_ready(admin_port).await?;
 
     let url = Arc::new(format!("http://127.0.0.1:{api_port}/v1/notifications"));
     let auth = Arc::new(format!("Bearer {key}"));
@@ -440,19 +440,4 @@ fn millis(value: Option<Duration>) -> String {
     value.map_or("n/a".into(), |d| {
         format!("{:.2} ms", d.as_secs_f64() * 1000.0)
     })
-}
-
-/// Waits until the API's /readyz answers 200 (Kafka and the database answer it).
-async fn wait_ready(client: &reqwest::Client, admin_port: u16) -> anyhow::Result<()> {
-    let url = format!("http://127.0.0.1:{admin_port}/readyz");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(response) = client.get(&url).send().await
-            && response.status().is_success()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("herald api was not ready within 60 s")
 }

@@ -108,3 +108,98 @@ pub(super) fn counter(metrics: &str, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Busy CPU time of the whole machine so far, in µs (every CPU's user, nice, system, irq and
+/// softirq time from the first line of /proc/stat).
+pub(super) fn machine_cpu_micros() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...: busy is user to softirq but idle
+    // and iowait.
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
+    Some(busy * 1_000_000 / TICKS_PER_SECOND)
+}
+
+/// What a role's process and the machine had spent at one moment, and how much work the role
+/// had done by then (a counter of its own): two readings give the cost per unit of work.
+#[derive(Debug, Clone)]
+pub(super) struct Spent {
+    role_cpu: Option<u64>,
+    machine_cpu: Option<u64>,
+    cql_server_cpu: Option<u64>,
+    kafka_cpu: Option<u64>,
+    allocations: f64,
+    statements: f64,
+    work: f64,
+}
+
+impl Spent {
+    /// Reads process `pid`'s CPU and its `/metrics` on `admin_port`; `work` names the counter
+    /// that counts its units of work (summed over its labels).
+    pub(super) async fn read(pid: u32, admin_port: u16, work: &str) -> Self {
+        let metrics = fetch_metrics(admin_port).await.unwrap_or_default();
+        Self {
+            role_cpu: cpu_micros(pid),
+            machine_cpu: machine_cpu_micros(),
+            cql_server_cpu: stack_server_pid("cassandra").and_then(cpu_micros),
+            kafka_cpu: stack_server_pid("kafka").and_then(cpu_micros),
+            allocations: counter(&metrics, herald_runtime::metric_names::PROCESS_ALLOCATIONS),
+            statements: counter(&metrics, herald_runtime::metric_names::STORE_STATEMENTS),
+            work: counter(&metrics, work),
+        }
+    }
+
+    /// Lines saying what one unit of work (`unit`, e.g. "event") cost between `self` and
+    /// `later`: CPU of the machine, the CQL server, the role and Kafka, statements and
+    /// allocations.
+    pub(super) fn per_unit(&self, later: &Spent, unit: &str) -> Vec<String> {
+        let units = later.work - self.work;
+        if units <= 0.0 {
+            return vec![format!("no {unit} counted between the two readings")];
+        }
+        let micros = |from: Option<u64>, to: Option<u64>| {
+            from.zip(to)
+                .and_then(|(from, to)| to.checked_sub(from))
+                .map_or("n/a".to_owned(), |us| format!("{:.1}", us as f64 / units))
+        };
+        vec![
+            format!(
+                "CPU µs per {unit} ({units:.0} {unit}s measured): whole machine {} / CQL server {} / herald {} / Kafka {}",
+                micros(self.machine_cpu, later.machine_cpu),
+                micros(self.cql_server_cpu, later.cql_server_cpu),
+                micros(self.role_cpu, later.role_cpu),
+                micros(self.kafka_cpu, later.kafka_cpu),
+            ),
+            format!(
+                "per {unit}: {:.2} CQL statements, {:.0} allocations",
+                (later.statements - self.statements) / units,
+                (later.allocations - self.allocations) / units,
+            ),
+        ]
+    }
+}
+
+/// Polls `/readyz` on `admin_port` until it answers 200 (at most a minute).
+pub(super) async fn wait_ready(admin_port: u16) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{admin_port}/readyz");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.get(&url).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the role on admin port {admin_port} was not ready within a minute"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

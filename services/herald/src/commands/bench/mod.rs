@@ -9,6 +9,7 @@ mod flood;
 mod lag;
 mod replay;
 mod router;
+mod steady;
 mod track;
 
 use std::process::ExitCode;

@@ -11,14 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use herald_contracts::{Codec, NotificationRequest};
+use herald_contracts::{Channel, Codec, Lane, NotificationRequest};
 use herald_kafka::{TopicSpec, apply_plan};
 use herald_runtime::HeraldConfig;
+use herald_runtime::metric_names::ROUTER_EVENTS;
 use herald_store::seed::{SeedFile, load};
 
-use super::child::{fetch_metrics, peak_rss};
+use super::child::{Spent, fetch_metrics, peak_rss, wait_ready};
 use super::flood::Flood;
-use super::{baseline, lag};
+use super::{baseline, lag, steady};
 use crate::cli::BenchRouterArgs;
 use crate::exit;
 
@@ -107,6 +108,9 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow
         .spawn()
         .context("starting the router")?;
     let pid = child.id().context("router exited at once")?;
+    wait_ready(admin_port).await?;
+    // Costs are counted from here: start-up is not an event's.
+    let spent_at_start = Spent::read(pid, admin_port, ROUTER_EVENTS).await;
     let mut peak_rss_kib = 0;
     let router_group = format!("{}{ROUTER_GROUP}", config.kafka.topic_prefix);
     let router_time = lag::wait_until_caught_up(
@@ -120,7 +124,26 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow
     )
     .await?;
     peak_rss_kib = peak_rss_kib.max(peak_rss(pid).unwrap_or(0));
+    let spent_at_end = Spent::read(pid, admin_port, ROUTER_EVENTS).await;
     let metrics = fetch_metrics(admin_port).await.unwrap_or_default();
+    let steady = if args.steady_seconds > 0 {
+        let dispatch_topics =
+            [Lane::Bulk, Lane::Priority].map(|lane| topics.dispatch(Channel::Email, lane));
+        Some(
+            steady::measure(
+                &config,
+                &codec,
+                args.steady_rate,
+                args.steady_seconds,
+                &dispatch_topics,
+                |i| bench_request(&format!("steady-{i}"), i, args.users),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    peak_rss_kib = peak_rss_kib.max(peak_rss(pid).unwrap_or(0));
     let _ = tokio::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -152,6 +175,15 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow
         println!(
             "per-event processing {label}: {}",
             value.map_or("n/a".into(), |s| format!("{:.2} ms", s * 1000.0))
+        );
+    }
+    for line in spent_at_start.per_unit(&spent_at_end, "event") {
+        println!("{line}");
+    }
+    if let Some(steady) = steady {
+        println!(
+            "steady {} events/s for {} s, created_at to dispatch committed: {steady}",
+            args.steady_rate, args.steady_seconds
         );
     }
     println!("router peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
@@ -198,22 +230,27 @@ async fn produce_events(
     let topic = config.kafka.topics().requested();
     let mut flood = Flood::new(&producer, &topic, IN_FLIGHT * 8);
     for i in 0..args.events {
-        let request = NotificationRequest::from_json(
-            &serde_json::json!({
-                "event_id": format!("bench-{i}"),
-                "tenant": "acme",
-                "category": "billing.invoice_ready",
-                "template": {"id": "invoice_ready"},
-                "recipient": {"user_id": format!("u{}", i % args.users.max(1))},
-                "channels": ["email"],
-                "data": {"name": "Ada", "invoice": {"number": format!("INV-{i}"), "amount": "42.00"}},
-            })
-            .to_string(),
-        )?;
+        let request = bench_request(&format!("bench-{i}"), i, args.users)?;
         let payload = codec.encode_request(&request).await?;
         flood.send(request.key(), payload).await?;
     }
     flood.finish().await
+}
+
+/// Event `i` of the bench: an invoice notice by email to one of `users` users.
+fn bench_request(event_id: &str, i: usize, users: usize) -> anyhow::Result<NotificationRequest> {
+    Ok(NotificationRequest::from_json(
+        &serde_json::json!({
+            "event_id": event_id,
+            "tenant": "acme",
+            "category": "billing.invoice_ready",
+            "template": {"id": "invoice_ready"},
+            "recipient": {"user_id": format!("u{}", i % users.max(1))},
+            "channels": ["email"],
+            "data": {"name": "Ada", "invoice": {"number": format!("INV-{i}"), "amount": "42.00"}},
+        })
+        .to_string(),
+    )?)
 }
 
 /// A summary quantile from Prometheus text, e.g. `name{quantile="0.99"} 0.0021`.
