@@ -22,7 +22,7 @@ use herald_runtime::admin::{self, Readiness};
 use herald_runtime::health;
 use herald_store::dedupe::DedupeLedger;
 use herald_store::directory::Directory;
-use herald_store::rate_limit::RateLimiter;
+use herald_store::frequency_cap::FrequencyCap;
 use herald_store::schedule::Schedule;
 use herald_store::suppressions::Suppressions;
 
@@ -76,7 +76,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
     let directory = Directory::prepare(session.clone(), &config.store).await?;
     let dedupe = DedupeLedger::prepare(session.clone(), &config.store).await?;
-    let rate_limiter = RateLimiter::prepare(session.clone(), &config.store).await?;
+    let frequency_cap = FrequencyCap::prepare(session.clone(), &config.store).await?;
     let suppressions = Suppressions::prepare(session.clone(), &config.store).await?;
     let schedule = Schedule::prepare(session.clone(), &config.store)
         .await?
@@ -88,7 +88,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         codec,
         directory,
         dedupe,
-        rate_limiter,
+        frequency_cap,
         schedule.clone(),
         suppressions,
         &config.router,

@@ -18,7 +18,7 @@ use herald_runtime::metric_names::{
 use herald_store::StoreError;
 use herald_store::dedupe::{DedupeLedger, Seen};
 use herald_store::directory::{CategoryDefaults, Directory, Profile, TemplateRow};
-use herald_store::rate_limit::{Cap, RateLimiter, Subject};
+use herald_store::frequency_cap::{Cap, FrequencyCap, Subject};
 use herald_store::schedule::{Deferred, Schedule};
 use herald_store::suppressions::{Suppressions, normalize};
 
@@ -212,7 +212,7 @@ pub struct Router {
     topics: TopicNames,
     directory: Directory,
     dedupe: DedupeLedger,
-    rate_limiter: RateLimiter,
+    frequency_cap: FrequencyCap,
     schedule: Schedule,
     suppressions: Suppressions,
     profiles: Cache<Profile>,
@@ -248,7 +248,7 @@ impl Router {
         codec: Codec,
         directory: Directory,
         dedupe: DedupeLedger,
-        rate_limiter: RateLimiter,
+        frequency_cap: FrequencyCap,
         schedule: Schedule,
         suppressions: Suppressions,
         config: &RouterConfig,
@@ -258,7 +258,7 @@ impl Router {
             codec,
             directory,
             dedupe,
-            rate_limiter,
+            frequency_cap,
             schedule,
             suppressions,
             profiles: Mutex::new(TtlCache::new(
@@ -599,7 +599,7 @@ impl Router {
                         channel: target.channel.as_str(),
                     };
                     let ok = self
-                        .rate_limiter
+                        .frequency_cap
                         .allow(subject, cap, at, input.offset, &request.event_id)
                         .await
                         .map_err(Transient::Store)?;

@@ -25,9 +25,9 @@ use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::{BatchClaim, Claim, Holder, RecordAt, SendLedger, SentRecord};
 
 use super::breaker::Breaker;
-use super::rate_limit::RateLimiter;
 use super::retry::{Next, deferral, next_step};
 use super::span::{self, Ending};
+use super::token_bucket::TokenBucket;
 use crate::{Outcome, Provider};
 use tracing::Instrument as _;
 
@@ -194,7 +194,7 @@ pub(crate) struct Deliverer {
     pub(crate) ambiguous: AmbiguousSend,
     /// Sends made whose marks failed, by dispatch id (see [`Unmarked`]).
     pub(crate) unmarked: std::sync::Mutex<std::collections::HashMap<String, Unmarked>>,
-    pub(crate) limiter: RateLimiter,
+    pub(crate) limiter: TokenBucket,
 }
 
 impl Deliverer {

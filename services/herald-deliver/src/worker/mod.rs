@@ -8,9 +8,9 @@ mod batch;
 mod breaker;
 mod clock;
 mod deliver;
-mod rate_limit;
 mod retry;
 mod span;
+mod token_bucket;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::collections::HashMap;
@@ -117,7 +117,7 @@ pub async fn run(
             .ambiguous_send
             .unwrap_or_else(|| AmbiguousSend::default_for(channel)),
         unmarked: Default::default(),
-        limiter: rate_limit::RateLimiter::new(provider.name(), &deliver.rate_limit, clock),
+        limiter: token_bucket::TokenBucket::new(provider.name(), &deliver.rate_limit, clock),
         provider,
         ledger: SendLedger::prepare(session.clone(), &config.store, transactional_id.clone())
             .await?,

@@ -17,14 +17,14 @@ use super::clock::Clock;
 
 /// The bucket, with time passed in.
 #[derive(Debug)]
-struct TokenBucket {
+struct Bucket {
     rate: f64,
     burst: f64,
     tokens: f64,
     last: Instant,
 }
 
-impl TokenBucket {
+impl Bucket {
     fn new(rate: f64, burst: u32, now: Instant) -> Self {
         Self {
             rate,
@@ -49,13 +49,13 @@ impl TokenBucket {
 
 /// A provider's rate limit; a no-op when `[deliver.rate_limit]` sets no rate.
 #[derive(Debug)]
-pub(crate) struct RateLimiter {
+pub(crate) struct TokenBucket {
     provider: &'static str,
-    bucket: Option<Mutex<TokenBucket>>,
+    bucket: Option<Mutex<Bucket>>,
     clock: Arc<dyn Clock>,
 }
 
-impl RateLimiter {
+impl TokenBucket {
     pub(crate) fn new(
         provider: &'static str,
         config: &RateLimitConfig,
@@ -63,7 +63,7 @@ impl RateLimiter {
     ) -> Self {
         let bucket = config
             .per_second
-            .map(|rate| Mutex::new(TokenBucket::new(rate, config.burst(), clock.now())));
+            .map(|rate| Mutex::new(Bucket::new(rate, config.burst(), clock.now())));
         Self {
             provider,
             bucket,
@@ -107,13 +107,13 @@ mod tests {
     use super::super::clock::manual::ManualClock;
     use super::*;
 
-    fn limiter(per_second: f64, burst: u32) -> (RateLimiter, Arc<ManualClock>) {
+    fn limiter(per_second: f64, burst: u32) -> (TokenBucket, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new());
         let config = RateLimitConfig {
             per_second: Some(per_second),
             burst: Some(burst),
         };
-        (RateLimiter::new("test", &config, clock.clone()), clock)
+        (TokenBucket::new("test", &config, clock.clone()), clock)
     }
 
     fn ms(wait: Duration) -> u128 {
@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn no_rate_means_no_wait() {
         let clock = Arc::new(ManualClock::new());
-        let limiter = RateLimiter::new("test", &RateLimitConfig::default(), clock);
+        let limiter = TokenBucket::new("test", &RateLimitConfig::default(), clock);
         for _ in 0..10_000 {
             assert_eq!(limiter.reserve(), Duration::ZERO);
         }

@@ -32,13 +32,13 @@ pub fn window_start(at_seconds: i64, window_seconds: i32) -> i64 {
 }
 
 #[derive(Debug, Clone)]
-pub struct RateLimiter {
+pub struct FrequencyCap {
     session: Arc<Session>,
     count_before: PreparedStatement,
     record: PreparedStatement,
 }
 
-impl RateLimiter {
+impl FrequencyCap {
     pub async fn prepare(session: Arc<Session>, config: &StoreConfig) -> Result<Self, StoreError> {
         let table = config.table("rate_events");
         let count_before = session

@@ -1,7 +1,7 @@
 //! Frequency caps against the real database: the same answers when a batch is re-processed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use herald_store::rate_limit::{Cap, RateLimiter, Subject};
+use herald_store::frequency_cap::{Cap, FrequencyCap, Subject};
 use herald_test_support::HeraldEnv;
 
 #[tokio::test]
@@ -10,7 +10,7 @@ async fn a_cap_allows_the_first_events_and_answers_the_same_on_a_retry() {
     let env = HeraldEnv::new("herald", "ratelimit");
     let config = env.store_config();
     let session = env.migrated_session().await;
-    let limiter = RateLimiter::prepare(session, &config).await.unwrap();
+    let limiter = FrequencyCap::prepare(session, &config).await.unwrap();
     let subject = Subject {
         tenant: "acme",
         user_id: "ada",
