@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use herald_contracts::{Channel, Codec, Lane, NotificationRequest};
 use herald_kafka::{TopicSpec, apply_plan};
 use herald_runtime::HeraldConfig;
-use herald_runtime::metric_names::ROUTER_EVENTS;
+use herald_runtime::metric_names::{ROUTER_EVENTS, ROUTER_TRANSACTIONS};
 use herald_store::seed::{SeedFile, load};
 
-use super::child::{Spent, fetch_metrics, peak_rss, wait_ready};
+use super::child::{Spent, counter, fetch_metrics, peak_rss, wait_ready};
 use super::flood::Flood;
 use super::{baseline, lag, steady};
 use crate::cli::BenchRouterArgs;
@@ -143,6 +143,20 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow
     } else {
         None
     };
+    let after_steady = fetch_metrics(admin_port).await.unwrap_or_default();
+    let steady_delta = |name: &str| counter(&after_steady, name) - counter(&metrics, name);
+    let router_end_to_end = |q: &str| {
+        quantile(
+            &after_steady,
+            herald_runtime::metric_names::ROUTER_END_TO_END_SECONDS,
+            q,
+        )
+        .map_or("n/a".into(), |s| format!("{:.1} ms", s * 1000.0))
+    };
+    let (steady_events, steady_transactions) = (
+        steady_delta(ROUTER_EVENTS),
+        steady_delta(ROUTER_TRANSACTIONS),
+    );
     peak_rss_kib = peak_rss_kib.max(peak_rss(pid).unwrap_or(0));
     let _ = tokio::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -182,8 +196,11 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow
     }
     if let Some(steady) = steady {
         println!(
-            "steady {} events/s for {} s, created_at to dispatch committed: {steady}",
-            args.steady_rate, args.steady_seconds
+            "steady {} events/s for {} s, created_at to dispatch committed: {steady}; {steady_events:.0} events in {steady_transactions:.0} transactions; the router's own created_at to routed (before the commit, its recent window): p50 {}  p99 {}",
+            args.steady_rate,
+            args.steady_seconds,
+            router_end_to_end("0.5"),
+            router_end_to_end("0.99"),
         );
     }
     println!("router peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
