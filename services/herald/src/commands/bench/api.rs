@@ -19,6 +19,7 @@ use herald_kafka::apply_plan;
 use herald_runtime::HeraldConfig;
 
 use super::child::{config_path, cpu_micros, free_port, herald, peak_rss, wait_ready};
+use super::{millis, percentile};
 use crate::cli::BenchApiArgs;
 use crate::exit;
 
@@ -426,18 +427,4 @@ where
         from_schedule,
         missed,
     }
-}
-
-/// The `q` quantile (nearest rank) of `latencies`.
-fn percentile(latencies: &[Duration], q: f64) -> Option<Duration> {
-    let mut sorted = latencies.to_vec();
-    sorted.sort_unstable();
-    let rank = ((q * sorted.len() as f64).ceil() as usize).max(1);
-    sorted.get(rank - 1).copied()
-}
-
-fn millis(value: Option<Duration>) -> String {
-    value.map_or("n/a".into(), |d| {
-        format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-    })
 }

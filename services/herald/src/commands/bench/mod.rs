@@ -58,3 +58,18 @@ fn declared_topics(
     }
     Ok(plan)
 }
+
+/// The `q` quantile (nearest rank) of `latencies`.
+fn percentile(latencies: &[std::time::Duration], q: f64) -> Option<std::time::Duration> {
+    let mut sorted = latencies.to_vec();
+    sorted.sort_unstable();
+    let rank = ((q * sorted.len() as f64).ceil() as usize).max(1);
+    sorted.get(rank - 1).copied()
+}
+
+/// A latency in milliseconds, or "n/a".
+fn millis(value: Option<std::time::Duration>) -> String {
+    value.map_or("n/a".into(), |d| {
+        format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+    })
+}

@@ -15,6 +15,7 @@ use herald_contracts::{Codec, Decoded, NotificationRequest};
 use herald_runtime::HeraldConfig;
 
 use super::flood::Flood;
+use super::{millis, percentile};
 
 /// How long after the last request its dispatch may take before the bench gives up on it.
 const DRAIN: Duration = Duration::from_secs(60);
@@ -30,16 +31,11 @@ pub(super) struct SteadyLatency {
 
 impl std::fmt::Display for SteadyLatency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ms = |d: Option<Duration>| {
-            d.map_or("n/a".to_owned(), |d| {
-                format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-            })
-        };
         write!(
             f,
             "p50 {}  p99 {}  ({} of {} dispatches seen)",
-            ms(self.p50),
-            ms(self.p99),
+            millis(self.p50),
+            millis(self.p99),
             self.seen,
             self.offered
         )
@@ -78,21 +74,16 @@ pub(super) async fn measure(
     }
     flood.finish().await?;
     let seen = watch.await??;
-    let mut latencies: Vec<Duration> = seen
+    let latencies: Vec<Duration> = seen
         .into_iter()
         .filter(|(event_id, _)| expected.contains(event_id))
         .map(|(_, latency)| latency)
         .collect();
-    latencies.sort();
-    let quantile = |q: f64| {
-        (!latencies.is_empty())
-            .then(|| latencies[((latencies.len() - 1) as f64 * q).round() as usize])
-    };
     Ok(SteadyLatency {
         offered: total,
         seen: latencies.len(),
-        p50: quantile(0.50),
-        p99: quantile(0.99),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
     })
 }
 
