@@ -111,6 +111,16 @@ impl Priority {
         Priority::ALL.into_iter().find(|p| p.symbol() == symbol)
     }
 
+    /// The name in lower case, as in JSON and in the database (`critical`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
     /// Whether dispatches of this priority use the channel's priority lane.
     pub fn uses_priority_lane(self) -> bool {
         matches!(self, Priority::Critical | Priority::High)

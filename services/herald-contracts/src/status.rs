@@ -87,13 +87,17 @@ pub enum Status {
     DeadLettered,
     Opened,
     Clicked,
+    /// In-app: the recipient saw the message listed (the inbox shows it as no longer new).
+    Seen,
     Read,
+    /// In-app: the recipient archived the message.
+    Archived,
     #[default]
     Unknown,
 }
 
 impl Status {
-    const ALL: [Status; 12] = [
+    const ALL: [Status; 14] = [
         Status::Accepted,
         Status::Routed,
         Status::Scheduled,
@@ -104,7 +108,9 @@ impl Status {
         Status::DeadLettered,
         Status::Opened,
         Status::Clicked,
+        Status::Seen,
         Status::Read,
+        Status::Archived,
         Status::Unknown,
     ];
 
@@ -120,7 +126,9 @@ impl Status {
             Status::DeadLettered => "DEAD_LETTERED",
             Status::Opened => "OPENED",
             Status::Clicked => "CLICKED",
+            Status::Seen => "SEEN",
             Status::Read => "READ",
+            Status::Archived => "ARCHIVED",
             Status::Unknown => "UNKNOWN",
         }
     }
@@ -142,7 +150,9 @@ impl Status {
             Status::DeadLettered => "dead_lettered",
             Status::Opened => "opened",
             Status::Clicked => "clicked",
+            Status::Seen => "seen",
             Status::Read => "read",
+            Status::Archived => "archived",
             Status::Unknown => "unknown",
         }
     }

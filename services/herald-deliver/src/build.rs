@@ -100,9 +100,10 @@ pub async fn build_provider(
             Arc::new(WebhookProvider::new(&config.webhook, secrets)?)
         }
         Channel::Inapp => match store {
-            Some(store) => {
-                Arc::new(InboxProvider::prepare(store.session.clone(), store.config).await?)
-            }
+            Some(store) => Arc::new(
+                InboxProvider::prepare(store.session.clone(), store.config, config.inapp.retention)
+                    .await?,
+            ),
             None => {
                 return Err(BuildError::NotConfigured {
                     channel,

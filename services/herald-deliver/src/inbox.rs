@@ -5,12 +5,18 @@
 //! routing time, if that is earlier): writing a
 //! dispatch again (a redelivery) rewrites the same cells with the same values and the same
 //! write time, so the row stays identical, and a row the user has since deleted stays deleted.
-//! `read_at` and `archived` are not written here, so a redelivery cannot reset them.
+//! The states `herald api` sets (`seen_at`, `read_at`, `archived_at`) are not written here, so
+//! a redelivery cannot reset them.
+//!
+//! Retention (`deliver.providers.inapp.retention`) is a CQL TTL of what remains of it since
+//! the notification's creation, so a redelivery does not extend a message's life either.
 
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use std::sync::Arc;
+use std::time::Duration;
 
 use herald_contracts::Dispatch;
 use herald_store::{StoreConfig, StoreError};
@@ -18,22 +24,35 @@ use herald_store::{StoreConfig, StoreError};
 use crate::outcome::logged;
 use crate::{Outcome, Provider, SendReport};
 
+/// The key of the rendered json part that becomes the message's action URL.
+pub const ACTION_URL_KEY: &str = "action_url";
+
 #[derive(Debug, Clone)]
 pub struct InboxProvider {
     session: Arc<Session>,
     insert: PreparedStatement,
+    retention: Duration,
 }
 
 impl InboxProvider {
-    pub async fn prepare(session: Arc<Session>, config: &StoreConfig) -> Result<Self, StoreError> {
+    pub async fn prepare(
+        session: Arc<Session>,
+        config: &StoreConfig,
+        retention: Duration,
+    ) -> Result<Self, StoreError> {
         let insert = session
             .prepare(format!(
                 "INSERT INTO {} (tenant, user_id, created_at, dispatch_id, event_id, category, \
-                 title, body, data_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                 priority, title, body, data_json, action_url) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?",
                 config.table("inbox")
             ))
             .await?;
-        Ok(Self { session, insert })
+        Ok(Self {
+            session,
+            insert,
+            retention,
+        })
     }
 
     async fn deliver(&self, dispatch: &Dispatch) -> Outcome {
@@ -43,10 +62,14 @@ impl InboxProvider {
         }
         // The router's clock bounds the upstream one: a producer's created_at in the future
         // would otherwise give cells a write time no later delete could shadow.
-        let write_time = dispatch
-            .created_at
-            .min(dispatch.routed_at)
-            .timestamp_micros();
+        let written_at = dispatch.created_at.min(dispatch.routed_at);
+        let Some(ttl) = remaining_ttl(self.retention, written_at, Utc::now()) else {
+            // Older than the retention already: the message would be gone before it is read.
+            return Outcome::permanent(format!(
+                "the notification is older than the inbox retention ({:?})",
+                self.retention
+            ));
+        };
         let values = (
             &dispatch.tenant,
             &dispatch.user_id,
@@ -54,10 +77,13 @@ impl InboxProvider {
             &dispatch.dispatch_id,
             &dispatch.event_id,
             &dispatch.category,
+            dispatch.priority.as_str(),
             &c.subject,
             &c.text,
             &c.json,
-            write_time,
+            action_url(c.json.as_deref()),
+            written_at.timestamp_micros(),
+            ttl,
         );
         match self.session.execute_unpaged(&self.insert, values).await {
             Ok(_) => Outcome::Sent {
@@ -69,6 +95,33 @@ impl InboxProvider {
     }
 }
 
+/// The TTL, in seconds, that ends a row at `written_at + retention`; `None` when that is past.
+fn remaining_ttl(
+    retention: Duration,
+    written_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<i32> {
+    let age = now
+        .signed_duration_since(written_at)
+        .to_std()
+        .unwrap_or_default();
+    let left = retention.checked_sub(age)?.as_secs();
+    (left > 0).then(|| i32::try_from(left).unwrap_or(i32::MAX))
+}
+
+/// The json part's `action_url`, when it is an absolute http(s) URL or a path on the tenant's
+/// own site: the inbox page makes it a link, and a `javascript:` URL there would run.
+fn action_url(json: Option<&str>) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(json?).ok()?;
+    let url = value.get(ACTION_URL_KEY)?.as_str()?;
+    let lower = url.to_ascii_lowercase();
+    let safe = (lower.starts_with("https://")
+        || lower.starts_with("http://")
+        || (url.starts_with('/') && !url.starts_with("//")))
+        && !url.chars().any(|c| c.is_control() || c.is_whitespace());
+    safe.then(|| url.to_owned())
+}
+
 impl Provider for InboxProvider {
     fn name(&self) -> &'static str {
         herald_contracts::provider::INBOX
@@ -76,5 +129,51 @@ impl Provider for InboxProvider {
 
     fn send<'a>(&'a self, dispatch: &'a Dispatch) -> BoxFuture<'a, SendReport> {
         Box::pin(async move { logged(self.name(), dispatch, self.deliver(dispatch).await.into()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_web_links_and_paths_become_action_urls() {
+        let url = |json: &str| action_url(Some(json));
+        assert_eq!(
+            url(r#"{"action_url": "https://app.example/i/7"}"#).as_deref(),
+            Some("https://app.example/i/7")
+        );
+        assert_eq!(
+            url(r#"{"action_url": "/invoices/7"}"#).as_deref(),
+            Some("/invoices/7")
+        );
+        for refused in [
+            r#"{"action_url": "javascript:alert(1)"}"#,
+            r#"{"action_url": "//evil.example/"}"#,
+            r#"{"action_url": "https://a.example/ x"}"#,
+            r#"{"action_url": 7}"#,
+            r#"{"other": "https://a.example"}"#,
+            "not json",
+        ] {
+            assert_eq!(url(refused), None, "{refused}");
+        }
+        assert_eq!(action_url(None), None);
+    }
+
+    #[test]
+    fn the_ttl_is_what_remains_of_the_retention() {
+        let day = Duration::from_secs(86_400);
+        let now = Utc::now();
+        let created = now - chrono::Duration::hours(12);
+        assert_eq!(remaining_ttl(day, created, now), Some(43_200));
+        assert_eq!(
+            remaining_ttl(day, now - chrono::Duration::days(2), now),
+            None
+        );
+        // A creation time in the future counts as now.
+        assert_eq!(
+            remaining_ttl(day, now + chrono::Duration::hours(1), now),
+            Some(86_400)
+        );
     }
 }

@@ -519,6 +519,11 @@ impl HeraldConfig {
             ));
         }
         deliver.breaker.validate().map_err(ConfigError::Invalid)?;
+        deliver
+            .providers
+            .inapp
+            .validate()
+            .map_err(ConfigError::Invalid)?;
         self.api.validate().map_err(ConfigError::Invalid)?;
         self.unsubscribe.validate().map_err(ConfigError::Invalid)?;
         self.tracking.validate().map_err(ConfigError::Invalid)?;

@@ -38,6 +38,46 @@ pub struct ProvidersConfig {
     /// Signed webhook deliveries.
     #[serde(default)]
     pub webhook: WebhookConfig,
+    /// The in-app inbox (`[deliver.providers.inapp]`).
+    #[serde(default)]
+    pub inapp: InappConfig,
+}
+
+/// `[deliver.providers.inapp]`: how the in-app worker writes the `inbox` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InappConfig {
+    /// How long a message stays in the inbox, counted from the notification's creation: its
+    /// row is written with a CQL TTL of what remains of this, so it disappears on its own.
+    #[serde(default = "default_inbox_retention", with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for InappConfig {
+    fn default() -> Self {
+        Self {
+            retention: default_inbox_retention(),
+        }
+    }
+}
+
+fn default_inbox_retention() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
+
+impl InappConfig {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if !(Duration::from_secs(60)..=herald_store::provider_messages::MAX_TTL)
+            .contains(&self.retention)
+        {
+            return Err(format!(
+                "deliver.providers.inapp.retention is {:?}; it must be between 1m and 20 years \
+                 (CQL's longest TTL)",
+                self.retention
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How the SMTP connection is secured.

@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "user_index",
         cql: include_str!("../migrations/0011_user_index.cql"),
     },
+    Migration {
+        version: 12,
+        name: "inbox_state",
+        cql: include_str!("../migrations/0012_inbox_state.cql"),
+    },
 ];
 
 const MIGRATIONS_TABLE: &str = "schema_migrations";

@@ -35,8 +35,8 @@ pub fn state_rank(status: Status, provider_message_id: Option<&str>) -> i32 {
         Status::DeadLettered | Status::Unknown => 4,
         Status::Sent | Status::Suppressed => 5,
         Status::Delivered => 6,
-        Status::Opened | Status::Read => 7,
-        Status::Clicked => 8,
+        Status::Opened | Status::Seen | Status::Read => 7,
+        Status::Clicked | Status::Archived => 8,
     }
 }
 
