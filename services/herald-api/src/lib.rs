@@ -12,6 +12,7 @@ pub mod apikey;
 pub mod auth;
 pub mod callbacks;
 pub mod categories;
+pub mod inbox;
 pub mod manage;
 pub mod openapi;
 mod paging;
@@ -111,12 +112,16 @@ pub struct ApiState {
     pub tracking: Option<tracking::Tracking>,
     pub preview: preview::PreviewConfig,
     pub body_limit: usize,
+    /// The in-app inbox: user tokens, the user's messages, browser origins.
+    pub inbox: inbox::InboxApi,
 }
 
 /// The API's routes and layers.
 pub fn app(state: AppState, request_timeout: Duration) -> Router {
     let body_limit = state.body_limit;
     Router::new()
+        .merge(inbox::routes(state.clone()))
+        .route("/v1/users/{user_id}/inbox-token", post(inbox::user::issue))
         .route("/v1/notifications", post(send::post_notification))
         .route("/v1/notifications/batch", post(send::post_batch))
         .route(
@@ -341,6 +346,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         }),
         None => None,
     };
+    let inbox_store = herald_store::inbox::Inbox::prepare(session.clone(), &config.store).await?;
     let dependencies = vec![
         health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
         health::database(session),
@@ -371,6 +377,11 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
             default_locale: config.router.default_locale.clone(),
         },
         body_limit: config.api.body_limit,
+        inbox: inbox::InboxApi {
+            tokens: inbox::token::InboxTokens::from_config(&config.api.inbox),
+            store: inbox_store,
+            origins: inbox::cors::AllowedOrigins::new(&config.api.inbox.allowed_origins),
+        },
     });
     let listener = bind(config.api.listen).await?;
     let grace = config.api.shutdown_grace;

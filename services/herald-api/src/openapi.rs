@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::{
-    callbacks, categories, manage, preview, send, suppressions, templates, timeline, tracking,
-    unsubscribe, webhooks,
+    callbacks, categories, inbox, manage, preview, send, suppressions, templates, timeline,
+    tracking, unsubscribe, webhooks,
 };
 
 #[derive(Debug, OpenApi)]
@@ -33,7 +33,9 @@ verified by the provider's signature (401 otherwise). Suppressed email addresses
 complaints, or added by hand) are not emailed until deleted; the router sees a change within \
 its cache TTL. `/v1/t/open/{token}` and `/v1/t/click/{token}` take no key: an email's open \
 pixel and redirect links (a category's `track_engagement`), signed; the first open and click of \
-a dispatch become `opened` and `clicked` statuses."
+a dispatch become `opened` and `clicked` statuses. The `/v1/inbox` routes take a user token \
+(`POST /v1/users/{user_id}/inbox-token`), not a tenant key, and act on that user's in-app inbox \
+only; they answer 404 until `api.inbox.token_secret` is set."
     ),
     paths(
         send::post_notification,
@@ -71,6 +73,11 @@ a dispatch become `opened` and `clicked` statuses."
         suppressions::delete,
         tracking::open,
         tracking::click,
+        inbox::user::issue,
+        inbox::messages::list,
+        inbox::messages::get,
+        inbox::messages::counts,
+        inbox::messages::mark,
     ),
     modifiers(&BearerKey),
     security(("api_key" = []))
@@ -90,6 +97,18 @@ impl Modify for BearerKey {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "A tenant API key from `herald apikey create` (`hrld_<id>_<secret>`)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "inbox_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A user token from `POST /v1/users/{user_id}/inbox-token` (HS256 JWT)",
                     ))
                     .build(),
             ),
@@ -122,6 +141,6 @@ mod tests {
         );
         let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 26);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 31);
     }
 }

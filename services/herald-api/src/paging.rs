@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 
 use crate::problem::Problem;
 
@@ -42,6 +43,23 @@ pub(crate) fn page_params<C>(
 /// The cursor for a position given as parts (none may contain a newline).
 pub(crate) fn encode_cursor(parts: &[&str]) -> String {
     URL_SAFE_NO_PAD.encode(parts.join("\n"))
+}
+
+/// The cursor of a position given as a time and an id (a row's clustering key).
+pub(crate) fn encode_position(at: DateTime<Utc>, id: &str) -> String {
+    encode_cursor(&[&at.timestamp_millis().to_string(), id])
+}
+
+/// A position's parts: the time in milliseconds and the id (everything after the time, so an
+/// id holding the separator survives).
+pub(crate) fn decode_position(parts: Vec<String>) -> Option<(DateTime<Utc>, String)> {
+    let mut parts = parts.into_iter();
+    let at = DateTime::from_timestamp_millis(parts.next()?.parse().ok()?)?;
+    let rest: Vec<String> = parts.collect();
+    if rest.is_empty() {
+        return None;
+    }
+    Some((at, rest.join("\n")))
 }
 
 fn cursor_parts(text: &str) -> Option<Vec<String>> {

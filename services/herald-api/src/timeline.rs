@@ -300,22 +300,15 @@ fn page_params(query: &str) -> Result<(usize, Option<UserCursor>), Problem> {
 }
 
 fn encode_cursor(cursor: &UserCursor) -> String {
-    let created_at = cursor.created_at.timestamp_millis().to_string();
-    paging::encode_cursor(&[&created_at, &cursor.event_id])
+    paging::encode_position(cursor.created_at, &cursor.event_id)
 }
 
-/// A cursor's parts: the creation time in milliseconds and the event id (everything after the
-/// time, so an id holding the separator survives).
+/// A cursor: the request's creation time and its event id.
 fn decode_cursor(parts: Vec<String>) -> Option<UserCursor> {
-    let mut parts = parts.into_iter();
-    let created_at = DateTime::from_timestamp_millis(parts.next()?.parse().ok()?)?;
-    let rest: Vec<String> = parts.collect();
-    if rest.is_empty() {
-        return None;
-    }
+    let (created_at, event_id) = paging::decode_position(parts)?;
     Some(UserCursor {
         created_at,
-        event_id: rest.join("\n"),
+        event_id,
     })
 }
 

@@ -35,6 +35,103 @@ pub struct ApiConfig {
     /// Provider delivery callbacks (`[api.callbacks.sendgrid]`, `[api.callbacks.twilio]`).
     #[serde(default)]
     pub callbacks: CallbacksConfig,
+    /// The in-app inbox's user tokens and browser access (`[api.inbox]`).
+    #[serde(default)]
+    pub inbox: InboxConfig,
+}
+
+/// `[api.inbox]`: the inbox routes (`/v1/inbox/...`) take short-lived user tokens that
+/// `POST /v1/users/{user_id}/inbox-token` issues; both answer 404 until `token_secret` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxConfig {
+    /// Signs user tokens (HS256), at least 32 bytes (`HERALD_API__INBOX__TOKEN_SECRET`).
+    /// Every replica needs the same one. Never logged.
+    #[serde(default)]
+    pub token_secret: Option<Secret>,
+    /// The secret before the last rotation: tokens it signed are still accepted until they
+    /// expire. Set it to the old `token_secret` for one `token_ttl` after rotating.
+    #[serde(default)]
+    pub previous_token_secret: Option<Secret>,
+    /// How long an issued user token is valid.
+    #[serde(default = "default_token_ttl", with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// The web origins whose pages may call the inbox routes, per tenant
+    /// (`acme = ["https://app.acme.example"]`). A browser page of any other origin cannot read
+    /// the answers (CORS); servers and mobile apps are not affected.
+    #[serde(default)]
+    pub allowed_origins: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            token_secret: None,
+            previous_token_secret: None,
+            token_ttl: default_token_ttl(),
+            allowed_origins: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+fn default_token_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// The shortest token secret accepted, in bytes.
+pub const MIN_TOKEN_SECRET_LEN: usize = 32;
+
+impl InboxConfig {
+    fn validate(&self) -> Result<(), String> {
+        for (key, secret) in [
+            ("token_secret", &self.token_secret),
+            ("previous_token_secret", &self.previous_token_secret),
+        ] {
+            if let Some(secret) = secret
+                && secret.expose().len() < MIN_TOKEN_SECRET_LEN
+            {
+                return Err(format!(
+                    "api.inbox.{key} must be at least {MIN_TOKEN_SECRET_LEN} bytes"
+                ));
+            }
+        }
+        if self.previous_token_secret.is_some() && self.token_secret.is_none() {
+            return Err(
+                "api.inbox.previous_token_secret is set without api.inbox.token_secret".into(),
+            );
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(24 * 3600)).contains(&self.token_ttl) {
+            return Err(format!(
+                "api.inbox.token_ttl is {:?}; it must be between 1m and 24h",
+                self.token_ttl
+            ));
+        }
+        for (tenant, origins) in &self.allowed_origins {
+            for origin in origins {
+                if !is_origin(origin) {
+                    return Err(format!(
+                        "api.inbox.allowed_origins.{tenant} has `{origin}`, which is not an \
+                         origin: scheme, host and optional port, no path (https://app.example)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `https://host[:port]` (or http), as a browser sends it in `Origin`: no path, no slash.
+fn is_origin(text: &str) -> bool {
+    let Some(rest) = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
 }
 
 /// `[api.callbacks]`: each provider's callback route answers 404 until its section is set.
@@ -165,6 +262,7 @@ impl Default for ApiConfig {
             key_cache_ttl: default_key_cache_ttl(),
             shutdown_grace: default_shutdown_grace(),
             callbacks: CallbacksConfig::default(),
+            inbox: InboxConfig::default(),
         }
     }
 }
@@ -218,6 +316,7 @@ impl ApiConfig {
             }
             (None, None) => {}
         }
+        self.inbox.validate()?;
         if twilio.match_wait > Duration::from_secs(5) {
             return Err(
                 "api.callbacks.twilio.match_wait must be at most 5s (Twilio waits 15s for an answer)"
@@ -246,6 +345,47 @@ mod tests {
             ..ApiConfig::default()
         };
         assert!(config.validate().unwrap_err().contains("api.body_limit"));
+    }
+
+    #[test]
+    fn inbox_settings_are_checked_with_the_key_named() {
+        let mut config = ApiConfig::default();
+        config.inbox.token_secret = Some(Secret::new("short"));
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("api.inbox.token_secret"), "{error}");
+        config.inbox.token_secret = Some(Secret::new("s".repeat(32)));
+        config.validate().unwrap();
+        config.inbox.token_ttl = Duration::from_secs(2 * 86_400);
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("api.inbox.token_ttl")
+        );
+        config.inbox.token_ttl = Duration::from_secs(600);
+        for bad in [
+            "app.example",
+            "https://app.example/",
+            "https://app.example/inbox",
+            "https://",
+        ] {
+            config.inbox.allowed_origins = [("acme".to_owned(), vec![bad.to_owned()])].into();
+            let error = config.validate().unwrap_err();
+            assert!(
+                error.contains("api.inbox.allowed_origins.acme"),
+                "{bad}: {error}"
+            );
+        }
+        config.inbox.allowed_origins = [(
+            "acme".to_owned(),
+            vec![
+                "https://app.acme.example".to_owned(),
+                "http://127.0.0.1:8080".to_owned(),
+            ],
+        )]
+        .into();
+        config.validate().unwrap();
+        assert!(!format!("{config:?}").contains("sssss"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod directory;
 pub mod engagement;
 pub mod error;
 pub mod frequency_cap;
+pub mod inbox;
 pub mod migrate;
 pub mod provider_messages;
 pub mod push_tokens;
