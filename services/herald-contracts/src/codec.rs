@@ -15,7 +15,7 @@ use crate::avro::FieldError;
 use crate::registry::{RegistryConfig, RegistryError};
 use crate::schemas::SchemaKind;
 use crate::time::from_millis;
-use crate::{Dispatch, NotificationRequest, RequestError, StatusEvent, TopicNames};
+use crate::{Dispatch, InboxEvent, NotificationRequest, RequestError, StatusEvent, TopicNames};
 
 /// Why a record could not be encoded or decoded. [`CodecError::is_transient`] tells a message
 /// loop whether to retry (the registry is down) or dead-letter (the record is bad).
@@ -65,6 +65,7 @@ pub enum Decoded {
     Request(NotificationRequest),
     Dispatch(Dispatch),
     Status(StatusEvent),
+    Inbox(InboxEvent),
     /// A record of a schema Herald does not own (e.g. in the DLQ), as JSON.
     Other {
         name: Option<String>,
@@ -79,6 +80,7 @@ impl Decoded {
             Decoded::Request(r) => serde_json::to_value(r),
             Decoded::Dispatch(d) => serde_json::to_value(d),
             Decoded::Status(s) => serde_json::to_value(s),
+            Decoded::Inbox(i) => serde_json::to_value(i),
             Decoded::Other { json, .. } => return json.clone(),
         };
         json.unwrap_or(serde_json::Value::Null)
@@ -89,6 +91,7 @@ impl Decoded {
             Decoded::Request(_) => Some(SchemaKind::Requested.full_name()),
             Decoded::Dispatch(_) => Some(SchemaKind::Dispatch.full_name()),
             Decoded::Status(_) => Some(SchemaKind::Status.full_name()),
+            Decoded::Inbox(_) => Some(SchemaKind::Inbox.full_name()),
             Decoded::Other { name, .. } => name.as_deref(),
         }
     }
@@ -104,6 +107,7 @@ pub struct Codec {
     requested_writer: KnownWriter,
     dispatch_writer: KnownWriter,
     status_writer: KnownWriter,
+    inbox_writer: KnownWriter,
 }
 
 /// Writes one of Herald's record types once the registry has given its schema id.
@@ -187,6 +191,7 @@ impl Codec {
             requested_writer: KnownWriter::new(SchemaKind::Requested)?,
             dispatch_writer: KnownWriter::new(SchemaKind::Dispatch)?,
             status_writer: KnownWriter::new(SchemaKind::Status)?,
+            inbox_writer: KnownWriter::new(SchemaKind::Inbox)?,
         })
     }
 
@@ -195,6 +200,7 @@ impl Codec {
             SchemaKind::Requested => &self.requested_writer,
             SchemaKind::Dispatch => &self.dispatch_writer,
             SchemaKind::Status => &self.status_writer,
+            SchemaKind::Inbox => &self.inbox_writer,
         }
     }
 
@@ -248,6 +254,10 @@ impl Codec {
             .await
     }
 
+    pub async fn encode_inbox(&self, event: &InboxEvent) -> Result<Vec<u8>, CodecError> {
+        self.encode_record(SchemaKind::Inbox, event.to_avro()).await
+    }
+
     async fn encode_record(&self, kind: SchemaKind, value: Value) -> Result<Vec<u8>, CodecError> {
         self.encode_framed(kind, value, || {
             SubjectNameStrategy::RecordNameStrategyWithSchema(supplied(kind))
@@ -289,6 +299,7 @@ impl Codec {
             SchemaKind::Requested => Decoded::Request(NotificationRequest::from_avro(resolved)?),
             SchemaKind::Dispatch => Decoded::Dispatch(Dispatch::from_avro(resolved)?),
             SchemaKind::Status => Decoded::Status(StatusEvent::from_avro(resolved)?),
+            SchemaKind::Inbox => Decoded::Inbox(InboxEvent::from_avro(resolved)?),
         })
     }
 

@@ -151,3 +151,8 @@ pub const API_SUPPRESSIONS_ADDED: &str = "herald_api_suppressions_added_total";
 /// `clicked` status was published; `repeat`: not the first, counted only; `late`: after
 /// `tracking.record_for`; `unrecorded`: Kafka or the database failed, the next one tries again).
 pub const API_ENGAGEMENT: &str = "herald_api_engagement_total";
+/// API: inbox streams (`GET /v1/inbox/stream`) connected to this replica.
+pub const API_INBOX_STREAMS: &str = "herald_api_inbox_streams";
+/// API: inbox changes read from `notifications.inbox`, by change (`message`, `seen`, `read`,
+/// `archived`).
+pub const API_INBOX_CHANGES: &str = "herald_api_inbox_changes_total";

@@ -9,6 +9,7 @@ use crate::TopicNames;
 pub const REQUESTED_AVSC: &str = include_str!("../../../schemas/notification_requested.avsc");
 pub const DISPATCH_AVSC: &str = include_str!("../../../schemas/dispatch.avsc");
 pub const STATUS_AVSC: &str = include_str!("../../../schemas/status.avsc");
+pub const INBOX_AVSC: &str = include_str!("../../../schemas/inbox_event.avsc");
 
 /// Registry compatibility levels (the Confluent API's names).
 pub const BACKWARD: &str = "BACKWARD";
@@ -17,20 +18,23 @@ pub const FULL_TRANSITIVE: &str = "FULL_TRANSITIVE";
 pub const REQUESTED_NAME: &str = "dev.herald.v1.NotificationRequested";
 pub const DISPATCH_NAME: &str = "dev.herald.v1.Dispatch";
 pub const STATUS_NAME: &str = "dev.herald.v1.StatusEvent";
+pub const INBOX_NAME: &str = "dev.herald.v1.InboxEvent";
 
-/// The three record types Herald owns.
+/// The record types Herald owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchemaKind {
     Requested,
     Dispatch,
     Status,
+    Inbox,
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 3] = [
+    pub const ALL: [SchemaKind; 4] = [
         SchemaKind::Requested,
         SchemaKind::Dispatch,
         SchemaKind::Status,
+        SchemaKind::Inbox,
     ];
 
     /// The file name under `schemas/`.
@@ -39,6 +43,7 @@ impl SchemaKind {
             SchemaKind::Requested => "notification_requested.avsc",
             SchemaKind::Dispatch => "dispatch.avsc",
             SchemaKind::Status => "status.avsc",
+            SchemaKind::Inbox => "inbox_event.avsc",
         }
     }
 
@@ -47,6 +52,7 @@ impl SchemaKind {
             SchemaKind::Requested => REQUESTED_NAME,
             SchemaKind::Dispatch => DISPATCH_NAME,
             SchemaKind::Status => STATUS_NAME,
+            SchemaKind::Inbox => INBOX_NAME,
         }
     }
 
@@ -60,6 +66,7 @@ impl SchemaKind {
             SchemaKind::Requested => REQUESTED_AVSC,
             SchemaKind::Dispatch => DISPATCH_AVSC,
             SchemaKind::Status => STATUS_AVSC,
+            SchemaKind::Inbox => INBOX_AVSC,
         }
     }
 
@@ -69,6 +76,7 @@ impl SchemaKind {
             SchemaKind::Requested => &REQUESTED,
             SchemaKind::Dispatch => &DISPATCH,
             SchemaKind::Status => &STATUS,
+            SchemaKind::Inbox => &INBOX,
         }
     }
 
@@ -79,12 +87,12 @@ impl SchemaKind {
     /// any age with the newest Herald. Each version must therefore read, and be readable by,
     /// every other one. BACKWARD alone would let a producer register a version without
     /// `tenant` or `created_at` (a reader may drop a field), and every record it wrote would
-    /// then be dead-lettered. Dispatches and statuses are written and read by Herald alone,
+    /// then be dead-lettered. Dispatches, statuses and inbox events are written and read by Herald alone,
     /// which upgrades readers before writers: BACKWARD.
     pub fn compatibility(self) -> &'static str {
         match self {
             SchemaKind::Requested => FULL_TRANSITIVE,
-            SchemaKind::Dispatch | SchemaKind::Status => BACKWARD,
+            SchemaKind::Dispatch | SchemaKind::Status | SchemaKind::Inbox => BACKWARD,
         }
     }
 
@@ -95,7 +103,9 @@ impl SchemaKind {
     pub fn subject(self, topics: &TopicNames) -> String {
         match self {
             SchemaKind::Requested => format!("{}-value", topics.requested()),
-            SchemaKind::Dispatch | SchemaKind::Status => self.full_name().to_owned(),
+            SchemaKind::Dispatch | SchemaKind::Status | SchemaKind::Inbox => {
+                self.full_name().to_owned()
+            }
         }
     }
 }
@@ -110,6 +120,25 @@ fn parse(source: &str) -> Schema {
 static REQUESTED: LazyLock<Schema> = LazyLock::new(|| parse(REQUESTED_AVSC));
 static DISPATCH: LazyLock<Schema> = LazyLock::new(|| parse(DISPATCH_AVSC));
 static STATUS: LazyLock<Schema> = LazyLock::new(|| parse(STATUS_AVSC));
+static INBOX: LazyLock<Schema> = LazyLock::new(|| parse(INBOX_AVSC));
+
+/// The symbols of the enum field `field` of `kind`'s schema, in order (for tests that keep a
+/// Rust enum in step with its schema).
+#[cfg(test)]
+pub(crate) fn enum_symbols(kind: SchemaKind, field: &str) -> Vec<String> {
+    let json: serde_json::Value = serde_json::from_str(kind.source()).unwrap_or_default();
+    let fields = json["fields"].as_array().cloned().unwrap_or_default();
+    let found = fields.iter().find(|f| f["name"] == field);
+    found
+        .and_then(|f| f["type"]["symbols"].as_array())
+        .map(|symbols| {
+            symbols
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 #[cfg(test)]
 mod tests {

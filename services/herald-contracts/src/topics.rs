@@ -9,6 +9,9 @@ pub const DLQ: &str = "notifications.dlq";
 /// The plan of every `herald replay` (range, filters, mode), keyed by replay id, compacted:
 /// what `herald replay --resume <id>` reads back.
 pub const REPLAYS: &str = "notifications.replays";
+/// Changes to users' in-app inboxes (new messages, marks), keyed tenant:user_id: what every
+/// `herald api` replica reads to update its live streams.
+pub const INBOX: &str = "notifications.inbox";
 const DISPATCH_PREFIX: &str = "notifications.dispatch";
 const RETRY_PREFIX: &str = "notifications.retry";
 const PRIORITY_SUFFIX: &str = "priority";
@@ -63,6 +66,10 @@ impl TopicNames {
         self.named(REPLAYS)
     }
 
+    pub fn inbox(&self) -> String {
+        self.named(INBOX)
+    }
+
     pub fn dispatch(&self, channel: Channel, lane: Lane) -> String {
         match lane {
             Lane::Bulk => self.named(&format!("{DISPATCH_PREFIX}.{channel}")),
@@ -109,7 +116,13 @@ impl TopicNames {
     /// Every topic Herald uses, without the prefix stripped: what `topics/herald.toml` must
     /// declare.
     pub fn all(&self) -> Vec<String> {
-        let mut names = vec![self.requested(), self.status(), self.dlq(), self.replays()];
+        let mut names = vec![
+            self.requested(),
+            self.status(),
+            self.dlq(),
+            self.replays(),
+            self.inbox(),
+        ];
         for channel in Channel::ALL {
             names.push(self.dispatch(channel, Lane::Bulk));
             names.push(self.dispatch(channel, Lane::Priority));
@@ -137,7 +150,7 @@ mod tests {
             names.retry(Channel::Webhook, 2),
             "notifications.retry.webhook.2"
         );
-        assert_eq!(names.all().len(), 4 + 5 * (2 + RETRY_TIERS as usize));
+        assert_eq!(names.all().len(), 5 + 5 * (2 + RETRY_TIERS as usize));
     }
 
     #[test]

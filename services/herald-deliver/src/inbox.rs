@@ -18,14 +18,11 @@ use scylla::statement::prepared::PreparedStatement;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_contracts::Dispatch;
+use herald_contracts::{Dispatch, InboxEvent};
 use herald_store::{StoreConfig, StoreError};
 
 use crate::outcome::logged;
 use crate::{Outcome, Provider, SendReport};
-
-/// The key of the rendered json part that becomes the message's action URL.
-pub const ACTION_URL_KEY: &str = "action_url";
 
 #[derive(Debug, Clone)]
 pub struct InboxProvider {
@@ -56,8 +53,7 @@ impl InboxProvider {
     }
 
     async fn deliver(&self, dispatch: &Dispatch) -> Outcome {
-        let c = &dispatch.content;
-        if c.subject.is_none() && c.text.is_none() {
+        if dispatch.content.subject.is_none() && dispatch.content.text.is_none() {
             return Outcome::permanent("the dispatch has neither a subject nor a text body");
         }
         // The router's clock bounds the upstream one: a producer's created_at in the future
@@ -70,18 +66,21 @@ impl InboxProvider {
                 self.retention
             ));
         };
+        // The row holds what the inbox event (which the worker emits once this succeeds) says.
+        let message = InboxEvent::message(dispatch, Utc::now());
+        let c = &message.content;
         let values = (
-            &dispatch.tenant,
-            &dispatch.user_id,
-            dispatch.created_at,
-            &dispatch.dispatch_id,
-            &dispatch.event_id,
-            &dispatch.category,
-            dispatch.priority.as_str(),
-            &c.subject,
-            &c.text,
-            &c.json,
-            action_url(c.json.as_deref()),
+            &message.tenant,
+            &message.user_id,
+            message.created_at,
+            &message.dispatch_id,
+            &c.event_id,
+            &c.category,
+            &c.priority,
+            &c.title,
+            &c.body,
+            &c.data_json,
+            &c.action_url,
             written_at.timestamp_micros(),
             ttl,
         );
@@ -109,19 +108,6 @@ fn remaining_ttl(
     (left > 0).then(|| i32::try_from(left).unwrap_or(i32::MAX))
 }
 
-/// The json part's `action_url`, when it is an absolute http(s) URL or a path on the tenant's
-/// own site: the inbox page makes it a link, and a `javascript:` URL there would run.
-fn action_url(json: Option<&str>) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(json?).ok()?;
-    let url = value.get(ACTION_URL_KEY)?.as_str()?;
-    let lower = url.to_ascii_lowercase();
-    let safe = (lower.starts_with("https://")
-        || lower.starts_with("http://")
-        || (url.starts_with('/') && !url.starts_with("//")))
-        && !url.chars().any(|c| c.is_control() || c.is_whitespace());
-    safe.then(|| url.to_owned())
-}
-
 impl Provider for InboxProvider {
     fn name(&self) -> &'static str {
         herald_contracts::provider::INBOX
@@ -135,30 +121,6 @@ impl Provider for InboxProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_web_links_and_paths_become_action_urls() {
-        let url = |json: &str| action_url(Some(json));
-        assert_eq!(
-            url(r#"{"action_url": "https://app.example/i/7"}"#).as_deref(),
-            Some("https://app.example/i/7")
-        );
-        assert_eq!(
-            url(r#"{"action_url": "/invoices/7"}"#).as_deref(),
-            Some("/invoices/7")
-        );
-        for refused in [
-            r#"{"action_url": "javascript:alert(1)"}"#,
-            r#"{"action_url": "//evil.example/"}"#,
-            r#"{"action_url": "https://a.example/ x"}"#,
-            r#"{"action_url": 7}"#,
-            r#"{"other": "https://a.example"}"#,
-            "not json",
-        ] {
-            assert_eq!(url(refused), None, "{refused}");
-        }
-        assert_eq!(action_url(None), None);
-    }
 
     #[test]
     fn the_ttl_is_what_remains_of_the_retention() {

@@ -60,6 +60,11 @@ impl BodyFacts {
                 category: None,
                 channels: s.channel.into_iter().collect(),
             },
+            Decoded::Inbox(i) => Self {
+                event_id: i.content.event_id.clone(),
+                category: i.content.category.clone(),
+                channels: vec![Channel::Inapp],
+            },
             Decoded::Other { .. } => Self::default(),
         }
     }

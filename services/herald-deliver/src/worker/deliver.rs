@@ -15,7 +15,8 @@ use herald_contracts::metric_names::{
 use herald_contracts::status::reason;
 use herald_contracts::topics::RETRY_TIERS;
 use herald_contracts::{
-    Channel, Codec, CodecError, Decoded, Dispatch, Status, StatusEvent, TopicNames, headers,
+    Channel, Codec, CodecError, Decoded, Dispatch, InboxEvent, Status, StatusEvent, TopicNames,
+    headers,
 };
 use herald_kafka::transaction::OffsetRanges;
 use herald_runtime::config::AmbiguousSend;
@@ -460,7 +461,11 @@ impl Deliverer {
             sent.provider_message_id.as_deref(),
             sent.attempt,
         );
-        Ok(vec![self.status_record(input, &status).await?])
+        let mut out = vec![self.status_record(input, &status).await?];
+        // The transaction that carried its inbox event did not commit (or the ledger would
+        // not have been read): the live streams learn of the message now.
+        out.extend(self.inbox_record(input, dispatch).await?);
+        Ok(out)
     }
 
     /// The dispatch in `input`, a reason to dead-letter it, or a transient registry fault.
@@ -639,7 +644,32 @@ impl Deliverer {
             let status = self.sent_status(dispatch, Status::Delivered, name, id, attempt);
             out.push(self.status_record(input, &status).await?);
         }
+        out.extend(self.inbox_record(input, dispatch).await?);
         Ok(out)
+    }
+
+    /// For an in-app dispatch stored in the inbox: the inbox event that tells every `herald
+    /// api` replica's live streams of the new message, in the same transaction as its status.
+    async fn inbox_record(
+        &self,
+        input: &Input,
+        dispatch: &Dispatch,
+    ) -> Result<Option<OutRecord>, Transient> {
+        if dispatch.channel != Channel::Inapp {
+            return Ok(None);
+        }
+        let event = InboxEvent::message(dispatch, herald_contracts::time::now_millis());
+        let payload = self
+            .codec
+            .encode_inbox(&event)
+            .await
+            .map_err(Transient::Registry)?;
+        Ok(Some(OutRecord {
+            topic: self.topics.inbox(),
+            key: Some(event.key().into_bytes()),
+            payload,
+            headers: input.derived_headers(),
+        }))
     }
 
     /// Records which dispatch the provider's message id belongs to, right after the ledger
