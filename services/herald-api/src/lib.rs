@@ -320,7 +320,9 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         topics.requested(),
         config.router.max_data_bytes,
     );
-    let statuses = StatusPublisher::new(producer, codec, topics.status());
+    let inbox_events =
+        inbox::publish::InboxPublisher::new(producer.clone(), codec.clone(), topics.inbox());
+    let statuses = StatusPublisher::new(producer, codec.clone(), topics.status());
     let users = Users::prepare(session.clone(), &config.store).await?;
     let directory = Directory::prepare(session.clone(), &config.store).await?;
     let categories = Categories::prepare(session.clone(), &config.store).await?;
@@ -347,6 +349,18 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         None => None,
     };
     let inbox_store = herald_store::inbox::Inbox::prepare(session.clone(), &config.store).await?;
+    // The live streams' feed reads from a window back, so that this replica resumes clients
+    // as soon as it serves.
+    let inbox_config = &config.api.inbox;
+    let feed = inbox::feed::Feed::new(inbox::feed::Retention {
+        window: inbox_config.resume_window,
+        max_bytes: inbox_config.resume_buffer_bytes,
+    });
+    let feed_task = if inbox_config.token_secret.is_some() {
+        Some(inbox::feed::start(feed.clone(), &config.kafka, codec, shutdown.clone()).await?)
+    } else {
+        None
+    };
     let dependencies = vec![
         health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
         health::database(session),
@@ -380,7 +394,11 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         inbox: inbox::InboxApi {
             tokens: inbox::token::InboxTokens::from_config(&config.api.inbox),
             store: inbox_store,
-            origins: inbox::cors::AllowedOrigins::new(&config.api.inbox.allowed_origins),
+            origins: inbox::cors::AllowedOrigins::new(&inbox_config.allowed_origins),
+            events: inbox_events,
+            feed,
+            heartbeat: inbox_config.heartbeat,
+            shutdown: shutdown.clone(),
         },
     });
     let listener = bind(config.api.listen).await?;
@@ -396,6 +414,11 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         () = deadline => Err(ApiError::GraceExceeded(grace)),
     };
     shutdown.cancel();
+    if let Some(task) = feed_task
+        && let Err(e) = task.await
+    {
+        tracing::warn!(error = %e, "the inbox feed failed");
+    }
     if let Err(e) = health_task.await {
         tracing::warn!(error = %e, "readiness checks failed");
     }

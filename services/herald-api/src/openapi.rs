@@ -78,6 +78,7 @@ only; they answer 404 until `api.inbox.token_secret` is set."
         inbox::messages::get,
         inbox::messages::counts,
         inbox::messages::mark,
+        inbox::stream::stream,
     ),
     modifiers(&BearerKey),
     security(("api_key" = []))
@@ -141,6 +142,6 @@ mod tests {
         );
         let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 31);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 32);
     }
 }

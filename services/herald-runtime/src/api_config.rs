@@ -61,6 +61,18 @@ pub struct InboxConfig {
     /// the answers (CORS); servers and mobile apps are not affected.
     #[serde(default)]
     pub allowed_origins: std::collections::BTreeMap<String, Vec<String>>,
+    /// How often an idle stream (`GET /v1/inbox/stream`) sends a comment line, so that proxies
+    /// do not close it.
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// How far back each replica keeps changes, so that a client reconnecting with
+    /// `Last-Event-ID` gets exactly what it missed; an older position gets a `reset` event.
+    #[serde(default = "default_resume_window", with = "humantime_serde")]
+    pub resume_window: Duration,
+    /// The most memory the changes kept for resuming may take, in bytes, whatever their age
+    /// (a new message takes its rendered content plus about 200 bytes).
+    #[serde(default = "default_resume_buffer_bytes")]
+    pub resume_buffer_bytes: usize,
 }
 
 impl Default for InboxConfig {
@@ -70,12 +82,24 @@ impl Default for InboxConfig {
             previous_token_secret: None,
             token_ttl: default_token_ttl(),
             allowed_origins: std::collections::BTreeMap::new(),
+            heartbeat: default_heartbeat(),
+            resume_window: default_resume_window(),
+            resume_buffer_bytes: default_resume_buffer_bytes(),
         }
     }
 }
 
 fn default_token_ttl() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_resume_window() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_resume_buffer_bytes() -> usize {
+    64 * 1024 * 1024
 }
 
 /// The shortest token secret accepted, in bytes.
@@ -105,6 +129,18 @@ impl InboxConfig {
                 "api.inbox.token_ttl is {:?}; it must be between 1m and 24h",
                 self.token_ttl
             ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.heartbeat) {
+            return Err(format!(
+                "api.inbox.heartbeat is {:?}; it must be between 1s and 5m",
+                self.heartbeat
+            ));
+        }
+        if self.resume_window > Duration::from_secs(86_400) {
+            return Err(
+                "api.inbox.resume_window must be at most 1 day (notifications.inbox's retention)"
+                    .into(),
+            );
         }
         for (tenant, origins) in &self.allowed_origins {
             for origin in origins {

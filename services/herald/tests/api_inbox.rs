@@ -13,37 +13,11 @@ use herald_api::inbox::token::InboxTokens;
 use herald_contracts::secret::Secret;
 use herald_runtime::api_config::InboxConfig;
 use herald_test_support::api::{Answer, ApiClient};
-use herald_test_support::deliver::DELIVER_DEFAULTS;
-use herald_test_support::{HeraldEnv, wait_for};
+use herald_test_support::inbox::{InboxEnv, ORIGIN, TOKEN_SECRET, news};
+use herald_test_support::wait_for;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
-const SECRET: &str = "inbox-test-secret-0123456789abcdef0123";
-const ORIGIN: &str = "https://app.acme.example";
 const WAIT: Duration = Duration::from_secs(60);
-
-fn seed() -> String {
-    serde_json::json!({
-        "users": [{"tenant": "acme", "user_id": "ada", "time_zone": "UTC"},
-                  {"tenant": "acme", "user_id": "bob", "time_zone": "UTC"}],
-        "categories": [{"tenant": "acme", "category": "team.news", "channels": ["inapp"]}],
-        "templates": [
-            {"tenant": "acme", "template_id": "news", "version": 1, "channel": "inapp",
-             "locale": "default", "subject": "News {{n}}", "text": "Item {{n}} is out",
-             "json": "{\"action_url\": \"https://app.acme.example/news/{{n}}\", \"n\": \"{{n}}\"}"}
-        ]
-    })
-    .to_string()
-}
-
-fn news(user: &str, n: usize) -> serde_json::Value {
-    serde_json::json!({
-        "event_id": format!("news-{user}-{n}"),
-        "category": "team.news",
-        "template": {"id": "news"},
-        "recipient": {"user_id": user},
-        "data": {"n": n.to_string()},
-    })
-}
 
 struct Inbox<'a> {
     client: &'a ApiClient,
@@ -129,57 +103,28 @@ impl Inbox<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_token_reads_counts_and_marks_only_its_own_inbox() {
-    let env = HeraldEnv::new(HERALD, "api_inbox");
-    env.prepare(true);
-    let seed = env.write("seed.json", &seed());
-    env.run(&["seed", seed.to_str().unwrap()], None)
-        .assert_code(0);
-    env.append_config(&format!(
-        "\n[deliver]\n{DELIVER_DEFAULTS}\n\
-         [api.inbox]\ntoken_secret = \"{SECRET}\"\ntoken_ttl = \"10m\"\n\n\
-         [api.inbox.allowed_origins]\nacme = [\"{ORIGIN}\"]\n"
-    ));
-    let key = env.create_api_key("acme", "send,manage");
-    let _router = env.spawn("router", &["router"], &[]);
-    let _worker = env.spawn("deliver", &["deliver", "--channel", "inapp"], &[]);
+    let inbox = InboxEnv::start(HERALD, "api_inbox");
+    let (env, key) = (&inbox.env, &inbox.key);
     let api = env.spawn_api("api", &[]);
     let client = ApiClient::new(&api);
-
-    let issue = |user: &'static str| {
-        let client = &client;
-        let key = &key;
-        async move {
-            let answer = client
-                .call(
-                    Method::POST,
-                    &format!("/v1/users/{user}/inbox-token"),
-                    key,
-                    None,
-                )
-                .await;
-            assert_eq!(answer.status, 201, "{answer:?}");
-            assert!(answer.body["expires_at"].is_string());
-            answer.body["token"].as_str().unwrap().to_owned()
-        }
-    };
     let ada = Inbox {
         client: &client,
-        token: issue("ada").await,
+        token: inbox.token(&client, "ada").await,
     };
     let bob = Inbox {
         client: &client,
-        token: issue("bob").await,
+        token: inbox.token(&client, "bob").await,
     };
     // A user Herald does not know gets no token.
     let unknown = client
-        .call(Method::POST, "/v1/users/nobody/inbox-token", &key, None)
+        .call(Method::POST, "/v1/users/nobody/inbox-token", key, None)
         .await;
     assert_eq!(unknown.status, 404, "{unknown:?}");
 
     for n in 1..=5 {
-        assert_eq!(client.send(&key, &news("ada", n)).await.status, 202);
+        assert_eq!(client.send(key, &news("ada", n)).await.status, 202);
     }
-    assert_eq!(client.send(&key, &news("bob", 1)).await.status, 202);
+    assert_eq!(client.send(key, &news("bob", 1)).await.status, 202);
     assert_eq!(ada.wait_for_total(5).await, (5, 5, 5));
     assert_eq!(bob.wait_for_total(1).await, (1, 1, 1));
 
@@ -200,7 +145,7 @@ async fn a_user_token_reads_counts_and_marks_only_its_own_inbox() {
     let (page1, cursor) = ada.page("limit=2").await;
     assert_eq!(page1.len(), 2);
     for n in 6..=7 {
-        assert_eq!(client.send(&key, &news("ada", n)).await.status, 202);
+        assert_eq!(client.send(key, &news("ada", n)).await.status, 202);
     }
     assert_eq!(ada.wait_for_total(7).await, (7, 7, 7));
     let (page2, cursor) = ada
@@ -315,7 +260,7 @@ async fn a_user_token_reads_counts_and_marks_only_its_own_inbox() {
 
     // Expired, tampered, missing tokens and tenant keys are 401.
     let tokens = InboxTokens::from_config(&InboxConfig {
-        token_secret: Some(Secret::new(SECRET)),
+        token_secret: Some(Secret::new(TOKEN_SECRET)),
         token_ttl: Duration::from_secs(60),
         ..InboxConfig::default()
     })

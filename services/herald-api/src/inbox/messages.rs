@@ -3,8 +3,9 @@
 //! archived.
 //!
 //! A mark is made once per message ([`herald_store::inbox`]): the request that makes it
-//! publishes the matching status (`seen`, `read`, `archived`) on `notifications.status`, and
-//! answers success only once Kafka acknowledged it. When the publish fails, the mark is taken
+//! publishes the matching status (`seen`, `read`, `archived`) on `notifications.status` and the
+//! change on `notifications.inbox` (for every replica's streams), and answers success only once
+//! Kafka acknowledged both. When the publish fails, the mark is taken
 //! back and the request answers 503, so a retry marks and publishes again; only a replica that
 //! dies between the mark and the publish loses a status.
 
@@ -19,7 +20,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use herald_contracts::{Channel, Status, StatusEvent};
+use herald_contracts::inbox::InboxContent;
+use herald_contracts::{Channel, InboxChange, InboxEvent, Status, StatusEvent};
 use herald_store::inbox::{Counts, Filter, InboxMessage, Mark, MessageKey};
 
 use crate::AppState;
@@ -277,6 +279,15 @@ impl MarkAction {
     }
 }
 
+/// The inbox event a mark is.
+fn change_of(mark: Mark) -> InboxChange {
+    match mark {
+        Mark::Seen => InboxChange::Seen,
+        Mark::Read => InboxChange::Read,
+        Mark::Archived => InboxChange::Archived,
+    }
+}
+
 /// The status a mark emits.
 pub(crate) fn status_of(mark: Mark) -> Status {
     match mark {
@@ -427,11 +438,24 @@ async fn mark_one(
         message.key.dispatch_id,
         status.status.as_str()
     );
-    if let Err(problem) = state
-        .statuses
-        .publish_identified(&status, Some(&status_id))
-        .await
-    {
+    let event = InboxEvent {
+        tenant: user.tenant.clone(),
+        user_id: user.user_id.clone(),
+        change: change_of(mark),
+        dispatch_id: message.key.dispatch_id.clone(),
+        created_at: message.key.created_at,
+        at,
+        content: InboxContent {
+            event_id: message.event_id.clone(),
+            category: message.category.clone(),
+            ..InboxContent::default()
+        },
+    };
+    let (recorded, streamed) = futures::join!(
+        state.statuses.publish_identified(&status, Some(&status_id)),
+        state.inbox.events.publish(&event),
+    );
+    if let Err(problem) = recorded.and(streamed) {
         if let Err(e) = store
             .unset(&user.tenant, &user.user_id, &message.key, mark, at)
             .await

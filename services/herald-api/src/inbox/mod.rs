@@ -1,9 +1,14 @@
 //! The in-app inbox, for the people who receive notifications: short-lived user tokens
-//! ([`token`], issued through [`user::issue`]), the routes they open ([`messages`]), and
-//! browser access per tenant origin ([`cors`]).
+//! ([`token`], issued through [`user::issue`]), the routes they open ([`messages`]), the live
+//! streams ([`stream`], fed by [`feed`] from `notifications.inbox`), and browser access per
+//! tenant origin ([`cors`]).
 
 pub mod cors;
+pub mod feed;
 pub mod messages;
+pub mod page;
+pub mod publish;
+pub mod stream;
 pub mod token;
 pub mod user;
 
@@ -22,6 +27,14 @@ pub struct InboxApi {
     pub tokens: Option<token::InboxTokens>,
     pub store: Inbox,
     pub origins: cors::AllowedOrigins,
+    /// Marks, for the other replicas' streams.
+    pub events: publish::InboxPublisher,
+    /// The changes this replica reads, and its streams.
+    pub feed: std::sync::Arc<feed::Feed>,
+    /// `api.inbox.heartbeat`.
+    pub heartbeat: std::time::Duration,
+    /// Ends the streams at shutdown: a graceful shutdown waits for open connections.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The `/v1/inbox` routes, behind their CORS layer.
@@ -31,5 +44,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/v1/inbox/messages/{message_id}", get(messages::get))
         .route("/v1/inbox/counts", get(messages::counts))
         .route("/v1/inbox/mark", post(messages::mark))
+        .route("/v1/inbox/stream", get(stream::stream))
+        .route(page::PATH, get(page::page))
+        .route(page::SCRIPT_PATH, get(page::script))
         .layer(middleware::from_fn_with_state(state, cors::cors))
 }
