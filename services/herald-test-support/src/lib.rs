@@ -7,14 +7,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod api;
+pub mod browser;
 pub mod chart;
 pub mod deliver;
 pub mod dispatch;
+pub mod inbox;
 pub mod kafka;
 pub mod keys;
 pub mod otlp;
 pub mod proxy;
 pub mod smtp;
+pub mod sse;
 pub mod standin;
 pub mod track;
 
