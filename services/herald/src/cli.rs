@@ -91,6 +91,24 @@ pub(crate) enum BenchCommand {
     /// records; prints the tracker's CPU per status beside the CQL server's and Kafka's, and its
     /// peak RSS. Creates its own topics and keyspace (`bench<time>`).
     Track(BenchTrackArgs),
+    /// Start `herald api` with the inbox on, hold N Server-Sent Events streams on it, then
+    /// produce one new message per stream's user to `notifications.inbox` and time until every
+    /// stream has it, against a plain consumer reading the same records (the baseline); prints
+    /// the API's RSS and CPU per message. Creates its own topics and keyspace (`bench<time>`).
+    Inbox(BenchInboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchInboxArgs {
+    /// Streams to hold, one user each.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) streams: usize,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 12)]
+    pub(crate) partitions: i32,
+    /// Replication factor of the bench topics (1 on a single broker).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) replication_factor: i32,
 }
 
 #[derive(Debug, Args)]

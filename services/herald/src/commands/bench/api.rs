@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use herald_contracts::{Codec, NotificationRequest};
-use herald_kafka::apply_plan;
 use herald_runtime::HeraldConfig;
 
 use super::child::{config_path, cpu_micros, free_port, herald, peak_rss, wait_ready};
@@ -44,11 +43,7 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchApiArgs) -> anyhow::R
         args.partitions
     );
 
-    let plan = super::declared_topics(&config, args.partitions, args.replication_factor)?;
-    apply_plan(&config.kafka.client_config(), &plan, false).await?;
-    let session = herald_store::connect(&config.store).await?;
-    herald_store::migrate(&session, &config.store).await?;
-    drop(session);
+    super::prepare_run(&config, args.partitions, args.replication_factor).await?;
 
     // Baseline: the same records, encoded and produced by this process, N in flight.
     let codec = Arc::new(Codec::new(&config.registry, topics.clone())?);

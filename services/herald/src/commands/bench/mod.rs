@@ -6,6 +6,7 @@ mod baseline;
 mod child;
 mod deliver;
 mod flood;
+mod inbox;
 mod lag;
 mod replay;
 mod router;
@@ -26,6 +27,7 @@ pub(crate) async fn run(config: &HeraldConfig, command: &BenchCommand) -> anyhow
         BenchCommand::Replay(args) => replay::run(config, args).await,
         BenchCommand::Api(args) => api::run(config, args).await,
         BenchCommand::Track(args) => track::run(config, args).await,
+        BenchCommand::Inbox(args) => inbox::run(config, args).await,
     }
 }
 
@@ -42,6 +44,19 @@ fn isolated(config: &HeraldConfig) -> anyhow::Result<(String, HeraldConfig)> {
     config.kafka.topic_prefix = format!("{run_id}.");
     config.store.keyspace = run_id.clone();
     Ok((run_id, config))
+}
+
+/// The run's topics (`partitions` each) and its migrated keyspace.
+async fn prepare_run(
+    config: &HeraldConfig,
+    partitions: i32,
+    replication_factor: i32,
+) -> anyhow::Result<()> {
+    let plan = declared_topics(config, partitions, replication_factor)?;
+    herald_kafka::apply_plan(&config.kafka.client_config(), &plan, false).await?;
+    let session = herald_store::connect(&config.store).await?;
+    herald_store::migrate(&session, &config.store).await?;
+    Ok(())
 }
 
 /// Herald's declared topics under the run's prefix, `partitions` each.
