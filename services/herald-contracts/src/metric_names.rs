@@ -4,6 +4,9 @@
 pub const BUILD_INFO: &str = "herald_build_info";
 /// Allocations the process made (0 unless its binary counts them, as `herald` does).
 pub const PROCESS_ALLOCATIONS: &str = "herald_process_allocations_total";
+/// Bytes the process holds allocated now (0 unless its binary counts them): beside RSS, what is
+/// live rather than kept by the allocator.
+pub const PROCESS_HEAP_BYTES: &str = "herald_process_heap_bytes";
 /// Statements the process sent to the database (a batch is one; a paged read one per page).
 pub const STORE_STATEMENTS: &str = "herald_store_statements_total";
 

@@ -157,6 +157,7 @@ async fn render_metrics(State(state): State<AdminState>) -> String {
     // Counted outside the recorder (one atomic add per call would cost more through it).
     metrics::counter!(metric_names::PROCESS_ALLOCATIONS)
         .absolute(crate::allocations::allocations());
+    metrics::gauge!(metric_names::PROCESS_HEAP_BYTES).set(crate::allocations::heap_bytes() as f64);
     metrics::counter!(metric_names::STORE_STATEMENTS).absolute(herald_store::statements_sent());
     state.metrics.render()
 }

@@ -18,3 +18,9 @@ pub fn allocations() -> u64 {
     let stats = INSTRUMENTED_SYSTEM.stats();
     (stats.allocations + stats.reallocations) as u64
 }
+
+/// Bytes allocated and not yet freed; 0 unless its binary installed [`COUNTING_ALLOCATOR`].
+pub fn heap_bytes() -> u64 {
+    let stats = INSTRUMENTED_SYSTEM.stats();
+    (stats.bytes_allocated as u64).saturating_sub(stats.bytes_deallocated as u64)
+}

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use herald_api::inbox::token::InboxTokens;
 use herald_contracts::inbox::InboxContent;
-use herald_contracts::metric_names::API_INBOX_STREAMS;
+use herald_contracts::metric_names::{API_INBOX_STREAMS, PROCESS_HEAP_BYTES};
 use herald_contracts::secret::Secret;
 use herald_contracts::{Codec, InboxChange, InboxEvent};
 use herald_runtime::HeraldConfig;
@@ -117,12 +117,18 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchInboxArgs) -> anyhow:
     }
     let connected = opening.elapsed();
     let rss_connected = peak_rss(pid).unwrap_or(0);
+    let heap = counter(
+        &fetch_metrics(admin_port).await.unwrap_or_default(),
+        PROCESS_HEAP_BYTES,
+    );
     println!(
-        "connect      {streams} streams in {:.1} s; API RSS {:.1} MiB idle, {:.1} MiB with the streams ({:.1} KiB per stream)",
+        "connect      {streams} streams in {:.1} s; API RSS {:.1} MiB idle, {:.1} MiB with the streams ({:.1} KiB per stream); live heap {:.1} MiB ({:.1} KiB per stream)",
         connected.as_secs_f64(),
         rss_idle as f64 / 1024.0,
         rss_connected as f64 / 1024.0,
-        rss_connected.saturating_sub(rss_idle) as f64 / streams as f64
+        rss_connected.saturating_sub(rss_idle) as f64 / streams as f64,
+        heap / 1024.0 / 1024.0,
+        heap / 1024.0 / streams as f64
     );
 
     // The baseline reader, at the topic's end before anything is produced.
