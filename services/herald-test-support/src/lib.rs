@@ -326,7 +326,7 @@ impl HeraldEnv {
 
 /// Partitions per topic in test envs: enough for partitions to be shared and handed over,
 /// few enough that a whole test run stays within the broker's open-file limit (each
-/// partition holds files open, and every test env declares 28 topics).
+/// partition holds files open, and every test env declares 29 topics).
 pub const TEST_PARTITIONS: i32 = 3;
 
 /// A long-running `herald` role started as its own process, so a test can kill it.

@@ -374,3 +374,25 @@ async fn a_user_token_reads_counts_and_marks_only_its_own_inbox() {
     let expected: Vec<String> = (2..=7).map(|n| format!("news-ada-{n}")).collect();
     assert_eq!(read_events, expected.iter().map(String::as_str).collect());
 }
+
+#[test]
+fn the_api_refuses_to_start_the_inbox_without_its_topic() {
+    let env = herald_test_support::HeraldEnv::new(HERALD, "api_inbox_no_topic");
+    env.run(&["db", "migrate"], None).assert_code(0);
+    let mut api = env.spawn(
+        "api",
+        &["api"],
+        &[
+            ("HERALD_API__INBOX__TOKEN_SECRET", TOKEN_SECRET),
+            ("HERALD_API__LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    wait_for("herald api to exit", WAIT, || {
+        api.has_exited().then_some(())
+    });
+    let log = api.log_text();
+    assert!(
+        log.contains("notifications.inbox does not exist") && log.contains("herald topics apply"),
+        "{log}"
+    );
+}

@@ -34,7 +34,10 @@ fn register_is_idempotent_and_refuses_an_incompatible_change() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut requested: serde_json::Value =
         serde_json::from_str(SchemaKind::Requested.source()).unwrap();
-    for kind in [SchemaKind::Dispatch, SchemaKind::Status] {
+    for kind in SchemaKind::ALL
+        .into_iter()
+        .filter(|k| *k != SchemaKind::Requested)
+    {
         std::fs::write(dir.join(kind.file_name()), kind.source()).unwrap();
     }
     requested["fields"]
@@ -142,7 +145,10 @@ async fn producers_cannot_register_a_request_schema_the_router_cannot_read() {
     );
     assert_eq!(compatibility_of(&env, &subject).await, "FULL_TRANSITIVE");
     // Herald's own records keep BACKWARD.
-    for kind in [SchemaKind::Dispatch, SchemaKind::Status] {
+    for kind in SchemaKind::ALL
+        .into_iter()
+        .filter(|k| *k != SchemaKind::Requested)
+    {
         assert_eq!(
             compatibility_of(&env, &kind.subject(&env.topics())).await,
             "BACKWARD",
@@ -173,7 +179,10 @@ async fn producers_cannot_register_a_request_schema_the_router_cannot_read() {
     // `herald schemas register` with such a schema fails and names the reason.
     let dir = env.dir.join("schemas");
     std::fs::create_dir_all(&dir).unwrap();
-    for kind in [SchemaKind::Dispatch, SchemaKind::Status] {
+    for kind in SchemaKind::ALL
+        .into_iter()
+        .filter(|k| *k != SchemaKind::Requested)
+    {
         std::fs::write(dir.join(kind.file_name()), kind.source()).unwrap();
     }
     std::fs::write(

@@ -151,7 +151,12 @@ fn growing_keyed_topics_is_refused_unless_allowed() {
         env.run(&args, None)
     };
     apply(&["--partitions", "2"]).assert_code(0);
-    let before = topics_with_prefix(&kafka, &prefix);
+    // The broker's metadata can trail a creation: wait until it lists every topic.
+    let declared = topics.all().len();
+    let before = wait_for("every topic listed", Duration::from_secs(30), || {
+        let listed = topics_with_prefix(&kafka, &prefix);
+        (listed.len() == declared).then_some(listed)
+    });
     assert!(before.values().all(|&p| p == 2), "{before:?}");
 
     let says_why = |stderr: &str| {

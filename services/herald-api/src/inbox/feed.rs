@@ -388,6 +388,12 @@ pub async fn start(
             .await
             .map_err(|_| rdkafka::error::KafkaError::Canceled)??
     };
+    if starts.is_empty() {
+        return Err(ApiError::Config(format!(
+            "topic {topic} does not exist (the inbox's live streams read it): run herald topics \
+             apply"
+        )));
+    }
     let mut assignment = TopicPartitionList::new();
     for &(partition, offset) in &starts {
         assignment.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
@@ -435,6 +441,9 @@ fn start_offsets(
     since: i64,
 ) -> Result<Vec<(i32, i64)>, rdkafka::error::KafkaError> {
     let partitions = partitions_of(consumer, topic, METADATA_TIMEOUT)?;
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut query = TopicPartitionList::new();
     for &partition in &partitions {
         query.add_partition_offset(topic, partition, Offset::Offset(since))?;
