@@ -95,8 +95,6 @@ pub enum Mark {
 }
 
 impl Mark {
-    pub const ALL: [Mark; 3] = [Mark::Seen, Mark::Read, Mark::Archived];
-
     fn column(self) -> &'static str {
         match self {
             Mark::Seen => "seen_at",
