@@ -3,7 +3,7 @@
 //! that produces and commits them in a transaction, and consumer errors told apart into those
 //! the client recovers from by itself and those it cannot.
 
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, ConsumerGroupMetadata, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -148,6 +148,19 @@ pub async fn produce_and_commit<C: ConsumerContext + 'static>(
     records: &[OutRecord],
     offsets: TopicPartitionList,
 ) -> Result<(), KafkaError> {
+    let group = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
+    produce_and_commit_as(producer, group, records, offsets).await
+}
+
+/// [`produce_and_commit`] for a consumer whose group metadata was taken beforehand, so that
+/// the transaction can run on a task of its own while the consumer reads on. Metadata of an
+/// older generation is safe: the coordinator refuses its offsets and the transaction aborts.
+pub async fn produce_and_commit_as(
+    producer: &TxProducer,
+    group: ConsumerGroupMetadata,
+    records: &[OutRecord],
+    offsets: TopicPartitionList,
+) -> Result<(), KafkaError> {
     blocking(producer, |p| p.begin_transaction()).await?;
     let mut deliveries = Vec::with_capacity(records.len());
     for record in records {
@@ -171,7 +184,6 @@ pub async fn produce_and_commit<C: ConsumerContext + 'static>(
     if let Some(error) = first_failure(deliveries).await {
         return Err(error);
     }
-    let group = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
     blocking(producer, move |p| {
         p.send_offsets_to_transaction(&offsets, &group, CLIENT_TIMEOUT)
     })
@@ -237,6 +249,20 @@ impl OffsetRanges {
             .entry((topic.to_owned(), partition))
             .or_insert((offset, offset));
         range.1 = offset;
+    }
+
+    /// Adds `later`'s ranges, which come after these: a partition in both starts where this
+    /// one starts and ends where `later` ends.
+    pub fn extend(&mut self, later: &OffsetRanges) {
+        for (tp, (first, last)) in &later.0 {
+            let range = self.0.entry(tp.clone()).or_insert((*first, *last));
+            range.0 = range.0.min(*first);
+            range.1 = range.1.max(*last);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// (topic, partition, first offset) of every partition.
@@ -353,6 +379,32 @@ mod tests {
             );
         }
         assert!(!recovers_by_itself(&KafkaError::Canceled));
+    }
+
+    #[test]
+    fn extending_ranges_keeps_the_earliest_start_and_latest_end_per_partition() {
+        let mut earlier = OffsetRanges::default();
+        earlier.push("t", 0, 10);
+        earlier.push("t", 0, 12);
+        earlier.push("t", 1, 5);
+        let mut later = OffsetRanges::default();
+        later.push("t", 0, 13);
+        later.push("t", 0, 20);
+        later.push("t", 2, 7);
+        earlier.extend(&later);
+        let ranges: Vec<_> = earlier
+            .starts()
+            .zip(earlier.ends())
+            .map(|((topic, p, first), (_, _, last))| (topic.to_owned(), p, first, last))
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                ("t".to_owned(), 0, 10, 20),
+                ("t".to_owned(), 1, 5, 5),
+                ("t".to_owned(), 2, 7, 7),
+            ]
+        );
     }
 
     #[test]
