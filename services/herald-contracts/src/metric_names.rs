@@ -21,6 +21,8 @@ pub const ROUTER_END_TO_END_SECONDS: &str = "herald_router_end_to_end_seconds";
 /// Router: seconds per stage of routing one event, by stage (`decode`, `dedupe`, `enrich`,
 /// `policy`, `render`, `emit`).
 pub const ROUTER_STAGE_SECONDS: &str = "herald_router_stage_seconds";
+/// Router: seconds from beginning a batch's transaction to its commit (or failure).
+pub const ROUTER_COMMIT_SECONDS: &str = "herald_router_commit_seconds";
 /// Router: seconds spent routing one event.
 pub const ROUTER_EVENT_SECONDS: &str = "herald_router_event_seconds";
 /// Router: cache lookups, by cache (`profile`, `category`, `template`, `suppression`) and result

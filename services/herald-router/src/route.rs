@@ -70,7 +70,7 @@ impl Input {
 
 /// The stages of routing one event, as timed in the stage-latency histogram.
 #[derive(Debug, Clone, Copy)]
-enum Stage {
+pub enum Stage {
     Decode,
     Dedupe,
     Enrich,
@@ -80,7 +80,7 @@ enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Decode,
         Stage::Dedupe,
         Stage::Enrich,
@@ -89,7 +89,8 @@ impl Stage {
         Stage::Emit,
     ];
 
-    fn label(self) -> &'static str {
+    /// The value of the histogram's `stage` label.
+    pub fn label(self) -> &'static str {
         match self {
             Stage::Decode => "decode",
             Stage::Dedupe => "dedupe",

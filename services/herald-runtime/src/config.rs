@@ -61,7 +61,8 @@ pub struct RouterConfig {
     /// Kafka transaction timeout: how long an abandoned transaction can hold back readers.
     #[serde(default = "default_transaction_timeout", with = "humantime_serde")]
     pub transaction_timeout: std::time::Duration,
-    /// How long a batch collects records before its transaction commits.
+    /// The longest a batch collects records; it closes sooner when the transaction before it
+    /// has committed.
     #[serde(default = "default_commit_interval", with = "humantime_serde")]
     pub commit_interval: std::time::Duration,
     /// The most records in one transaction.
