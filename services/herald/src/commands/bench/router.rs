@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use herald_contracts::{Channel, Codec, Lane, NotificationRequest};
 use herald_kafka::{TopicSpec, apply_plan};
+use herald_router::route::Stage;
 use herald_runtime::HeraldConfig;
 use herald_runtime::metric_names::{ROUTER_EVENTS, ROUTER_TRANSACTIONS};
 use herald_store::seed::{SeedFile, load};
@@ -111,6 +112,10 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow
     wait_ready(admin_port).await?;
     // Costs are counted from here: start-up is not an event's.
     let spent_at_start = Spent::read(pid, admin_port, ROUTER_EVENTS).await;
+    let transactions_at_start = counter(
+        &fetch_metrics(admin_port).await.unwrap_or_default(),
+        ROUTER_TRANSACTIONS,
+    );
     let mut peak_rss_kib = 0;
     let router_group = format!("{}{ROUTER_GROUP}", config.kafka.topic_prefix);
     let router_time = lag::wait_until_caught_up(
@@ -194,13 +199,36 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow
     for line in spent_at_start.per_unit(&spent_at_end, "event") {
         println!("{line}");
     }
-    if let Some(steady) = steady {
+    let transactions = counter(&metrics, ROUTER_TRANSACTIONS) - transactions_at_start;
+    if transactions > 0.0 {
+        println!(
+            "{transactions:.0} transactions, {:.0} events each",
+            args.events as f64 / transactions
+        );
+    }
+    if let Some(steady) = &steady {
         println!(
             "steady {} events/s for {} s, created_at to dispatch committed: {steady}; {steady_events:.0} events in {steady_transactions:.0} transactions; the router's own created_at to routed (before the commit, its recent window): p50 {}  p99 {}",
             args.steady_rate,
             args.steady_seconds,
             router_end_to_end("0.5"),
             router_end_to_end("0.99"),
+        );
+    }
+    if steady.is_some() {
+        let commit = |q| {
+            quantile(
+                &after_steady,
+                herald_runtime::metric_names::ROUTER_COMMIT_SECONDS,
+                q,
+            )
+            .map_or("n/a".into(), |s| format!("{:.1}", s * 1000.0))
+        };
+        println!(
+            "steady stage latency p50 / p99 (the router's recent window): {}; transaction commit {} / {}",
+            stage_quantiles(&after_steady),
+            commit("0.5"),
+            commit("0.99"),
         );
     }
     println!("router peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
@@ -272,9 +300,37 @@ fn bench_request(event_id: &str, i: usize, users: usize) -> anyhow::Result<Notif
 
 /// A summary quantile from Prometheus text, e.g. `name{quantile="0.99"} 0.0021`.
 fn quantile(metrics: &str, name: &str, q: &str) -> Option<f64> {
-    let prefix = format!("{name}{{quantile=\"{q}\"}} ");
+    labelled_quantile(metrics, name, "", q)
+}
+
+/// A summary quantile of one label set, e.g. `name{stage="render",quantile="0.99"} 0.0021`
+/// for `labels` `stage="render",`.
+fn labelled_quantile(metrics: &str, name: &str, labels: &str, q: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}quantile=\"{q}\"}} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// Every routing stage's p50 / p99, in ms.
+fn stage_quantiles(metrics: &str) -> String {
+    Stage::ALL
+        .iter()
+        .map(|stage| {
+            let stage = stage.label();
+            let labels = format!("stage=\"{stage}\",");
+            let ms = |q| {
+                labelled_quantile(
+                    metrics,
+                    herald_runtime::metric_names::ROUTER_STAGE_SECONDS,
+                    &labels,
+                    q,
+                )
+                .map_or("n/a".into(), |s| format!("{:.1}", s * 1000.0))
+            };
+            format!("{stage} {} / {}", ms("0.5"), ms("0.99"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
