@@ -125,7 +125,10 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             // Feeds the consumer-lag gauge (HeraldContext::stats).
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // Records fetched ahead of the loop, 16 MiB rather than librdkafka's 64: seconds of
+            // input at any rate a role keeps up with, and 48 MiB less resident memory per role.
+            .set("queued.max.messages.kbytes", "16384");
         for (key, value) in &self.properties {
             config.set(key, value);
         }
