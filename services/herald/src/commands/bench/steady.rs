@@ -53,14 +53,24 @@ pub(super) async fn measure(
     dispatch_topics: &[String],
     request: impl Fn(usize) -> anyhow::Result<NotificationRequest>,
 ) -> anyhow::Result<SteadyLatency> {
+    let producer: FutureProducer = config.kafka.producer_config().create()?;
+    let topic = config.kafka.topics().requested();
+    // A new producer's first records wait for its metadata and idempotence id; one record
+    // sent and acknowledged first keeps that wait out of the measured ones.
+    let mut flood = Flood::new(&producer, &topic, 1);
+    let warm_up = request(usize::MAX)?;
+    flood
+        .send(warm_up.key(), codec.encode_request(&warm_up).await?)
+        .await?;
+    flood.finish().await?;
+
     let consumer = at_the_end(config, dispatch_topics)?;
     let total = (rate * seconds) as usize;
     let mut expected = HashSet::with_capacity(total);
     let decoder = Codec::new(&config.registry, config.kafka.topics())?;
-    let watch = tokio::spawn(async move { watch(consumer, decoder, total).await });
+    let warm_up_id = warm_up.event_id.clone();
+    let watch = tokio::spawn(async move { watch(consumer, decoder, total, &warm_up_id).await });
 
-    let producer: FutureProducer = config.kafka.producer_config().create()?;
-    let topic = config.kafka.topics().requested();
     let mut flood = Flood::new(&producer, &topic, rate.max(1) as usize);
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -111,12 +121,13 @@ fn at_the_end(config: &HeraldConfig, topics: &[String]) -> anyhow::Result<Stream
     Ok(consumer)
 }
 
-/// Reads dispatches until `total` were seen or none came for [`DRAIN`]: each one's event id and
-/// the time from its `created_at` to now.
+/// Reads dispatches (but the warm-up's) until `total` were seen or none came for [`DRAIN`]:
+/// each one's event id and the time from its `created_at` to now.
 async fn watch(
     consumer: StreamConsumer,
     codec: Codec,
     total: usize,
+    warm_up_id: &str,
 ) -> anyhow::Result<Vec<(String, Duration)>> {
     let mut seen = Vec::with_capacity(total);
     while seen.len() < total {
@@ -128,7 +139,9 @@ async fn watch(
         let Some(payload) = message.payload() else {
             continue;
         };
-        if let Decoded::Dispatch(dispatch) = codec.decode(payload).await? {
+        if let Decoded::Dispatch(dispatch) = codec.decode(payload).await?
+            && dispatch.event_id != warm_up_id
+        {
             let latency = (arrived - dispatch.created_at).to_std().unwrap_or_default();
             seen.push((dispatch.event_id, latency));
         }
