@@ -140,12 +140,7 @@ pub async fn preview(
                 channel,
                 locale: row.locale.clone(),
             };
-            let source = TemplateSource {
-                subject: row.subject.clone(),
-                text: row.text.clone(),
-                html: row.html.clone(),
-                json: row.json.clone(),
-            };
+            let source = TemplateSource::from(row);
             let (content, error) = match renderer.render(&key, &source, &body.data) {
                 Ok(content) => (Some(content), None),
                 Err(e) => (None, Some(e.to_string())),

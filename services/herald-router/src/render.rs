@@ -21,15 +21,27 @@ use crate::sms::sms_shape;
 pub const DEFAULT_LOCALE: &str = "default";
 
 /// A template's parts as stored (one version, one channel, one locale).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateSource {
-    pub subject: Option<String>,
-    pub text: Option<String>,
-    pub html: Option<String>,
-    pub json: Option<String>,
+/// Borrowed from the stored row: rendering copies no template body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemplateSource<'a> {
+    pub subject: Option<&'a str>,
+    pub text: Option<&'a str>,
+    pub html: Option<&'a str>,
+    pub json: Option<&'a str>,
 }
 
-impl TemplateSource {
+impl<'a> From<&'a herald_store::directory::TemplateRow> for TemplateSource<'a> {
+    fn from(row: &'a herald_store::directory::TemplateRow) -> Self {
+        Self {
+            subject: row.subject.as_deref(),
+            text: row.text.as_deref(),
+            html: row.html.as_deref(),
+            json: row.json.as_deref(),
+        }
+    }
+}
+
+impl TemplateSource<'_> {
     /// A fingerprint of every part's body: two sources with the same digest compile the same.
     fn digest(&self) -> u64 {
         use std::hash::{Hash, Hasher};
@@ -43,10 +55,10 @@ impl TemplateSource {
     /// The stored body of one part, if the template has it.
     pub fn part(&self, part: TemplatePart) -> Option<&str> {
         match part {
-            TemplatePart::Subject => self.subject.as_deref(),
-            TemplatePart::Text => self.text.as_deref(),
-            TemplatePart::Html => self.html.as_deref(),
-            TemplatePart::Json => self.json.as_deref(),
+            TemplatePart::Subject => self.subject,
+            TemplatePart::Text => self.text,
+            TemplatePart::Html => self.html,
+            TemplatePart::Json => self.json,
         }
     }
 }
@@ -162,7 +174,17 @@ pub enum RenderError {
 #[derive(Debug, Default)]
 struct Compiled {
     digest: u64,
-    parts: Vec<TemplatePart>,
+    /// Each compiled part and its name in its registry (kept: naming a part formats a string).
+    parts: Vec<(TemplatePart, String)>,
+}
+
+impl Compiled {
+    fn name(&self, part: TemplatePart) -> Option<&str> {
+        self.parts
+            .iter()
+            .find(|(p, _)| *p == part)
+            .map(|(_, name)| name.as_str())
+    }
 }
 
 /// Compiled templates, cached by key (bounded: at most `capacity` keys; evict the least
@@ -240,8 +262,7 @@ impl Renderer {
         }
         let stale = std::mem::take(&mut compiled.parts);
         compiled.digest = digest;
-        for part in stale {
-            let name = template_name(key, part);
+        for (part, name) in stale {
             self.registry_for_mut(part).unregister_template(&name);
         }
     }
@@ -258,7 +279,12 @@ impl Renderer {
             let Some(body) = source.part(part) else {
                 continue;
             };
-            let name = self.compile(key, part, body, digest)?;
+            self.compile(key, part, body, digest)?;
+            let name = match self.compiled.get(key).and_then(|c| c.name(part)) {
+                Some(name) => std::borrow::Cow::Borrowed(name),
+                // Not reached: `compile` just recorded it.
+                None => std::borrow::Cow::Owned(template_name(key, part)),
+            };
             // Into a buffer that grows as needed: `render` starts every part at 8 KiB.
             let mut buffer = Vec::new();
             self.registry_for(part)
@@ -285,22 +311,22 @@ impl Renderer {
         Ok(content)
     }
 
-    /// Compiles and registers `part` of `key` unless it already is; returns its registry name.
+    /// Compiles and registers `part` of `key` unless it already is.
     fn compile(
         &mut self,
         key: &TemplateKey,
         part: TemplatePart,
         body: &str,
         digest: u64,
-    ) -> Result<String, RenderError> {
-        let name = template_name(key, part);
+    ) -> Result<(), RenderError> {
         if self
             .compiled
             .get(key)
-            .is_some_and(|compiled| compiled.parts.contains(&part))
+            .is_some_and(|compiled| compiled.name(part).is_some())
         {
-            return Ok(name);
+            return Ok(());
         }
+        let name = template_name(key, part);
         let template = compile_part(body, name.clone()).map_err(|e| match e {
             SourceError::Compile { .. } => RenderError::Compile {
                 template: key.to_string(),
@@ -323,8 +349,8 @@ impl Renderer {
                 parts: Vec::new(),
             }
         });
-        compiled.parts.push(part);
-        Ok(name)
+        compiled.parts.push((part, name));
+        Ok(())
     }
 
     fn evict_beyond_capacity(&mut self) {
@@ -332,8 +358,7 @@ impl Renderer {
             let Some(oldest) = self.inserted.pop_front() else {
                 break;
             };
-            for part in self.compiled.remove(&oldest).unwrap_or_default().parts {
-                let name = template_name(&oldest, part);
+            for (part, name) in self.compiled.remove(&oldest).unwrap_or_default().parts {
                 self.registry_for_mut(part).unregister_template(&name);
             }
         }
@@ -569,7 +594,7 @@ mod tests {
         }
     }
 
-    fn source() -> TemplateSource {
+    fn source() -> TemplateSource<'static> {
         TemplateSource {
             subject: None,
             text: None,
@@ -578,9 +603,9 @@ mod tests {
         }
     }
 
-    fn text(body: &str) -> TemplateSource {
+    fn text(body: &str) -> TemplateSource<'_> {
         TemplateSource {
-            text: Some(body.into()),
+            text: Some(body),
             ..source()
         }
     }
@@ -634,8 +659,8 @@ mod tests {
     fn strict_mode_names_a_missing_nested_variable_in_the_subject() {
         let mut renderer = Renderer::new(8);
         let email = TemplateSource {
-            subject: Some("Invoice {{invoice.number}}".into()),
-            text: Some("Thanks".into()),
+            subject: Some("Invoice {{invoice.number}}"),
+            text: Some("Thanks"),
             ..source()
         };
         let err = renderer
@@ -654,9 +679,9 @@ mod tests {
     fn html_is_escaped_only_in_the_html_part() {
         let mut renderer = Renderer::new(8);
         let email = TemplateSource {
-            subject: Some("About {{v}}".into()),
-            text: Some("Text {{v}}".into()),
-            html: Some("<p>{{v}}</p>".into()),
+            subject: Some("About {{v}}"),
+            text: Some("Text {{v}}"),
+            html: Some("<p>{{v}}</p>"),
             json: None,
         };
         let content = renderer
@@ -673,7 +698,7 @@ mod tests {
     fn json_values_are_escaped_as_string_contents() {
         let mut renderer = Renderer::new(8);
         let hook = TemplateSource {
-            json: Some(r#"{"message": "{{message}}", "count": {{count}}}"#.into()),
+            json: Some(r#"{"message": "{{message}}", "count": {{count}}}"#),
             ..source()
         };
         let message = "He said \"hi\"\nthen left \\ \u{1}\t";
@@ -708,7 +733,7 @@ mod tests {
         let mut renderer = Renderer::new(8);
         // The value is not quoted, so a string makes the body invalid.
         let hook = TemplateSource {
-            json: Some(r#"{"name": {{name}}}"#.into()),
+            json: Some(r#"{"name": {{name}}}"#),
             ..source()
         };
         let err = renderer
@@ -770,10 +795,10 @@ mod tests {
         // `herald seed` upserts: the same version can come back with another body.
         let mut renderer = Renderer::new(8);
         let k = key(Channel::Email);
-        let email = |subject: &str, html: Option<&str>| TemplateSource {
-            subject: Some(subject.into()),
-            text: Some("Body {{name}}".into()),
-            html: html.map(str::to_owned),
+        let email = |subject: &'static str, html: Option<&'static str>| TemplateSource {
+            subject: Some(subject),
+            text: Some("Body {{name}}"),
+            html,
             json: None,
         };
         let first = renderer
@@ -861,10 +886,13 @@ mod tests {
                 ..key(Channel::Email)
             })
             .collect();
+        let bodies: Vec<[String; 3]> = (0..10)
+            .map(|n| [format!("S{n}"), format!("T{n}"), format!("<p>{n}</p>")])
+            .collect();
         let email = |n: usize| TemplateSource {
-            subject: Some(format!("S{n}")),
-            text: Some(format!("T{n}")),
-            html: Some(format!("<p>{n}</p>")),
+            subject: Some(&bodies[n][0]),
+            text: Some(&bodies[n][1]),
+            html: Some(&bodies[n][2]),
             json: None,
         };
         for (n, k) in keys.iter().enumerate() {
@@ -954,11 +982,11 @@ mod tests {
             Err(other) => panic!("unexpected {other:?}"),
         };
         let subject_only = TemplateSource {
-            subject: Some("S".into()),
+            subject: Some("S"),
             ..source()
         };
         let html_only = TemplateSource {
-            html: Some("H".into()),
+            html: Some("H"),
             ..source()
         };
         for channel in [Channel::Sms, Channel::Push, Channel::Inapp] {
@@ -974,8 +1002,8 @@ mod tests {
             Some("text or html")
         );
         let subject_html = TemplateSource {
-            subject: Some("S".into()),
-            html: Some("H".into()),
+            subject: Some("S"),
+            html: Some("H"),
             ..source()
         };
         assert_eq!(needs(Channel::Email, &subject_html, &mut renderer), None);
@@ -1005,9 +1033,9 @@ mod tests {
     fn a_template_that_does_not_compile_names_the_part() {
         let mut renderer = Renderer::new(8);
         let email = TemplateSource {
-            subject: Some("Fine".into()),
-            text: Some("Also fine".into()),
-            html: Some("<p>{{#if x}}unclosed</p>".into()),
+            subject: Some("Fine"),
+            text: Some("Also fine"),
+            html: Some("<p>{{#if x}}unclosed</p>"),
             json: None,
         };
         let err = renderer

@@ -216,16 +216,51 @@ pub struct Router {
     frequency_cap: FrequencyCap,
     schedule: Schedule,
     suppressions: Suppressions,
-    profiles: Cache<Profile>,
+    profiles: Cache<Arc<Profile>>,
     /// Whether an email address is suppressed, by (tenant, normalized address).
     suppressed: Cache<bool>,
-    categories: Cache<Option<CategoryDefaults>>,
+    categories: Cache<Option<Arc<CategoryDefaults>>>,
     templates: Cache<Arc<Vec<TemplateRow>>>,
     renderer: Mutex<Renderer>,
     default_locale: String,
     max_data_bytes: usize,
     stage_histograms: StageHistograms,
     event_histogram: metrics::Histogram,
+    counters: EventCounters,
+}
+
+/// The per-event counters, registered once (`counter!` with labels builds and hashes its key
+/// on every call); the rarer outcomes are counted through the macros.
+struct EventCounters {
+    /// Events that ended routed, and that ended with every channel suppressed.
+    routed: metrics::Counter,
+    suppressed: metrics::Counter,
+    /// Dispatches, by channel in the order of `Channel::ALL`.
+    dispatches: [metrics::Counter; herald_contracts::Channel::ALL.len()],
+    end_to_end: metrics::Histogram,
+}
+
+impl EventCounters {
+    fn register() -> Self {
+        Self {
+            routed: metrics::counter!(ROUTER_EVENTS, "outcome" => "routed", "reason" => ""),
+            suppressed: metrics::counter!(ROUTER_EVENTS, "outcome" => "suppressed", "reason" => ""),
+            dispatches: herald_contracts::Channel::ALL
+                .map(|channel| metrics::counter!(ROUTER_DISPATCHES, "channel" => channel.as_str())),
+            end_to_end: metrics::histogram!(
+                herald_runtime::metric_names::ROUTER_END_TO_END_SECONDS
+            ),
+        }
+    }
+
+    fn dispatched(&self, channel: herald_contracts::Channel) {
+        if let Some(i) = herald_contracts::Channel::ALL
+            .iter()
+            .position(|c| *c == channel)
+        {
+            self.dispatches[i].increment(1);
+        }
+    }
 }
 
 impl std::fmt::Debug for Router {
@@ -293,6 +328,7 @@ impl Router {
             event_histogram: metrics::histogram!(
                 herald_runtime::metric_names::ROUTER_EVENT_SECONDS
             ),
+            counters: EventCounters::register(),
         }
     }
 
@@ -408,7 +444,8 @@ impl Router {
         let profile = self.profile(&request).await?;
         let defaults = self.category(&request).await?;
         stages.lap(Stage::Enrich);
-        let (targets, mut skipped, fallback) = match decide(&request, &profile, defaults.as_ref()) {
+        let (targets, mut skipped, fallback) = match decide(&request, &profile, defaults.as_deref())
+        {
             Decision::Suppressed { reason } => {
                 return self.suppressed(input, &request, reason).await.map(Ok);
             }
@@ -451,7 +488,7 @@ impl Router {
                 input,
                 &request,
                 policy_time,
-                defaults.as_ref(),
+                defaults.as_deref(),
                 targets,
                 &mut skipped,
             )
@@ -519,7 +556,7 @@ impl Router {
                 payload,
                 headers: carried_headers(input),
             });
-            metrics::counter!(ROUTER_DISPATCHES, "channel" => target.channel.as_str()).increment(1);
+            self.counters.dispatched(target.channel);
             out.push(
                 self.status(
                     input,
@@ -547,13 +584,12 @@ impl Router {
             );
         }
         stages.lap(Stage::Emit);
-        let outcome = if targets.is_empty() {
-            "suppressed"
+        if targets.is_empty() {
+            self.counters.suppressed.increment(1);
         } else {
-            "routed"
-        };
-        metrics::counter!(ROUTER_EVENTS, "outcome" => outcome, "reason" => "").increment(1);
-        metrics::histogram!(herald_runtime::metric_names::ROUTER_END_TO_END_SECONDS).record(
+            self.counters.routed.increment(1);
+        }
+        self.counters.end_to_end.record(
             (Utc::now() - request.created_at())
                 .as_seconds_f64()
                 .max(0.0),
@@ -646,10 +682,10 @@ impl Router {
         Ok(kept)
     }
 
-    async fn profile(&self, request: &NotificationRequest) -> Result<Profile, Transient> {
+    async fn profile(&self, request: &NotificationRequest) -> Result<Arc<Profile>, Transient> {
         let (tenant, user) = (&request.tenant, &request.recipient.user_id);
-        cached(&self.profiles, (tenant, user), || {
-            self.directory.profile(tenant, user)
+        cached(&self.profiles, (tenant, user), || async {
+            self.directory.profile(tenant, user).await.map(Arc::new)
         })
         .await
     }
@@ -657,10 +693,14 @@ impl Router {
     async fn category(
         &self,
         request: &NotificationRequest,
-    ) -> Result<Option<CategoryDefaults>, Transient> {
+    ) -> Result<Option<Arc<CategoryDefaults>>, Transient> {
         let (tenant, category) = (&request.tenant, &request.category);
-        cached(&self.categories, (tenant, category), || {
-            self.directory.category(tenant, category)
+        cached(&self.categories, (tenant, category), || async {
+            Ok(self
+                .directory
+                .category(tenant, category)
+                .await?
+                .map(Arc::new))
         })
         .await
     }
@@ -718,12 +758,7 @@ impl Router {
                 channel: target.channel,
                 locale: row.locale.clone(),
             };
-            let source = TemplateSource {
-                subject: row.subject.clone(),
-                text: row.text.clone(),
-                html: row.html.clone(),
-                json: row.json.clone(),
-            };
+            let source = TemplateSource::from(row);
             match renderer.render(&key, &source, &request.data) {
                 Ok(content) => rendered.push(Rendered {
                     content,

@@ -7,26 +7,40 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-#[derive(Debug)]
 pub struct TtlCache<K, V> {
-    metric: &'static str,
     name: &'static str,
     capacity: usize,
     ttl: Duration,
     entries: HashMap<K, (Instant, V)>,
     order: VecDeque<K>,
+    // Registered once: `counter!` with labels builds and hashes its key on every call.
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+}
+
+impl<K, V> std::fmt::Debug for TtlCache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TtlCache")
+            .field("name", &self.name)
+            .field("capacity", &self.capacity)
+            .field("ttl", &self.ttl)
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// `metric` counts the lookups, labelled `cache` = `name` and `result` = `hit` | `miss`.
+    /// Make it after the role installed its metrics recorder, which its counters go to.
     pub fn new(metric: &'static str, name: &'static str, capacity: usize, ttl: Duration) -> Self {
         Self {
-            metric,
             name,
             capacity: capacity.max(1),
             ttl,
             entries: HashMap::new(),
             order: VecDeque::new(),
+            hits: metrics::counter!(metric, "cache" => name, "result" => "hit"),
+            misses: metrics::counter!(metric, "cache" => name, "result" => "miss"),
         }
     }
 
@@ -36,8 +50,10 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
             .get(key)
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, v)| v.clone());
-        let result = if fresh.is_some() { "hit" } else { "miss" };
-        metrics::counter!(self.metric, "cache" => self.name, "result" => result).increment(1);
+        match fresh {
+            Some(_) => self.hits.increment(1),
+            None => self.misses.increment(1),
+        }
         fresh
     }
 
