@@ -16,7 +16,7 @@ pub struct FieldError {
     pub expected: &'static str,
 }
 
-fn field_error(field: &str, expected: &'static str) -> FieldError {
+pub(crate) fn field_error(field: &str, expected: &'static str) -> FieldError {
     FieldError {
         field: field.to_owned(),
         expected,

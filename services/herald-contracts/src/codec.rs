@@ -4,14 +4,16 @@
 //! subject is FULL_TRANSITIVE: see [`SchemaKind::compatibility`]).
 
 use apache_avro::types::Value;
-use apache_avro::writer::datum::GenericDatumWriter;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
 
 use crate::avro::FieldError;
+use crate::direct_codec::{self, ReadError};
 use crate::registry::{RegistryConfig, RegistryError};
 use crate::schemas::SchemaKind;
 use crate::time::from_millis;
@@ -104,53 +106,39 @@ pub struct Codec {
     topics: TopicNames,
     encoder: AvroEncoder,
     decoder: AvroDecoder,
-    requested_writer: KnownWriter,
-    dispatch_writer: KnownWriter,
-    status_writer: KnownWriter,
-    inbox_writer: KnownWriter,
+    /// Each own record type's schema id, once the registry has given it.
+    own_ids: [OnceLock<u32>; 4],
+    /// Which writer schema ids are exactly one of Herald's compiled-in schemas (`None`: some
+    /// other schema), so their records are read directly.
+    writer_kinds: RwLock<HashMap<u32, Option<SchemaKind>>>,
 }
 
-/// Writes one of Herald's record types once the registry has given its schema id.
-///
-/// The registry client rebuilds its cache key (a copy of the whole schema text) and hashes it on
-/// every encode; after the first encode of a kind the id is known and cannot change, so later
-/// records are framed here directly. The bytes are the same: the client also validates the value
-/// and writes it with the same schema.
-struct KnownWriter {
-    writer: GenericDatumWriter<'static>,
-    schema_id: std::sync::OnceLock<u32>,
-}
-
-impl std::fmt::Debug for KnownWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KnownWriter")
-            .field("schema_id", &self.schema_id.get())
-            .finish_non_exhaustive()
+fn kind_index(kind: SchemaKind) -> usize {
+    match kind {
+        SchemaKind::Requested => 0,
+        SchemaKind::Dispatch => 1,
+        SchemaKind::Status => 2,
+        SchemaKind::Inbox => 3,
     }
 }
 
-impl KnownWriter {
-    fn new(kind: SchemaKind) -> Result<Self, CodecError> {
-        Ok(Self {
-            writer: GenericDatumWriter::builder(kind.schema())
-                .build()
-                .map_err(|e| CodecError::Encode(e.to_string()))?,
-            schema_id: std::sync::OnceLock::new(),
-        })
-    }
+/// A record framed with its schema id: magic byte, id, body.
+fn framed(schema_id: u32, write_body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(512);
+    framed.push(0);
+    framed.extend_from_slice(&schema_id.to_be_bytes());
+    write_body(&mut framed);
+    framed
+}
 
-    /// The framed record, or `None` while the schema id is not known yet.
-    fn write(&self, value: &Value) -> Option<Result<Vec<u8>, CodecError>> {
-        let schema_id = self.schema_id.get()?;
-        let mut framed = Vec::with_capacity(512);
-        framed.push(0);
-        framed.extend_from_slice(&schema_id.to_be_bytes());
-        Some(
-            self.writer
-                .write_value_ref(&mut framed, value)
-                .map(|_| framed)
-                .map_err(|e| CodecError::Encode(e.to_string())),
-        )
+fn direct_error(schema_id: u32, error: ReadError) -> CodecError {
+    match error {
+        ReadError::Binary(e) => CodecError::Undecodable {
+            schema_id,
+            message: e.to_string(),
+        },
+        ReadError::Field(e) => CodecError::InvalidField(e),
+        ReadError::Request(e) => CodecError::InvalidRequest(e),
     }
 }
 
@@ -160,6 +148,18 @@ fn supplied(kind: SchemaKind) -> SuppliedSchema {
         SchemaType::Avro,
         kind.source().to_owned(),
     )
+}
+
+/// A decoding failure: transient when the registry could not be asked.
+fn undecodable(schema_id: u32, e: SRCError) -> CodecError {
+    if e.retriable {
+        CodecError::RegistryUnavailable(e.to_string())
+    } else {
+        CodecError::Undecodable {
+            schema_id,
+            message: e.to_string(),
+        }
+    }
 }
 
 fn registry_error(e: SRCError) -> CodecError {
@@ -188,40 +188,33 @@ impl Codec {
             topics,
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings),
-            requested_writer: KnownWriter::new(SchemaKind::Requested)?,
-            dispatch_writer: KnownWriter::new(SchemaKind::Dispatch)?,
-            status_writer: KnownWriter::new(SchemaKind::Status)?,
-            inbox_writer: KnownWriter::new(SchemaKind::Inbox)?,
+            own_ids: Default::default(),
+            writer_kinds: RwLock::new(HashMap::new()),
         })
     }
 
-    fn known_writer(&self, kind: SchemaKind) -> &KnownWriter {
-        match kind {
-            SchemaKind::Requested => &self.requested_writer,
-            SchemaKind::Dispatch => &self.dispatch_writer,
-            SchemaKind::Status => &self.status_writer,
-            SchemaKind::Inbox => &self.inbox_writer,
-        }
-    }
-
     /// Encodes through the registry client the first time (registering the schema under the
-    /// strategy's subject), directly once the schema id is known.
+    /// strategy's subject); once the schema id is known, writes the record directly. The
+    /// registry client rebuilds and hashes its cache key (the whole schema text) on every
+    /// encode, and the generic writer builds a `Value` tree; the bytes are the same (the
+    /// direct codec's tests check it).
     async fn encode_framed(
         &self,
         kind: SchemaKind,
-        value: Value,
+        value: impl FnOnce() -> Value,
+        write_body: impl FnOnce(&mut Vec<u8>),
         strategy: impl FnOnce() -> SubjectNameStrategy,
     ) -> Result<Vec<u8>, CodecError> {
-        let known = self.known_writer(kind);
-        if let Some(framed) = known.write(&value) {
-            return framed;
+        let own_id = &self.own_ids[kind_index(kind)];
+        if let Some(schema_id) = own_id.get() {
+            return Ok(framed(*schema_id, write_body));
         }
         let framed = self
             .encoder
-            .encode_value(value, &strategy())
+            .encode_value(value(), &strategy())
             .await
             .map_err(registry_error)?;
-        let _ = known.schema_id.set(schema_id(&framed)?);
+        let _ = own_id.set(schema_id(&framed)?);
         Ok(framed)
     }
 
@@ -234,51 +227,107 @@ impl Codec {
         &self,
         request: &NotificationRequest,
     ) -> Result<Vec<u8>, CodecError> {
-        self.encode_framed(SchemaKind::Requested, request.to_avro(), || {
-            SubjectNameStrategy::TopicNameStrategyWithSchema(
-                self.topics.requested(),
-                false,
-                supplied(SchemaKind::Requested),
-            )
-        })
+        self.encode_framed(
+            SchemaKind::Requested,
+            || request.to_avro(),
+            |out| direct_codec::write_request(request, out),
+            || {
+                SubjectNameStrategy::TopicNameStrategyWithSchema(
+                    self.topics.requested(),
+                    false,
+                    supplied(SchemaKind::Requested),
+                )
+            },
+        )
         .await
     }
 
     pub async fn encode_dispatch(&self, dispatch: &Dispatch) -> Result<Vec<u8>, CodecError> {
-        self.encode_record(SchemaKind::Dispatch, dispatch.to_avro())
-            .await
+        self.encode_record(
+            SchemaKind::Dispatch,
+            || dispatch.to_avro(),
+            |out| direct_codec::write_dispatch(dispatch, out),
+        )
+        .await
     }
 
     pub async fn encode_status(&self, status: &StatusEvent) -> Result<Vec<u8>, CodecError> {
-        self.encode_record(SchemaKind::Status, status.to_avro())
-            .await
+        self.encode_record(
+            SchemaKind::Status,
+            || status.to_avro(),
+            |out| direct_codec::write_status(status, out),
+        )
+        .await
     }
 
     pub async fn encode_inbox(&self, event: &InboxEvent) -> Result<Vec<u8>, CodecError> {
-        self.encode_record(SchemaKind::Inbox, event.to_avro()).await
+        self.encode_record(
+            SchemaKind::Inbox,
+            || event.to_avro(),
+            |out| direct_codec::write_inbox(event, out),
+        )
+        .await
     }
 
-    async fn encode_record(&self, kind: SchemaKind, value: Value) -> Result<Vec<u8>, CodecError> {
-        self.encode_framed(kind, value, || {
+    async fn encode_record(
+        &self,
+        kind: SchemaKind,
+        value: impl FnOnce() -> Value,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Vec<u8>, CodecError> {
+        self.encode_framed(kind, value, write_body, || {
             SubjectNameStrategy::RecordNameStrategyWithSchema(supplied(kind))
         })
         .await
+    }
+
+    /// Which of Herald's schemas the writer schema `schema_id` is exactly, if any: looked up
+    /// in the registry (through the decoder's cache) once per id.
+    async fn exact_kind(&self, schema_id: u32) -> Result<Option<SchemaKind>, CodecError> {
+        let known = self
+            .writer_kinds
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&schema_id)
+            .copied();
+        if let Some(kind) = known {
+            return Ok(kind);
+        }
+        let schema = self
+            .decoder
+            .get_schema(schema_id)
+            .await
+            .map_err(|e| undecodable(schema_id, e))?;
+        let canonical = schema.parsed.canonical_form();
+        let kind = SchemaKind::ALL
+            .into_iter()
+            .find(|kind| kind.schema().canonical_form() == canonical);
+        self.writer_kinds
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(schema_id, kind);
+        Ok(kind)
     }
 
     /// Decodes any Confluent-framed record; Herald's own records are resolved into the
     /// compiled-in reader schema and validated.
     pub async fn decode(&self, bytes: &[u8]) -> Result<Decoded, CodecError> {
         let schema_id = schema_id(bytes)?;
-        let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
-            if e.retriable {
-                CodecError::RegistryUnavailable(e.to_string())
-            } else {
-                CodecError::Undecodable {
-                    schema_id,
-                    message: e.to_string(),
-                }
-            }
-        })?;
+        if let Some(kind) = self.exact_kind(schema_id).await? {
+            let body = &bytes[5..];
+            let direct = match kind {
+                SchemaKind::Requested => direct_codec::read_request(body).map(Decoded::Request),
+                SchemaKind::Dispatch => direct_codec::read_dispatch(body).map(Decoded::Dispatch),
+                SchemaKind::Status => direct_codec::read_status(body).map(Decoded::Status),
+                SchemaKind::Inbox => direct_codec::read_inbox(body).map(Decoded::Inbox),
+            };
+            return direct.map_err(|e| direct_error(schema_id, e));
+        }
+        let decoded = self
+            .decoder
+            .decode(Some(bytes))
+            .await
+            .map_err(|e| undecodable(schema_id, e))?;
         let name = decoded.name.map(|n| n.fullname(None));
         let kind = name.as_deref().and_then(SchemaKind::from_full_name);
         let Some(kind) = kind else {

@@ -67,6 +67,9 @@ pub enum SmsEncoding {
 }
 
 impl SmsEncoding {
+    /// In the schema's symbol order.
+    pub(crate) const ALL: [SmsEncoding; 2] = [SmsEncoding::Gsm7, SmsEncoding::Ucs2];
+
     pub fn symbol(self) -> &'static str {
         match self {
             SmsEncoding::Gsm7 => "GSM7",
@@ -75,9 +78,7 @@ impl SmsEncoding {
     }
 
     pub fn from_symbol(symbol: &str) -> Option<Self> {
-        [SmsEncoding::Gsm7, SmsEncoding::Ucs2]
-            .into_iter()
-            .find(|e| e.symbol() == symbol)
+        Self::ALL.into_iter().find(|e| e.symbol() == symbol)
     }
 }
 

@@ -29,7 +29,7 @@ pub enum InboxChange {
 }
 
 impl InboxChange {
-    const ALL: [InboxChange; 5] = [
+    pub(crate) const ALL: [InboxChange; 5] = [
         InboxChange::Message,
         InboxChange::Seen,
         InboxChange::Read,

@@ -3,8 +3,10 @@
 //! registry), and every topic and header name. Nothing here talks to Kafka or ScyllaDB.
 
 pub mod avro;
+pub mod avro_binary;
 pub mod channel;
 pub mod codec;
+pub mod direct_codec;
 pub mod dispatch;
 pub mod headers;
 pub mod inbox;

@@ -97,7 +97,7 @@ pub enum Status {
 }
 
 impl Status {
-    const ALL: [Status; 14] = [
+    pub(crate) const ALL: [Status; 14] = [
         Status::Accepted,
         Status::Routed,
         Status::Scheduled,
