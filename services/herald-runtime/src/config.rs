@@ -5,6 +5,7 @@
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -157,6 +158,31 @@ fn default_schedule_shards() -> u16 {
 }
 
 impl RouterConfig {
+    /// What deserializing cannot check, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.transaction_timeout < std::time::Duration::from_secs(2) {
+            return Err("router.transaction_timeout must be at least 2s".into());
+        }
+        if self.max_batch == 0 || self.max_in_flight == 0 {
+            return Err("router.max_batch and router.max_in_flight must be at least 1".into());
+        }
+        if !(1..=900 * 1024).contains(&self.max_data_bytes) {
+            return Err(format!(
+                "router.max_data_bytes is {}; it must be between 1 and 921600 (900 KiB), so \
+                 that a request fits Kafka's default 1 MiB record",
+                self.max_data_bytes
+            ));
+        }
+        if !(1..=herald_store::schedule::MAX_SHARDS).contains(&self.schedule_shards) {
+            return Err(format!(
+                "router.schedule_shards is {}; it must be between 1 and {}",
+                self.schedule_shards,
+                herald_store::schedule::MAX_SHARDS
+            ));
+        }
+        Ok(())
+    }
+
     /// The Kafka transactional id of this instance, within consumer group `group` (the
     /// group id with the topic prefix applied).
     pub fn transactional_id(&self, group: &str) -> String {
@@ -313,6 +339,35 @@ fn default_ledger_lease() -> std::time::Duration {
 }
 
 impl DeliverConfig {
+    /// What deserializing cannot check, naming the key; the providers' required settings are
+    /// checked when the worker builds its provider (`herald_deliver::build_provider`).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_batch == 0 || self.max_in_flight == 0 {
+            return Err("deliver.max_batch and deliver.max_in_flight must be at least 1".into());
+        }
+        if self.retry_delays.len() > usize::from(herald_contracts::topics::RETRY_TIERS) {
+            return Err(format!(
+                "deliver.retry_delays has {} delays; there are {} retry tiers",
+                self.retry_delays.len(),
+                herald_contracts::topics::RETRY_TIERS
+            ));
+        }
+        if self.transaction_timeout < std::time::Duration::from_secs(2) {
+            return Err("deliver.transaction_timeout must be at least 2s".into());
+        }
+        if !(std::time::Duration::from_secs(60)..=herald_store::provider_messages::MAX_TTL)
+            .contains(&self.provider_message_ttl)
+        {
+            return Err(
+                "deliver.provider_message_ttl must be between 1m and 20 years (CQL's longest TTL)"
+                    .into(),
+            );
+        }
+        self.breaker.validate()?;
+        self.providers.inapp.validate()?;
+        self.rate_limit.validate()
+    }
+
     /// The consumer group of `channel`'s workers, before the topic prefix.
     pub fn group(&self, channel: herald_contracts::Channel) -> String {
         format!("{}-{channel}", self.group_id)
@@ -393,6 +448,20 @@ fn default_service_name() -> String {
     "herald".into()
 }
 
+impl TelemetryConfig {
+    /// What deserializing cannot check, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "telemetry.log_level `{}` is not a filter: {e}",
+                    self.log_level
+                )
+            })
+    }
+}
+
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
@@ -432,113 +501,56 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A configuration file's type: checks what deserializing cannot (ranges, and settings that
+/// only make sense together), naming the key of the first problem found.
+pub trait Validate {
+    fn validate(&self) -> Result<(), String>;
+}
+
+/// Defaults (the `#[serde(default)]`s of `T`), then `file` (if given), then the environment;
+/// then [`Validate::validate`].
+pub fn load<T: DeserializeOwned + Validate>(file: Option<&Path>) -> Result<T, ConfigError> {
+    load_from(file, Env::prefixed(ENV_PREFIX))
+}
+
+fn load_from<T: DeserializeOwned + Validate>(
+    file: Option<&Path>,
+    env: Env,
+) -> Result<T, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = file {
+        // Toml::file ignores a missing file; a typo in the path must not fall back to defaults.
+        if !path.is_file() {
+            return Err(ConfigError::MissingFile(path.display().to_string()));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(EnvText(
+        env.filter(|key| key.as_str().contains("__")).split("__"),
+    ));
+    let config: T = figment.extract_lossy().map_err(describe)?;
+    config.validate().map_err(ConfigError::Invalid)?;
+    Ok(config)
+}
+
 impl HeraldConfig {
     /// Defaults, then `file` (if given), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_from(file, Env::prefixed(ENV_PREFIX))
+        load(file)
     }
+}
 
-    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
-        if let Some(path) = file {
-            // Toml::file ignores a missing file; a typo in the path must not fall back to defaults.
-            if !path.is_file() {
-                return Err(ConfigError::MissingFile(path.display().to_string()));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        figment = figment.merge(EnvText(
-            env.filter(|key| key.as_str().contains("__")).split("__"),
-        ));
-        let config: HeraldConfig = figment.extract_lossy().map_err(describe)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.store.validate().map_err(ConfigError::Invalid)?;
-        if self.kafka.bootstrap_servers.trim().is_empty() {
-            return Err(ConfigError::Invalid(
-                "kafka.bootstrap_servers is empty".into(),
-            ));
-        }
-        if !(self.registry.url.starts_with("http://") || self.registry.url.starts_with("https://"))
-        {
-            return Err(ConfigError::Invalid(format!(
-                "registry.url `{}` must start with http:// or https://",
-                self.registry.url
-            )));
-        }
-        if self.router.transaction_timeout < std::time::Duration::from_secs(2) {
-            return Err(ConfigError::Invalid(
-                "router.transaction_timeout must be at least 2s".into(),
-            ));
-        }
-        if self.router.max_batch == 0 || self.router.max_in_flight == 0 {
-            return Err(ConfigError::Invalid(
-                "router.max_batch and router.max_in_flight must be at least 1".into(),
-            ));
-        }
-        if !(1..=900 * 1024).contains(&self.router.max_data_bytes) {
-            return Err(ConfigError::Invalid(format!(
-                "router.max_data_bytes is {}; it must be between 1 and 921600 (900 KiB), so \
-                 that a request fits Kafka's default 1 MiB record",
-                self.router.max_data_bytes
-            )));
-        }
-        if !(1..=herald_store::schedule::MAX_SHARDS).contains(&self.router.schedule_shards) {
-            return Err(ConfigError::Invalid(format!(
-                "router.schedule_shards is {}; it must be between 1 and {}",
-                self.router.schedule_shards,
-                herald_store::schedule::MAX_SHARDS
-            )));
-        }
-        let deliver = &self.deliver;
-        if deliver.max_batch == 0 || deliver.max_in_flight == 0 {
-            return Err(ConfigError::Invalid(
-                "deliver.max_batch and deliver.max_in_flight must be at least 1".into(),
-            ));
-        }
-        if deliver.retry_delays.len() > usize::from(herald_contracts::topics::RETRY_TIERS) {
-            return Err(ConfigError::Invalid(format!(
-                "deliver.retry_delays has {} delays; there are {} retry tiers",
-                deliver.retry_delays.len(),
-                herald_contracts::topics::RETRY_TIERS
-            )));
-        }
-        if deliver.transaction_timeout < std::time::Duration::from_secs(2) {
-            return Err(ConfigError::Invalid(
-                "deliver.transaction_timeout must be at least 2s".into(),
-            ));
-        }
-        if !(std::time::Duration::from_secs(60)..=herald_store::provider_messages::MAX_TTL)
-            .contains(&deliver.provider_message_ttl)
-        {
-            return Err(ConfigError::Invalid(
-                "deliver.provider_message_ttl must be between 1m and 20 years (CQL's longest TTL)"
-                    .into(),
-            ));
-        }
-        deliver.breaker.validate().map_err(ConfigError::Invalid)?;
-        deliver
-            .providers
-            .inapp
-            .validate()
-            .map_err(ConfigError::Invalid)?;
-        self.api.validate().map_err(ConfigError::Invalid)?;
-        self.unsubscribe.validate().map_err(ConfigError::Invalid)?;
-        self.tracking.validate().map_err(ConfigError::Invalid)?;
-        deliver
-            .rate_limit
-            .validate()
-            .map_err(ConfigError::Invalid)?;
-        tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).map_err(|e| {
-            ConfigError::Invalid(format!(
-                "telemetry.log_level `{}` is not a filter: {e}",
-                self.telemetry.log_level
-            ))
-        })?;
-        Ok(())
+impl Validate for HeraldConfig {
+    fn validate(&self) -> Result<(), String> {
+        self.store.validate()?;
+        self.kafka.validate()?;
+        self.registry.validate()?;
+        self.router.validate()?;
+        self.deliver.validate()?;
+        self.api.validate()?;
+        self.unsubscribe.validate()?;
+        self.tracking.validate()?;
+        self.telemetry.validate()
     }
 }
 
