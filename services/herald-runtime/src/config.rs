@@ -538,6 +538,16 @@ impl HeraldConfig {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         load(file)
     }
+
+    /// The sections every role runs with.
+    pub fn common(&self) -> crate::CommonConfig {
+        crate::CommonConfig {
+            kafka: self.kafka.clone(),
+            registry: self.registry.clone(),
+            store: self.store.clone(),
+            admin: self.admin.clone(),
+        }
+    }
 }
 
 impl Validate for HeraldConfig {

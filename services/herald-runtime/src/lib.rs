@@ -6,6 +6,7 @@ pub mod admin;
 pub mod allocations;
 pub mod api_config;
 pub mod cache;
+mod common;
 pub mod config;
 pub mod deliver_limits;
 mod env_text;
@@ -15,4 +16,5 @@ pub use herald_contracts::metric_names;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use common::CommonConfig;
 pub use config::{ConfigError, HeraldConfig};

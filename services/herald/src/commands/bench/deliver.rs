@@ -102,7 +102,10 @@ pub(super) async fn run(
     let phase_start = now_micros();
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(herald_deliver::worker::run(
-        worker_config,
+        worker_config.common(),
+        worker_config.deliver,
+        worker_config.unsubscribe,
+        worker_config.tracking,
         Channel::Webhook,
         shutdown.clone(),
     ));
