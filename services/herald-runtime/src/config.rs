@@ -10,40 +10,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::env_text::EnvText;
-use herald_contracts::registry::RegistryConfig;
-use herald_kafka::KafkaConfig;
-use herald_store::StoreConfig;
 
 /// The environment prefix. Only variables with a `__` after it are configuration, so that
 /// `HERALD_CONFIG` (the file path) and the dev scripts' own variables are not mistaken for keys.
 pub const ENV_PREFIX: &str = "HERALD_";
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeraldConfig {
-    #[serde(default)]
-    pub kafka: KafkaConfig,
-    #[serde(default)]
-    pub registry: RegistryConfig,
-    #[serde(default)]
-    pub store: StoreConfig,
-    #[serde(default)]
-    pub telemetry: TelemetryConfig,
-    #[serde(default)]
-    pub admin: AdminConfig,
-    #[serde(default)]
-    pub router: RouterConfig,
-    #[serde(default)]
-    pub deliver: DeliverConfig,
-    #[serde(default)]
-    pub api: crate::api_config::ApiConfig,
-    /// One-click unsubscribe links: shared by the email worker and `herald api`.
-    #[serde(default)]
-    pub unsubscribe: herald_contracts::unsubscribe::UnsubscribeConfig,
-    /// Open and click tracking links: shared by the email worker and `herald api`.
-    #[serde(default)]
-    pub tracking: herald_contracts::tracking::TrackingConfig,
-}
 
 /// `herald router`.
 #[derive(Debug, Clone, Deserialize)]
@@ -533,37 +503,6 @@ fn load_from<T: DeserializeOwned + Validate>(
     Ok(config)
 }
 
-impl HeraldConfig {
-    /// Defaults, then `file` (if given), then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        load(file)
-    }
-
-    /// The sections every role runs with.
-    pub fn common(&self) -> crate::CommonConfig {
-        crate::CommonConfig {
-            kafka: self.kafka.clone(),
-            registry: self.registry.clone(),
-            store: self.store.clone(),
-            admin: self.admin.clone(),
-        }
-    }
-}
-
-impl Validate for HeraldConfig {
-    fn validate(&self) -> Result<(), String> {
-        self.store.validate()?;
-        self.kafka.validate()?;
-        self.registry.validate()?;
-        self.router.validate()?;
-        self.deliver.validate()?;
-        self.api.validate()?;
-        self.unsubscribe.validate()?;
-        self.tracking.validate()?;
-        self.telemetry.validate()
-    }
-}
-
 /// Every problem figment found, each with the key it is about.
 fn describe(error: figment::Error) -> ConfigError {
     let messages: Vec<String> = error
@@ -589,146 +528,92 @@ fn describe(error: figment::Error) -> ConfigError {
 mod tests {
     use super::*;
     use figment::Jail;
+    use std::time::Duration;
+
+    /// A configuration shaped like Herald's: sections of typed keys.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        #[serde(default)]
+        section: Section,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Section {
+        #[serde(default)]
+        text: String,
+        #[serde(default)]
+        count: u32,
+        #[serde(default)]
+        list: Vec<String>,
+        #[serde(default)]
+        on: bool,
+        #[serde(default, with = "humantime_serde")]
+        wait: Duration,
+    }
+
+    impl Validate for Sample {
+        fn validate(&self) -> Result<(), String> {
+            if self.section.count > 100 {
+                return Err("section.count must be at most 100".into());
+            }
+            Ok(())
+        }
+    }
 
     // figment's Jail fixes the closure's error type to figment::Error.
     #[allow(clippy::result_large_err)]
-    fn load_in_jail(toml: &str, env: &[(&str, &str)]) -> Result<HeraldConfig, String> {
+    fn sample_in_jail(toml: &str, env: &[(&str, &str)]) -> Result<Sample, String> {
         let mut out = Err(String::new());
         Jail::expect_with(|jail| {
             jail.create_file("herald.toml", toml)?;
             for (k, v) in env {
                 jail.set_env(k, v);
             }
-            out = HeraldConfig::load(Some(Path::new("herald.toml"))).map_err(|e| e.to_string());
+            out = load(Some(Path::new("herald.toml"))).map_err(|e: ConfigError| e.to_string());
             Ok(())
         });
         out
     }
 
     #[test]
-    fn file_then_environment() {
-        let config = load_in_jail(
-            "[kafka]\nbootstrap_servers = \"file:9092\"\ntopic_prefix = \"t.\"\n[registry]\ntimeout = \"2s\"\n",
+    fn the_environment_overrides_the_file_and_its_text_stays_text() {
+        let config = sample_in_jail(
+            "[section]\ntext = \"file\"\ncount = 1\nwait = \"2s\"\n",
             &[
-                ("HERALD_KAFKA__BOOTSTRAP_SERVERS", "env:9092"),
+                ("HERALD_SECTION__TEXT", "0123"),
+                ("HERALD_SECTION__COUNT", "7"),
+                ("HERALD_SECTION__LIST", "[\"a\", \"b\"]"),
+                ("HERALD_SECTION__ON", "true"),
+                // Not a key: no `__`.
                 ("HERALD_CACHE", "/not/a/key"),
             ],
         )
         .unwrap();
-        assert_eq!(config.kafka.bootstrap_servers, "env:9092");
-        assert_eq!(config.kafka.topic_prefix, "t.");
-        assert_eq!(config.registry.timeout, std::time::Duration::from_secs(2));
+        let section = config.section;
+        assert_eq!(section.text, "0123");
+        assert_eq!(section.count, 7);
+        assert_eq!(section.list, ["a", "b"]);
+        assert!(section.on);
+        assert_eq!(section.wait, Duration::from_secs(2));
     }
 
     #[test]
-    fn environment_text_stays_text_and_numbers_lists_and_booleans_still_read() {
-        let config = load_in_jail(
-            "",
-            &[
-                ("HERALD_STORE__PASSWORD", "0123"),
-                ("HERALD_STORE__USERNAME", "42"),
-                ("HERALD_ROUTER__INSTANCE_ID", "7"),
-                ("HERALD_DELIVER__PROVIDERS__TWILIO__ACCOUNT_SID", "AC1"),
-                ("HERALD_DELIVER__PROVIDERS__TWILIO__AUTH_TOKEN", "000"),
-                ("HERALD_DELIVER__PROVIDERS__TWILIO__FROM", "+15005550006"),
-                ("HERALD_STORE__NODES", "[\"a:9042\", \"b:9042\"]"),
-                ("HERALD_STORE__REPLICATION_FACTOR", "3"),
-                ("HERALD_DELIVER__MAX_IN_FLIGHT", "64"),
-                ("HERALD_DELIVER__BREAKER__ENABLED", "false"),
-            ],
-        )
-        .unwrap();
-        let password = config
-            .store
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_owned());
-        assert_eq!(password.as_deref(), Some("0123"));
-        assert_eq!(config.store.username.as_deref(), Some("42"));
-        assert_eq!(config.router.instance_id.as_deref(), Some("7"));
-        let twilio = config.deliver.providers.twilio.unwrap();
-        assert_eq!(twilio.auth_token.as_ref().map(|t| t.expose()), Some("000"));
-        assert_eq!(twilio.from.as_deref(), Some("+15005550006"));
-        assert_eq!(config.store.nodes, ["a:9042", "b:9042"]);
-        assert_eq!(config.store.replication_factor, 3);
-        assert_eq!(config.deliver.max_in_flight, 64);
-        assert!(!config.deliver.breaker.enabled);
-        let err = load_in_jail("", &[("HERALD_DELIVER__MAX_IN_FLIGHT", "many")]).unwrap_err();
-        assert!(err.contains("deliver.max_in_flight"), "{err}");
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_are_named() {
-        let err = load_in_jail("[kafka]\nbootstrap = \"x\"\n", &[]).unwrap_err();
-        assert!(err.contains("bootstrap"), "{err}");
-        let err = load_in_jail("", &[("HERALD_STORE__KEYSPACE", "no-dashes")]).unwrap_err();
-        assert!(err.contains("store.keyspace"), "{err}");
-        let err = load_in_jail("[registry]\ntimeout = \"soon\"\n", &[]).unwrap_err();
-        assert!(err.contains("registry.timeout"), "{err}");
-        let err = load_in_jail("", &[("HERALD_ADMIN__LISTEN", "not-an-address")]).unwrap_err();
-        assert!(err.contains("admin.listen"), "{err}");
-    }
-
-    #[test]
-    fn deliver_section_with_providers() {
-        let config = load_in_jail(
-            "[deliver]\nretry_delays = [\"1s\", \"2m\"]\nmax_in_flight = 8\n\
-             [deliver.providers.webhook]\nallow = [\"127.0.0.1/32\"]\n",
-            &[("HERALD_DELIVER__LEDGER_LEASE", "5s")],
-        )
-        .unwrap();
-        assert_eq!(
-            config.deliver.retry_delays,
-            [1, 120].map(std::time::Duration::from_secs)
-        );
-        assert_eq!(config.deliver.max_in_flight, 8);
-        assert_eq!(
-            config.deliver.ledger_lease,
-            std::time::Duration::from_secs(5)
-        );
-        assert_eq!(config.deliver.providers.webhook.allow, ["127.0.0.1/32"]);
-        let defaults = load_in_jail("", &[]).unwrap().deliver;
-        assert_eq!(
-            defaults.retry_delays,
-            [10, 60, 600].map(std::time::Duration::from_secs)
-        );
-        let err = load_in_jail(
-            "[deliver]\nretry_delays = [\"1s\", \"2s\", \"3s\", \"4s\"]\n",
-            &[],
-        )
-        .unwrap_err();
-        assert!(err.contains("deliver.retry_delays"), "{err}");
-        let err = load_in_jail("[deliver.providers.webhook]\nallw = []\n", &[]).unwrap_err();
-        assert!(err.contains("deliver.providers.webhook"), "{err}");
-    }
-
-    #[test]
-    fn deliver_breaker_and_rate_limit() {
-        let defaults = load_in_jail("", &[]).unwrap().deliver;
-        assert!(defaults.breaker.enabled);
-        assert_eq!(defaults.breaker.min_calls, 20);
-        assert_eq!(defaults.rate_limit.per_second, None);
-        let config = load_in_jail(
-            "[deliver.breaker]\nwindow = \"5s\"\nmin_calls = 4\nopen_for = \"2s\"\n\
-             [deliver.rate_limit]\nper_second = 20.0\n",
-            &[("HERALD_DELIVER__BREAKER__FAILURE_RATIO", "0.25")],
-        )
-        .unwrap()
-        .deliver;
-        assert_eq!(config.breaker.window, std::time::Duration::from_secs(5));
-        assert_eq!(config.breaker.min_calls, 4);
-        assert_eq!(config.breaker.failure_ratio, 0.25);
-        assert_eq!(config.breaker.half_open_probes, 3);
-        assert_eq!(config.rate_limit.burst(), 20);
-        let err = load_in_jail("[deliver.breaker]\nfailure_ratio = 2.0\n", &[]).unwrap_err();
-        assert!(err.contains("deliver.breaker.failure_ratio"), "{err}");
-        let err = load_in_jail("[deliver.rate_limit]\nrate = 2.0\n", &[]).unwrap_err();
-        assert!(err.contains("deliver.rate_limit"), "{err}");
+    fn unknown_keys_bad_values_and_failed_checks_are_named() {
+        let err = sample_in_jail("[section]\ntxt = \"x\"\n", &[]).unwrap_err();
+        assert!(err.contains("txt"), "{err}");
+        let err = sample_in_jail("", &[("HERALD_SECTION__COUNT", "many")]).unwrap_err();
+        assert!(err.contains("key `section.count`"), "{err}");
+        let err = sample_in_jail("[section]\nwait = \"soon\"\n", &[]).unwrap_err();
+        assert!(err.contains("section.wait"), "{err}");
+        let err = sample_in_jail("[section]\ncount = 101\n", &[]).unwrap_err();
+        assert_eq!(err, "configuration: section.count must be at most 100");
     }
 
     #[test]
     fn a_missing_file_is_an_error() {
-        let err = HeraldConfig::load(Some(Path::new("/nonexistent/herald.toml"))).unwrap_err();
+        let err = load::<Sample>(Some(Path::new("/nonexistent/herald.toml"))).unwrap_err();
         assert!(err.to_string().contains("does not exist"));
     }
 }

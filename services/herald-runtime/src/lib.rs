@@ -17,4 +17,4 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use common::CommonConfig;
-pub use config::{ConfigError, HeraldConfig};
+pub use config::ConfigError;

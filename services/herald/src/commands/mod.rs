@@ -14,7 +14,7 @@ mod topics;
 
 use std::process::ExitCode;
 
-use herald_runtime::HeraldConfig;
+use crate::config_file::HeraldConfig;
 
 use crate::cli::{ApikeyCommand, Command, ConfigCommand, DbCommand, SchemasCommand, TopicsCommand};
 
