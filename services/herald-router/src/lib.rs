@@ -2,6 +2,7 @@
 //! recipient's profile and preferences, decides channels, renders templates and emits one
 //! dispatch per channel plus status records, all in one Kafka transaction per batch.
 
+pub mod config;
 pub mod decide;
 pub mod processor;
 pub mod quiet_hours;
@@ -26,7 +27,7 @@ use herald_store::frequency_cap::FrequencyCap;
 use herald_store::schedule::Schedule;
 use herald_store::suppressions::Suppressions;
 
-pub use herald_runtime::config::RouterConfig;
+pub use config::RouterConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {

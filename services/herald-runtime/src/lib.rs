@@ -11,6 +11,7 @@ pub mod config;
 pub mod deliver_limits;
 mod env_text;
 pub mod health;
+pub mod instance;
 pub mod providers;
 pub use herald_contracts::metric_names;
 pub mod shutdown;
