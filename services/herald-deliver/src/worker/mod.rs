@@ -24,12 +24,12 @@ use herald_contracts::{Channel, Codec, Lane};
 use herald_kafka::{HeraldContext, MetadataProbe};
 use herald_runtime::CommonConfig;
 use herald_runtime::admin::{self, Readiness};
-use herald_runtime::config::{AmbiguousSend, DeliverConfig};
 use herald_runtime::health;
 use herald_store::provider_messages::ProviderMessages;
 use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::SendLedger;
 
+use crate::config::{AmbiguousSend, DeliverConfig};
 use crate::{BuildError, EmailLinks, StoreHandle, build_provider};
 use batch::{Source, Topics, Worker};
 use herald_kafka::transaction::TransactionalId;
