@@ -12,6 +12,7 @@ pub mod apikey;
 pub mod auth;
 pub mod callbacks;
 pub mod categories;
+pub mod config;
 pub mod inbox;
 pub mod manage;
 pub mod openapi;
@@ -26,6 +27,8 @@ pub mod timeline;
 pub mod tracking;
 pub mod unsubscribe;
 pub mod webhooks;
+
+pub use config::ApiConfig;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -44,7 +47,6 @@ use herald_kafka::{MetadataProbe, RenewingProducer};
 use herald_router::RouterConfig;
 use herald_runtime::CommonConfig;
 use herald_runtime::admin::{self, Readiness};
-use herald_runtime::api_config::ApiConfig;
 use herald_runtime::health;
 use herald_runtime::metric_names::{API_REQUEST_SECONDS, API_REQUESTS};
 use herald_store::api_keys::ApiKeys;

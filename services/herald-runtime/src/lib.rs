@@ -4,7 +4,6 @@
 
 pub mod admin;
 pub mod allocations;
-pub mod api_config;
 pub mod cache;
 mod common;
 pub mod config;

@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use std::path::Path;
 
+use herald_api::ApiConfig;
 use herald_contracts::registry::RegistryConfig;
 use herald_contracts::tracking::TrackingConfig;
 use herald_contracts::unsubscribe::UnsubscribeConfig;
@@ -14,7 +15,6 @@ use herald_deliver::DeliverConfig;
 use herald_kafka::KafkaConfig;
 use herald_router::RouterConfig;
 use herald_runtime::CommonConfig;
-use herald_runtime::api_config::ApiConfig;
 use herald_runtime::config::{AdminConfig, ConfigError, TelemetryConfig, Validate};
 use herald_store::StoreConfig;
 

@@ -1,4 +1,4 @@
-//! `[api]`: the HTTP API role (`herald api`).
+//! `[api]`: the HTTP API's section of the configuration file (`herald api`).
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ParsedPublicKey};
 use base64::Engine;
