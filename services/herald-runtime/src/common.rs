@@ -4,7 +4,7 @@ use herald_contracts::registry::RegistryConfig;
 use herald_kafka::KafkaConfig;
 use herald_store::StoreConfig;
 
-use crate::config::AdminConfig;
+use crate::admin::AdminConfig;
 
 /// `[kafka]`, `[registry]`, `[store]` and `[admin]`: where a role finds Kafka, the schema
 /// registry and the database, and where it serves `/healthz`, `/readyz` and `/metrics`. Every

@@ -1,12 +1,12 @@
-//! Typed configuration: compiled-in defaults, then a TOML file, then `HERALD_` environment
-//! variables with `__` between levels (`HERALD_KAFKA__BOOTSTRAP_SERVERS=broker:9092`). Unknown
-//! keys and bad values fail at start with the key named.
+//! Loading typed configuration: compiled-in defaults, then a TOML file, then `HERALD_`
+//! environment variables with `__` between levels (`HERALD_KAFKA__BOOTSTRAP_SERVERS=broker:9092`).
+//! Unknown keys and bad values fail at start with the key named. The configuration's types
+//! belong to the crates that read them; the file's layout is put together by the `herald`
+//! binary.
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::env_text::EnvText;
@@ -14,84 +14,6 @@ use crate::env_text::EnvText;
 /// The environment prefix. Only variables with a `__` after it are configuration, so that
 /// `HERALD_CONFIG` (the file path) and the dev scripts' own variables are not mistaken for keys.
 pub const ENV_PREFIX: &str = "HERALD_";
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetryConfig {
-    /// `json` (default) or `text`.
-    #[serde(default)]
-    pub log_format: LogFormat,
-    /// A tracing filter, e.g. `info` or `info,herald_kafka=debug`. `RUST_LOG` wins when set.
-    #[serde(default = "default_log_level")]
-    pub log_level: String,
-    /// OTLP/HTTP endpoint for traces (e.g. `http://otel-collector:4318/v1/traces`); none: no export.
-    #[serde(default)]
-    pub otlp_endpoint: Option<String>,
-    /// `service.name` on exported spans; the role is appended (`herald-router`).
-    #[serde(default = "default_service_name")]
-    pub service_name: String,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Json,
-    Text,
-}
-
-fn default_log_level() -> String {
-    "info".into()
-}
-
-fn default_service_name() -> String {
-    "herald".into()
-}
-
-impl TelemetryConfig {
-    /// What deserializing cannot check, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
-        tracing_subscriber::EnvFilter::try_new(&self.log_level)
-            .map(drop)
-            .map_err(|e| {
-                format!(
-                    "telemetry.log_level `{}` is not a filter: {e}",
-                    self.log_level
-                )
-            })
-    }
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        Self {
-            log_format: LogFormat::Json,
-            log_level: default_log_level(),
-            otlp_endpoint: None,
-            service_name: default_service_name(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Where `/healthz`, `/readyz` and `/metrics` are served.
-    #[serde(default = "default_admin_listen")]
-    pub listen: SocketAddr,
-}
-
-fn default_admin_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9464))
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_admin_listen(),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -158,6 +80,7 @@ fn describe(error: figment::Error) -> ConfigError {
 mod tests {
     use super::*;
     use figment::Jail;
+    use serde::Deserialize;
     use std::time::Duration;
 
     /// A configuration shaped like Herald's: sections of typed keys.

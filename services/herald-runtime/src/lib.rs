@@ -1,6 +1,7 @@
-//! What every Herald role shares: typed configuration (file plus `HERALD_` environment
-//! overrides), JSON logs and OpenTelemetry traces, the admin HTTP server (`/healthz`, `/readyz`,
-//! `/metrics`) and shutdown on SIGTERM.
+//! What every Herald role shares: the configuration loader (file plus `HERALD_` environment
+//! overrides) and the sections every role reads ([`CommonConfig`]), JSON logs and OpenTelemetry
+//! traces, the admin HTTP server (`/healthz`, `/readyz`, `/metrics`) and shutdown on SIGTERM.
+//! Each role's own section lives in the role's crate.
 
 pub mod admin;
 pub mod allocations;

@@ -232,7 +232,7 @@ impl HeraldEnv {
             kafka: self.kafka_config(),
             registry: self.registry_config(),
             store: self.store_config(),
-            admin: herald_runtime::config::AdminConfig {
+            admin: herald_runtime::admin::AdminConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
             },
         }

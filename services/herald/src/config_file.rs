@@ -15,7 +15,9 @@ use herald_deliver::DeliverConfig;
 use herald_kafka::KafkaConfig;
 use herald_router::RouterConfig;
 use herald_runtime::CommonConfig;
-use herald_runtime::config::{AdminConfig, ConfigError, TelemetryConfig, Validate};
+use herald_runtime::admin::AdminConfig;
+use herald_runtime::config::{ConfigError, Validate};
+use herald_runtime::telemetry::TelemetryConfig;
 use herald_store::StoreConfig;
 
 #[derive(Debug, Clone, Default, Deserialize)]

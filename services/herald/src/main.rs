@@ -9,7 +9,7 @@ mod exit;
 use clap::Parser;
 use std::process::ExitCode;
 
-use herald_runtime::config::TelemetryConfig;
+use herald_runtime::telemetry::TelemetryConfig;
 
 use crate::config_file::HeraldConfig;
 
