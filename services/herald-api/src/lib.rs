@@ -12,6 +12,7 @@ pub mod apikey;
 pub mod auth;
 pub mod callbacks;
 pub mod categories;
+pub mod config;
 pub mod inbox;
 pub mod manage;
 pub mod openapi;
@@ -27,6 +28,8 @@ pub mod tracking;
 pub mod unsubscribe;
 pub mod webhooks;
 
+pub use config::ApiConfig;
+
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -38,8 +41,11 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use herald_contracts::Codec;
+use herald_contracts::tracking::TrackingConfig;
+use herald_contracts::unsubscribe::UnsubscribeConfig;
 use herald_kafka::{MetadataProbe, RenewingProducer};
-use herald_runtime::HeraldConfig;
+use herald_router::RouterConfig;
+use herald_runtime::CommonConfig;
 use herald_runtime::admin::{self, Readiness};
 use herald_runtime::health;
 use herald_runtime::metric_names::{API_REQUEST_SECONDS, API_REQUESTS};
@@ -286,10 +292,17 @@ async fn observe(State(timeout): State<Duration>, request: Request, next: Next) 
 
 /// Runs the API until `shutdown` is cancelled, then finishes the requests in flight within
 /// `api.shutdown_grace`.
-pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
+pub async fn run(
+    common: CommonConfig,
+    api: ApiConfig,
+    router: RouterConfig,
+    unsubscribe: UnsubscribeConfig,
+    tracking: TrackingConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ApiError> {
     let metrics = admin::metrics_handle("api").map_err(ApiError::Metrics)?;
     let readiness = Readiness::default();
-    let admin_listener = bind(config.admin.listen).await?;
+    let admin_listener = bind(common.admin.listen).await?;
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         readiness.clone(),
@@ -297,72 +310,68 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         shutdown.clone(),
     ));
 
-    let topics = config.kafka.topics();
-    let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
+    let topics = common.kafka.topics();
+    let session = Arc::new(herald_store::connect_keyspace(&common.store).await?);
     let keys = KeyStore::new(
-        ApiKeys::prepare(session.clone(), &config.store).await?,
-        config.api.key_cache_ttl,
+        ApiKeys::prepare(session.clone(), &common.store).await?,
+        api.key_cache_ttl,
     );
-    let mut producer_config = config.kafka.producer_config();
+    let mut producer_config = common.kafka.producer_config();
     producer_config.set(
         "message.timeout.ms",
-        config.api.produce_timeout.as_millis().to_string(),
+        api.produce_timeout.as_millis().to_string(),
     );
     // One producer and one codec (its schema cache) for requests and statuses alike.
-    let producer = AckedProducer::new(
-        RenewingProducer::new(producer_config)?,
-        config.api.produce_timeout,
-    );
-    let codec = Arc::new(Codec::new(&config.registry, topics.clone())?);
+    let producer = AckedProducer::new(RenewingProducer::new(producer_config)?, api.produce_timeout);
+    let codec = Arc::new(Codec::new(&common.registry, topics.clone())?);
     let sender = Sender::new(
         producer.clone(),
         codec.clone(),
         topics.requested(),
-        config.router.max_data_bytes,
+        router.max_data_bytes,
     );
     let inbox_events =
         inbox::publish::InboxPublisher::new(producer.clone(), codec.clone(), topics.inbox());
     let statuses = StatusPublisher::new(producer, codec.clone(), topics.status());
-    let users = Users::prepare(session.clone(), &config.store).await?;
-    let directory = Directory::prepare(session.clone(), &config.store).await?;
-    let categories = Categories::prepare(session.clone(), &config.store).await?;
-    let push_tokens = PushTokens::prepare(session.clone(), &config.store).await?;
-    let webhooks = Webhooks::prepare(session.clone(), &config.store).await?;
-    let templates = Templates::prepare(session.clone(), &config.store).await?;
-    let suppressions = Suppressions::prepare(session.clone(), &config.store).await?;
-    let provider_messages = ProviderMessages::prepare(session.clone(), &config.store).await?;
-    let verifiers =
-        callbacks::Verifiers::from_config(&config.api.callbacks).map_err(ApiError::Config)?;
+    let users = Users::prepare(session.clone(), &common.store).await?;
+    let directory = Directory::prepare(session.clone(), &common.store).await?;
+    let categories = Categories::prepare(session.clone(), &common.store).await?;
+    let push_tokens = PushTokens::prepare(session.clone(), &common.store).await?;
+    let webhooks = Webhooks::prepare(session.clone(), &common.store).await?;
+    let templates = Templates::prepare(session.clone(), &common.store).await?;
+    let suppressions = Suppressions::prepare(session.clone(), &common.store).await?;
+    let provider_messages = ProviderMessages::prepare(session.clone(), &common.store).await?;
+    let verifiers = callbacks::Verifiers::from_config(&api.callbacks).map_err(ApiError::Config)?;
     let timeline =
-        herald_store::timeline_read::TimelineReader::prepare(session.clone(), &config.store)
+        herald_store::timeline_read::TimelineReader::prepare(session.clone(), &common.store)
             .await?;
-    let tracking = match config.tracking.links().map_err(ApiError::Config)? {
+    let tracking = match tracking.links().map_err(ApiError::Config)? {
         Some(links) => Some(tracking::Tracking {
             links,
             marks: herald_store::engagement::EngagementMarks::prepare(
                 session.clone(),
-                &config.store,
+                &common.store,
             )
             .await?,
-            stale_after: config.api.request_timeout + config.api.produce_timeout,
+            stale_after: api.request_timeout + api.produce_timeout,
         }),
         None => None,
     };
-    let inbox_store = herald_store::inbox::Inbox::prepare(session.clone(), &config.store).await?;
+    let inbox_store = herald_store::inbox::Inbox::prepare(session.clone(), &common.store).await?;
     // The live streams' feed reads from a window back, so that this replica resumes clients
     // as soon as it serves.
-    let inbox_config = &config.api.inbox;
+    let inbox_config = &api.inbox;
     let feed = inbox::feed::Feed::new(inbox::feed::Retention {
         window: inbox_config.resume_window,
         max_bytes: inbox_config.resume_buffer_bytes,
     });
     let feed_task = if inbox_config.token_secret.is_some() {
-        Some(inbox::feed::start(feed.clone(), &config.kafka, codec, shutdown.clone()).await?)
+        Some(inbox::feed::start(feed.clone(), &common.kafka, codec, shutdown.clone()).await?)
     } else {
         None
     };
     let dependencies = vec![
-        health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
+        health::kafka(MetadataProbe::new(&common.kafka, topics.requested())?),
         health::database(session),
     ];
     let health_task = tokio::spawn(health::watch(
@@ -385,14 +394,14 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         provider_messages,
         callbacks: Arc::new(verifiers),
         timeline,
-        unsubscribe: config.unsubscribe.links().map_err(ApiError::Config)?,
+        unsubscribe: unsubscribe.links().map_err(ApiError::Config)?,
         tracking,
         preview: preview::PreviewConfig {
-            default_locale: config.router.default_locale.clone(),
+            default_locale: router.default_locale.clone(),
         },
-        body_limit: config.api.body_limit,
+        body_limit: api.body_limit,
         inbox: inbox::InboxApi {
-            tokens: inbox::token::InboxTokens::from_config(&config.api.inbox),
+            tokens: inbox::token::InboxTokens::from_config(&api.inbox),
             store: inbox_store,
             origins: inbox::cors::AllowedOrigins::new(&inbox_config.allowed_origins),
             events: inbox_events,
@@ -401,14 +410,14 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
             shutdown: shutdown.clone(),
         },
     });
-    let listener = bind(config.api.listen).await?;
-    let grace = config.api.shutdown_grace;
+    let listener = bind(api.listen).await?;
+    let grace = api.shutdown_grace;
     // `into_make_service`: each connection shares the router. Served as a bare `Router`,
     // axum rebuilds its route table for every connection (about 30 KiB each, measured with
     // 10,000 inbox streams).
     let serving = axum::serve(
         listener,
-        app(state, config.api.request_timeout).into_make_service(),
+        app(state, api.request_timeout).into_make_service(),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let deadline = async {
@@ -416,7 +425,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         tokio::time::sleep(grace).await;
     };
     let result = tokio::select! {
-        result = serving => result.map_err(|source| ApiError::Listen { addr: config.api.listen, source }),
+        result = serving => result.map_err(|source| ApiError::Listen { addr: api.listen, source }),
         () = deadline => Err(ApiError::GraceExceeded(grace)),
     };
     shutdown.cancel();

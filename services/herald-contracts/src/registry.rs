@@ -61,6 +61,17 @@ pub enum RegistryError {
 }
 
 impl RegistryConfig {
+    /// What deserializing cannot check, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!(
+                "registry.url `{}` must start with http:// or https://",
+                self.url
+            ));
+        }
+        Ok(())
+    }
+
     fn base(&self) -> &str {
         self.url.trim_end_matches('/')
     }

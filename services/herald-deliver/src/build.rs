@@ -8,7 +8,7 @@ use herald_contracts::tracking::{TrackingConfig, TrackingLinks};
 use herald_contracts::unsubscribe::{UnsubscribeConfig, UnsubscribeLinks};
 use herald_store::StoreConfig;
 
-use crate::config::ProvidersConfig;
+use crate::config::providers::ProvidersConfig;
 use crate::email::EmailLinks;
 use crate::email::sendgrid::SendGridProvider;
 use crate::email::smtp::SmtpProvider;

@@ -66,7 +66,8 @@ pub mod worker;
 
 pub use build::{StoreHandle, build_provider, signed_links};
 pub use classify::{classify_error, classify_status, parse_retry_after};
-pub use config::{
+pub use config::DeliverConfig;
+pub use config::providers::{
     ApnsConfig, FcmConfig, ProvidersConfig, SendGridConfig, SmtpConfig, SmtpSecurity, TwilioConfig,
     WebhookConfig,
 };

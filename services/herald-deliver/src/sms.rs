@@ -8,7 +8,7 @@ use herald_contracts::Dispatch;
 use herald_contracts::secret::Secret;
 
 use crate::classify::execute;
-use crate::config::TwilioConfig;
+use crate::config::providers::TwilioConfig;
 use crate::error::required;
 use crate::http::{UrlPath, base_url, client_builder};
 use crate::outcome::logged;

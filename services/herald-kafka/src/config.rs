@@ -71,6 +71,14 @@ impl fmt::Debug for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// What deserializing cannot check, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err("kafka.bootstrap_servers is empty".into());
+        }
+        Ok(())
+    }
+
     pub fn topics(&self) -> TopicNames {
         TopicNames::new(self.topic_prefix.clone())
     }

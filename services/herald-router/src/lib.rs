@@ -2,6 +2,7 @@
 //! recipient's profile and preferences, decides channels, renders templates and emits one
 //! dispatch per channel plus status records, all in one Kafka transaction per batch.
 
+pub mod config;
 pub mod decide;
 pub mod processor;
 pub mod quiet_hours;
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use herald_contracts::Codec;
 use herald_contracts::registry::RegistryAdmin;
 use herald_kafka::{HeraldContext, MetadataProbe};
-use herald_runtime::HeraldConfig;
+use herald_runtime::CommonConfig;
 use herald_runtime::admin::{self, Readiness};
 use herald_runtime::health;
 use herald_store::dedupe::DedupeLedger;
@@ -25,6 +26,8 @@ use herald_store::directory::Directory;
 use herald_store::frequency_cap::FrequencyCap;
 use herald_store::schedule::Schedule;
 use herald_store::suppressions::Suppressions;
+
+pub use config::RouterConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -51,17 +54,21 @@ pub enum RouterError {
 
 /// Runs the router until `shutdown` is cancelled, then finishes the open batch and leaves the
 /// consumer group within `router.shutdown_grace`.
-pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<(), RouterError> {
+pub async fn run(
+    common: CommonConfig,
+    config: RouterConfig,
+    shutdown: CancellationToken,
+) -> Result<(), RouterError> {
     let metrics = admin::metrics_handle("router").map_err(RouterError::Metrics)?;
     let readiness = Readiness::default();
-    let listener = tokio::net::TcpListener::bind(config.admin.listen)
+    let listener = tokio::net::TcpListener::bind(common.admin.listen)
         .await
         .map_err(|source| RouterError::Admin {
-            addr: config.admin.listen,
+            addr: common.admin.listen,
             source,
         })?;
     let admin_addr = listener.local_addr().map_err(|source| RouterError::Admin {
-        addr: config.admin.listen,
+        addr: common.admin.listen,
         source,
     })?;
     tracing::info!(%admin_addr, "admin server listening");
@@ -72,18 +79,18 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         shutdown.clone(),
     ));
 
-    let topics = config.kafka.topics();
-    let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
-    let directory = Directory::prepare(session.clone(), &config.store).await?;
-    let dedupe = DedupeLedger::prepare(session.clone(), &config.store).await?;
-    let frequency_cap = FrequencyCap::prepare(session.clone(), &config.store).await?;
-    let suppressions = Suppressions::prepare(session.clone(), &config.store).await?;
-    let schedule = Schedule::prepare(session.clone(), &config.store)
+    let topics = common.kafka.topics();
+    let session = Arc::new(herald_store::connect_keyspace(&common.store).await?);
+    let directory = Directory::prepare(session.clone(), &common.store).await?;
+    let dedupe = DedupeLedger::prepare(session.clone(), &common.store).await?;
+    let frequency_cap = FrequencyCap::prepare(session.clone(), &common.store).await?;
+    let suppressions = Suppressions::prepare(session.clone(), &common.store).await?;
+    let schedule = Schedule::prepare(session.clone(), &common.store)
         .await?
-        .with_shards(config.router.schedule_shards)?;
+        .with_shards(config.schedule_shards)?;
     // Before anything is deferred: the sweep starts from the cursor.
     schedule.init_cursor(chrono::Utc::now()).await?;
-    let codec = Codec::new(&config.registry, topics.clone())?;
+    let codec = Codec::new(&common.registry, topics.clone())?;
     let router = Arc::new(route::Router::new(
         codec,
         directory,
@@ -91,22 +98,22 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         frequency_cap,
         schedule.clone(),
         suppressions,
-        &config.router,
+        &config,
     ));
 
-    let group = config.kafka.group(&config.router.group_id);
-    let transactional_id = config.router.transactional_id(&group);
+    let group = common.kafka.group(&config.group_id);
+    let transactional_id = config.transactional_id(&group);
     let scheduler = scheduler::Scheduler::new(
         schedule,
-        config.kafka.producer_config(),
+        common.kafka.producer_config(),
         topics.requested(),
         transactional_id.clone(),
-        config.router.scheduler_interval,
-        config.router.schedule_claim_lease,
+        config.scheduler_interval,
+        config.schedule_claim_lease,
     )?;
     let scheduler_task = tokio::spawn(scheduler.run(shutdown.clone()));
-    let mut consumer_config = config.kafka.consumer_config(&group);
-    if config.router.instance_id.is_some() {
+    let mut consumer_config = common.kafka.consumer_config(&group);
+    if config.instance_id.is_some() {
         // Static membership: a restarted instance takes its partitions back at once instead
         // of waiting out the session timeout of its dead predecessor.
         consumer_config.set("group.instance.id", &transactional_id);
@@ -124,11 +131,11 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         }
     };
     let dependencies = vec![
-        health::kafka(MetadataProbe::new(&config.kafka, topics.requested())?),
+        health::kafka(MetadataProbe::new(&common.kafka, topics.requested())?),
         health::consumer_group(context, health::GROUP_GRACE),
         health::database(session.clone()),
         health::registry(
-            RegistryAdmin::new(config.registry.clone())
+            RegistryAdmin::new(common.registry.clone())
                 .map_err(herald_contracts::CodecError::from)?,
         ),
     ];
@@ -138,10 +145,10 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         shutdown.clone(),
     ));
 
-    let grace = config.router.shutdown_grace;
+    let grace = config.shutdown_grace;
     let processing = processor::run(
-        &config.kafka,
-        &config.router,
+        &common.kafka,
+        &config,
         transactional_id,
         router,
         &make_consumer,

@@ -31,11 +31,11 @@ use herald_kafka::transaction::{
     init_producer_patiently, produce_and_commit_as,
 };
 use herald_kafka::{HeraldContext, KafkaConfig};
-use herald_runtime::config::RouterConfig;
 use herald_runtime::metric_names::{
     ROUTER_COMMIT_SECONDS, ROUTER_TRANSACTIONS, ROUTER_TRANSIENT_FAULTS,
 };
 
+use crate::config::RouterConfig;
 use crate::route::{Input, Router, Transient};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);

@@ -11,7 +11,6 @@ use herald_contracts::{
     Codec, CodecError, Dispatch, Lane, NotificationRequest, RequestIdentity, Status, StatusEvent,
     TopicNames, headers,
 };
-use herald_runtime::config::RouterConfig;
 use herald_runtime::metric_names::{
     ROUTER_CACHE_LOOKUPS, ROUTER_DISPATCHES, ROUTER_EVENTS, ROUTER_UNIDENTIFIED_DEAD_LETTERS,
 };
@@ -28,6 +27,7 @@ use opentelemetry::trace::TraceContextExt as _;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::config::RouterConfig;
 use crate::decide::{Decision, Target, decide};
 use crate::quiet_hours::{QuietHours, quiet_until};
 use crate::render::{Renderer, TemplateKey, TemplateSource, locale_chain, template_for};

@@ -1,428 +1,19 @@
-//! Typed configuration: compiled-in defaults, then a TOML file, then `HERALD_` environment
-//! variables with `__` between levels (`HERALD_KAFKA__BOOTSTRAP_SERVERS=broker:9092`). Unknown
-//! keys and bad values fail at start with the key named.
+//! Loading typed configuration: compiled-in defaults, then a TOML file, then `HERALD_`
+//! environment variables with `__` between levels (`HERALD_KAFKA__BOOTSTRAP_SERVERS=broker:9092`).
+//! Unknown keys and bad values fail at start with the key named. The configuration's types
+//! belong to the crates that read them; the file's layout is put together by the `herald`
+//! binary.
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use serde::Deserialize;
-use std::net::SocketAddr;
+use serde::de::DeserializeOwned;
 use std::path::Path;
 
 use crate::env_text::EnvText;
-use herald_contracts::registry::RegistryConfig;
-use herald_kafka::KafkaConfig;
-use herald_store::StoreConfig;
 
 /// The environment prefix. Only variables with a `__` after it are configuration, so that
 /// `HERALD_CONFIG` (the file path) and the dev scripts' own variables are not mistaken for keys.
 pub const ENV_PREFIX: &str = "HERALD_";
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeraldConfig {
-    #[serde(default)]
-    pub kafka: KafkaConfig,
-    #[serde(default)]
-    pub registry: RegistryConfig,
-    #[serde(default)]
-    pub store: StoreConfig,
-    #[serde(default)]
-    pub telemetry: TelemetryConfig,
-    #[serde(default)]
-    pub admin: AdminConfig,
-    #[serde(default)]
-    pub router: RouterConfig,
-    #[serde(default)]
-    pub deliver: DeliverConfig,
-    #[serde(default)]
-    pub api: crate::api_config::ApiConfig,
-    /// One-click unsubscribe links: shared by the email worker and `herald api`.
-    #[serde(default)]
-    pub unsubscribe: herald_contracts::unsubscribe::UnsubscribeConfig,
-    /// Open and click tracking links: shared by the email worker and `herald api`.
-    #[serde(default)]
-    pub tracking: herald_contracts::tracking::TrackingConfig,
-}
-
-/// `herald router`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouterConfig {
-    /// Consumer group shared by every router instance (`kafka.topic_prefix` is prepended).
-    #[serde(default = "default_router_group")]
-    pub group_id: String,
-    /// This instance's stable name; the transactional id is `<group_id>-<instance_id>`. A
-    /// restarted instance with the same name fences its predecessor and aborts its open
-    /// transaction at once, instead of leaving it to block `read_committed` readers until
-    /// `transaction_timeout`. Default: `<hostname>-<pid>` (stable in a container, where the
-    /// pid is 1).
-    #[serde(default)]
-    pub instance_id: Option<String>,
-    /// Kafka transaction timeout: how long an abandoned transaction can hold back readers.
-    #[serde(default = "default_transaction_timeout", with = "humantime_serde")]
-    pub transaction_timeout: std::time::Duration,
-    /// The longest a batch collects records; it closes sooner when the transaction before it
-    /// has committed.
-    #[serde(default = "default_commit_interval", with = "humantime_serde")]
-    pub commit_interval: std::time::Duration,
-    /// The most records in one transaction.
-    #[serde(default = "default_max_batch")]
-    pub max_batch: usize,
-    /// Recipients routed at once within a batch (each recipient's events stay in order).
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
-    /// Profiles and category defaults cached per instance (entries), and for how long.
-    #[serde(default = "default_cache_capacity")]
-    pub cache_capacity: usize,
-    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
-    pub cache_ttl: std::time::Duration,
-    /// Compiled templates cached per instance.
-    #[serde(default = "default_template_cache")]
-    pub template_cache_capacity: usize,
-    /// The locale used when neither the request nor the user has one.
-    #[serde(default = "default_locale")]
-    pub default_locale: String,
-    /// The largest `data` a request may carry, in bytes of encoded JSON. `herald produce`
-    /// refuses a larger one; the router dead-letters it (class `data_too_large`, with a
-    /// `dead_lettered` status). At most 900 KiB: the whole record must fit Kafka's 1 MiB.
-    #[serde(default = "default_max_data_bytes")]
-    pub max_data_bytes: usize,
-    /// Longest wait between retries while ScyllaDB or the registry is unreachable.
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
-    pub max_backoff: std::time::Duration,
-    /// How long a shutdown may take to finish the open transaction.
-    #[serde(default = "default_grace", with = "humantime_serde")]
-    pub shutdown_grace: std::time::Duration,
-    /// How often the scheduler looks for deferred notifications that are due.
-    #[serde(default = "default_scheduler_interval", with = "humantime_serde")]
-    pub scheduler_interval: std::time::Duration,
-    /// How long a scheduler's claim on a due item holds before another may take it over
-    /// (the claimant is presumed dead). Longer than a publish can take.
-    #[serde(default = "default_schedule_claim_lease", with = "humantime_serde")]
-    pub schedule_claim_lease: std::time::Duration,
-    /// Shards per minute of the schedule (1 to 1024): more spreads a minute's deferred items
-    /// over more, smaller partitions, and every sweep reads each shard of the open minutes.
-    /// Safe to change on a running system: sweeps read every shard below the largest count
-    /// any router has used.
-    #[serde(default = "default_schedule_shards")]
-    pub schedule_shards: u16,
-}
-
-fn default_max_data_bytes() -> usize {
-    herald_contracts::request::MAX_DATA_BYTES
-}
-fn default_router_group() -> String {
-    "herald-router".into()
-}
-fn default_transaction_timeout() -> std::time::Duration {
-    std::time::Duration::from_secs(15)
-}
-fn default_commit_interval() -> std::time::Duration {
-    std::time::Duration::from_millis(100)
-}
-fn default_max_batch() -> usize {
-    1000
-}
-fn default_max_in_flight() -> usize {
-    // As many as a batch holds: lookups of concurrent recipients are answered together, so
-    // more in flight means fewer, larger database requests.
-    1000
-}
-fn default_cache_capacity() -> usize {
-    100_000
-}
-fn default_cache_ttl() -> std::time::Duration {
-    std::time::Duration::from_secs(30)
-}
-fn default_template_cache() -> usize {
-    1000
-}
-fn default_locale() -> String {
-    "en".into()
-}
-fn default_max_backoff() -> std::time::Duration {
-    std::time::Duration::from_secs(5)
-}
-fn default_grace() -> std::time::Duration {
-    std::time::Duration::from_secs(20)
-}
-fn default_scheduler_interval() -> std::time::Duration {
-    std::time::Duration::from_secs(1)
-}
-fn default_schedule_claim_lease() -> std::time::Duration {
-    std::time::Duration::from_secs(30)
-}
-fn default_schedule_shards() -> u16 {
-    herald_store::schedule::DEFAULT_SHARDS
-}
-
-impl RouterConfig {
-    /// The Kafka transactional id of this instance, within consumer group `group` (the
-    /// group id with the topic prefix applied).
-    pub fn transactional_id(&self, group: &str) -> String {
-        let instance = self.instance_id.clone().unwrap_or_else(default_instance);
-        format!("{group}-{instance}")
-    }
-}
-
-impl Default for RouterConfig {
-    fn default() -> Self {
-        Self {
-            group_id: default_router_group(),
-            instance_id: None,
-            transaction_timeout: default_transaction_timeout(),
-            commit_interval: default_commit_interval(),
-            max_batch: default_max_batch(),
-            max_in_flight: default_max_in_flight(),
-            cache_capacity: default_cache_capacity(),
-            cache_ttl: default_cache_ttl(),
-            template_cache_capacity: default_template_cache(),
-            default_locale: default_locale(),
-            max_data_bytes: default_max_data_bytes(),
-            max_backoff: default_max_backoff(),
-            shutdown_grace: default_grace(),
-            scheduler_interval: default_scheduler_interval(),
-            schedule_claim_lease: default_schedule_claim_lease(),
-            schedule_shards: default_schedule_shards(),
-        }
-    }
-}
-
-/// What a delivery worker does with a dispatch that may or may not have been sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AmbiguousSend {
-    Resend,
-    Report,
-}
-
-impl AmbiguousSend {
-    /// The policy `channel` gets unless `deliver.ambiguous_send` says otherwise.
-    pub fn default_for(channel: herald_contracts::Channel) -> Self {
-        use herald_contracts::Channel;
-        match channel {
-            Channel::Sms | Channel::Push => AmbiguousSend::Report,
-            Channel::Email | Channel::Webhook | Channel::Inapp => AmbiguousSend::Resend,
-        }
-    }
-}
-
-/// `herald deliver --channel <channel>`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeliverConfig {
-    /// Consumer group base name; the worker's group is `<prefix><group_id>-<channel>`, one
-    /// group per channel so each channel is consumed (and scaled) on its own.
-    #[serde(default = "default_deliver_group")]
-    pub group_id: String,
-    /// This instance's stable name; the transactional id is `<group>-<instance_id>`.
-    /// Default: `<hostname>-<pid>`.
-    #[serde(default)]
-    pub instance_id: Option<String>,
-    /// The most provider calls in flight at once (one recipient's dispatches stay in order).
-    #[serde(default = "default_deliver_in_flight")]
-    pub max_in_flight: usize,
-    /// The most records in one batch (one Kafka transaction).
-    #[serde(default = "default_deliver_batch")]
-    pub max_batch: usize,
-    /// How long a batch collects records before it is sent and committed.
-    #[serde(default = "default_commit_interval", with = "humantime_serde")]
-    pub commit_interval: std::time::Duration,
-    /// Kafka transaction timeout; longer than the slowest batch of provider calls.
-    #[serde(
-        default = "default_deliver_transaction_timeout",
-        with = "humantime_serde"
-    )]
-    pub transaction_timeout: std::time::Duration,
-    /// The delay of each retry tier, one per tier (`notifications.retry.<channel>.<n>`): the
-    /// cap of the full-jitter backoff before attempt n + 1. At most 3 tiers.
-    #[serde(default = "default_retry_delays", deserialize_with = "durations")]
-    pub retry_delays: Vec<std::time::Duration>,
-    /// How long a per-dispatch send-ledger claim written by an older worker holds before
-    /// another may take the dispatch over. Partition claims (what workers write now) are taken
-    /// over at once by the partition's next owner.
-    #[serde(default = "default_ledger_lease", with = "humantime_serde")]
-    pub ledger_lease: std::time::Duration,
-    /// What to do with an ambiguous dispatch: one that another worker began sending and
-    /// recorded no result for (it died mid-call). `resend` sends it again, so the receiver may
-    /// get it twice; `report` records a call before each provider call, and on such a dispatch
-    /// emits `unknown` (reason `ambiguous_send`) instead of sending it. Default per channel:
-    /// `report` for sms and push, where a duplicate reaches a person at once; `resend` for
-    /// webhook (receivers deduplicate by `webhook-id`), inapp (the inbox row is idempotent) and
-    /// email.
-    #[serde(default)]
-    pub ambiguous_send: Option<AmbiguousSend>,
-    /// Longest wait between retries while ScyllaDB, the registry or Kafka is unreachable.
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
-    pub max_backoff: std::time::Duration,
-    /// How long a shutdown may take to finish the sends in flight and commit.
-    #[serde(default = "default_grace", with = "humantime_serde")]
-    pub shutdown_grace: std::time::Duration,
-    /// The circuit breaker in front of the provider (`[deliver.breaker]`).
-    #[serde(default)]
-    pub breaker: crate::deliver_limits::BreakerConfig,
-    /// The provider's rate limit (`[deliver.rate_limit]`); off by default.
-    #[serde(default)]
-    pub rate_limit: crate::deliver_limits::RateLimitConfig,
-    /// The provider adapters (`[deliver.providers.smtp]`, `[deliver.providers.webhook]`, ...);
-    /// a worker builds only the one its channel needs.
-    #[serde(default)]
-    pub providers: crate::providers::ProvidersConfig,
-    /// How long a provider message id is remembered for status callbacks that name only it
-    /// (Twilio's `MessageSid`): a callback later than this after the send is unmatched.
-    #[serde(default = "default_provider_message_ttl", with = "humantime_serde")]
-    pub provider_message_ttl: std::time::Duration,
-}
-
-fn default_provider_message_ttl() -> std::time::Duration {
-    std::time::Duration::from_secs(30 * 24 * 3600)
-}
-
-fn default_deliver_group() -> String {
-    "herald-deliver".into()
-}
-fn default_deliver_in_flight() -> usize {
-    // As many as a batch holds: a call's wait is mostly the provider's and the database's,
-    // not this process's CPU (measured with `herald bench deliver`: 64 → 2,500/s, 500 → 3,200/s).
-    500
-}
-fn default_deliver_batch() -> usize {
-    500
-}
-fn default_deliver_transaction_timeout() -> std::time::Duration {
-    std::time::Duration::from_secs(60)
-}
-fn default_retry_delays() -> Vec<std::time::Duration> {
-    [10, 60, 600].map(std::time::Duration::from_secs).to_vec()
-}
-/// A list of human-readable durations (`["10s", "1m", "10m"]`).
-fn durations<'de, D>(deserializer: D) -> Result<Vec<std::time::Duration>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    let list: Vec<humantime_serde::Serde<std::time::Duration>> =
-        Deserialize::deserialize(deserializer)?;
-    Ok(list
-        .into_iter()
-        .map(humantime_serde::Serde::into_inner)
-        .collect())
-}
-
-fn default_ledger_lease() -> std::time::Duration {
-    std::time::Duration::from_secs(60)
-}
-
-impl DeliverConfig {
-    /// The consumer group of `channel`'s workers, before the topic prefix.
-    pub fn group(&self, channel: herald_contracts::Channel) -> String {
-        format!("{}-{channel}", self.group_id)
-    }
-
-    /// The Kafka transactional id of this instance within `group` (prefix applied).
-    pub fn transactional_id(&self, group: &str) -> String {
-        format!(
-            "{group}-{}",
-            self.instance_id.clone().unwrap_or_else(default_instance)
-        )
-    }
-}
-
-impl Default for DeliverConfig {
-    fn default() -> Self {
-        Self {
-            group_id: default_deliver_group(),
-            instance_id: None,
-            max_in_flight: default_deliver_in_flight(),
-            max_batch: default_deliver_batch(),
-            commit_interval: default_commit_interval(),
-            transaction_timeout: default_deliver_transaction_timeout(),
-            retry_delays: default_retry_delays(),
-            ledger_lease: default_ledger_lease(),
-            ambiguous_send: None,
-            max_backoff: default_max_backoff(),
-            shutdown_grace: default_grace(),
-            breaker: crate::deliver_limits::BreakerConfig::default(),
-            rate_limit: crate::deliver_limits::RateLimitConfig::default(),
-            providers: crate::providers::ProvidersConfig::default(),
-            provider_message_ttl: default_provider_message_ttl(),
-        }
-    }
-}
-
-/// `<hostname>-<pid>`: stable in a container, where the pid is 1.
-fn default_instance() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "local".into());
-    format!("{host}-{}", std::process::id())
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetryConfig {
-    /// `json` (default) or `text`.
-    #[serde(default)]
-    pub log_format: LogFormat,
-    /// A tracing filter, e.g. `info` or `info,herald_kafka=debug`. `RUST_LOG` wins when set.
-    #[serde(default = "default_log_level")]
-    pub log_level: String,
-    /// OTLP/HTTP endpoint for traces (e.g. `http://otel-collector:4318/v1/traces`); none: no export.
-    #[serde(default)]
-    pub otlp_endpoint: Option<String>,
-    /// `service.name` on exported spans; the role is appended (`herald-router`).
-    #[serde(default = "default_service_name")]
-    pub service_name: String,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Json,
-    Text,
-}
-
-fn default_log_level() -> String {
-    "info".into()
-}
-
-fn default_service_name() -> String {
-    "herald".into()
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        Self {
-            log_format: LogFormat::Json,
-            log_level: default_log_level(),
-            otlp_endpoint: None,
-            service_name: default_service_name(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Where `/healthz`, `/readyz` and `/metrics` are served.
-    #[serde(default = "default_admin_listen")]
-    pub listen: SocketAddr,
-}
-
-fn default_admin_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9464))
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_admin_listen(),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -432,114 +23,36 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-impl HeraldConfig {
-    /// Defaults, then `file` (if given), then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_from(file, Env::prefixed(ENV_PREFIX))
-    }
+/// A configuration file's type: checks what deserializing cannot (ranges, and settings that
+/// only make sense together), naming the key of the first problem found.
+pub trait Validate {
+    fn validate(&self) -> Result<(), String>;
+}
 
-    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
-        if let Some(path) = file {
-            // Toml::file ignores a missing file; a typo in the path must not fall back to defaults.
-            if !path.is_file() {
-                return Err(ConfigError::MissingFile(path.display().to_string()));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        figment = figment.merge(EnvText(
-            env.filter(|key| key.as_str().contains("__")).split("__"),
-        ));
-        let config: HeraldConfig = figment.extract_lossy().map_err(describe)?;
-        config.validate()?;
-        Ok(config)
-    }
+/// Defaults (the `#[serde(default)]`s of `T`), then `file` (if given), then the environment;
+/// then [`Validate::validate`].
+pub fn load<T: DeserializeOwned + Validate>(file: Option<&Path>) -> Result<T, ConfigError> {
+    load_from(file, Env::prefixed(ENV_PREFIX))
+}
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.store.validate().map_err(ConfigError::Invalid)?;
-        if self.kafka.bootstrap_servers.trim().is_empty() {
-            return Err(ConfigError::Invalid(
-                "kafka.bootstrap_servers is empty".into(),
-            ));
+fn load_from<T: DeserializeOwned + Validate>(
+    file: Option<&Path>,
+    env: Env,
+) -> Result<T, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = file {
+        // Toml::file ignores a missing file; a typo in the path must not fall back to defaults.
+        if !path.is_file() {
+            return Err(ConfigError::MissingFile(path.display().to_string()));
         }
-        if !(self.registry.url.starts_with("http://") || self.registry.url.starts_with("https://"))
-        {
-            return Err(ConfigError::Invalid(format!(
-                "registry.url `{}` must start with http:// or https://",
-                self.registry.url
-            )));
-        }
-        if self.router.transaction_timeout < std::time::Duration::from_secs(2) {
-            return Err(ConfigError::Invalid(
-                "router.transaction_timeout must be at least 2s".into(),
-            ));
-        }
-        if self.router.max_batch == 0 || self.router.max_in_flight == 0 {
-            return Err(ConfigError::Invalid(
-                "router.max_batch and router.max_in_flight must be at least 1".into(),
-            ));
-        }
-        if !(1..=900 * 1024).contains(&self.router.max_data_bytes) {
-            return Err(ConfigError::Invalid(format!(
-                "router.max_data_bytes is {}; it must be between 1 and 921600 (900 KiB), so \
-                 that a request fits Kafka's default 1 MiB record",
-                self.router.max_data_bytes
-            )));
-        }
-        if !(1..=herald_store::schedule::MAX_SHARDS).contains(&self.router.schedule_shards) {
-            return Err(ConfigError::Invalid(format!(
-                "router.schedule_shards is {}; it must be between 1 and {}",
-                self.router.schedule_shards,
-                herald_store::schedule::MAX_SHARDS
-            )));
-        }
-        let deliver = &self.deliver;
-        if deliver.max_batch == 0 || deliver.max_in_flight == 0 {
-            return Err(ConfigError::Invalid(
-                "deliver.max_batch and deliver.max_in_flight must be at least 1".into(),
-            ));
-        }
-        if deliver.retry_delays.len() > usize::from(herald_contracts::topics::RETRY_TIERS) {
-            return Err(ConfigError::Invalid(format!(
-                "deliver.retry_delays has {} delays; there are {} retry tiers",
-                deliver.retry_delays.len(),
-                herald_contracts::topics::RETRY_TIERS
-            )));
-        }
-        if deliver.transaction_timeout < std::time::Duration::from_secs(2) {
-            return Err(ConfigError::Invalid(
-                "deliver.transaction_timeout must be at least 2s".into(),
-            ));
-        }
-        if !(std::time::Duration::from_secs(60)..=herald_store::provider_messages::MAX_TTL)
-            .contains(&deliver.provider_message_ttl)
-        {
-            return Err(ConfigError::Invalid(
-                "deliver.provider_message_ttl must be between 1m and 20 years (CQL's longest TTL)"
-                    .into(),
-            ));
-        }
-        deliver.breaker.validate().map_err(ConfigError::Invalid)?;
-        deliver
-            .providers
-            .inapp
-            .validate()
-            .map_err(ConfigError::Invalid)?;
-        self.api.validate().map_err(ConfigError::Invalid)?;
-        self.unsubscribe.validate().map_err(ConfigError::Invalid)?;
-        self.tracking.validate().map_err(ConfigError::Invalid)?;
-        deliver
-            .rate_limit
-            .validate()
-            .map_err(ConfigError::Invalid)?;
-        tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).map_err(|e| {
-            ConfigError::Invalid(format!(
-                "telemetry.log_level `{}` is not a filter: {e}",
-                self.telemetry.log_level
-            ))
-        })?;
-        Ok(())
+        figment = figment.merge(Toml::file(path));
     }
+    figment = figment.merge(EnvText(
+        env.filter(|key| key.as_str().contains("__")).split("__"),
+    ));
+    let config: T = figment.extract_lossy().map_err(describe)?;
+    config.validate().map_err(ConfigError::Invalid)?;
+    Ok(config)
 }
 
 /// Every problem figment found, each with the key it is about.
@@ -567,146 +80,93 @@ fn describe(error: figment::Error) -> ConfigError {
 mod tests {
     use super::*;
     use figment::Jail;
+    use serde::Deserialize;
+    use std::time::Duration;
+
+    /// A configuration shaped like Herald's: sections of typed keys.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        #[serde(default)]
+        section: Section,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Section {
+        #[serde(default)]
+        text: String,
+        #[serde(default)]
+        count: u32,
+        #[serde(default)]
+        list: Vec<String>,
+        #[serde(default)]
+        on: bool,
+        #[serde(default, with = "humantime_serde")]
+        wait: Duration,
+    }
+
+    impl Validate for Sample {
+        fn validate(&self) -> Result<(), String> {
+            if self.section.count > 100 {
+                return Err("section.count must be at most 100".into());
+            }
+            Ok(())
+        }
+    }
 
     // figment's Jail fixes the closure's error type to figment::Error.
     #[allow(clippy::result_large_err)]
-    fn load_in_jail(toml: &str, env: &[(&str, &str)]) -> Result<HeraldConfig, String> {
+    fn sample_in_jail(toml: &str, env: &[(&str, &str)]) -> Result<Sample, String> {
         let mut out = Err(String::new());
         Jail::expect_with(|jail| {
             jail.create_file("herald.toml", toml)?;
             for (k, v) in env {
                 jail.set_env(k, v);
             }
-            out = HeraldConfig::load(Some(Path::new("herald.toml"))).map_err(|e| e.to_string());
+            out = load(Some(Path::new("herald.toml"))).map_err(|e: ConfigError| e.to_string());
             Ok(())
         });
         out
     }
 
     #[test]
-    fn file_then_environment() {
-        let config = load_in_jail(
-            "[kafka]\nbootstrap_servers = \"file:9092\"\ntopic_prefix = \"t.\"\n[registry]\ntimeout = \"2s\"\n",
+    fn the_environment_overrides_the_file_and_its_text_stays_text() {
+        let config = sample_in_jail(
+            "[section]\ntext = \"file\"\ncount = 1\nwait = \"2s\"\n",
             &[
-                ("HERALD_KAFKA__BOOTSTRAP_SERVERS", "env:9092"),
+                ("HERALD_SECTION__TEXT", "0123"),
+                ("HERALD_SECTION__COUNT", "7"),
+                ("HERALD_SECTION__LIST", "[\"a\", \"b\"]"),
+                ("HERALD_SECTION__ON", "true"),
+                // Not a key: no `__`.
                 ("HERALD_CACHE", "/not/a/key"),
             ],
         )
         .unwrap();
-        assert_eq!(config.kafka.bootstrap_servers, "env:9092");
-        assert_eq!(config.kafka.topic_prefix, "t.");
-        assert_eq!(config.registry.timeout, std::time::Duration::from_secs(2));
+        let section = config.section;
+        assert_eq!(section.text, "0123");
+        assert_eq!(section.count, 7);
+        assert_eq!(section.list, ["a", "b"]);
+        assert!(section.on);
+        assert_eq!(section.wait, Duration::from_secs(2));
     }
 
     #[test]
-    fn environment_text_stays_text_and_numbers_lists_and_booleans_still_read() {
-        let config = load_in_jail(
-            "",
-            &[
-                ("HERALD_STORE__PASSWORD", "0123"),
-                ("HERALD_STORE__USERNAME", "42"),
-                ("HERALD_ROUTER__INSTANCE_ID", "7"),
-                ("HERALD_DELIVER__PROVIDERS__TWILIO__ACCOUNT_SID", "AC1"),
-                ("HERALD_DELIVER__PROVIDERS__TWILIO__AUTH_TOKEN", "000"),
-                ("HERALD_DELIVER__PROVIDERS__TWILIO__FROM", "+15005550006"),
-                ("HERALD_STORE__NODES", "[\"a:9042\", \"b:9042\"]"),
-                ("HERALD_STORE__REPLICATION_FACTOR", "3"),
-                ("HERALD_DELIVER__MAX_IN_FLIGHT", "64"),
-                ("HERALD_DELIVER__BREAKER__ENABLED", "false"),
-            ],
-        )
-        .unwrap();
-        let password = config
-            .store
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_owned());
-        assert_eq!(password.as_deref(), Some("0123"));
-        assert_eq!(config.store.username.as_deref(), Some("42"));
-        assert_eq!(config.router.instance_id.as_deref(), Some("7"));
-        let twilio = config.deliver.providers.twilio.unwrap();
-        assert_eq!(twilio.auth_token.as_ref().map(|t| t.expose()), Some("000"));
-        assert_eq!(twilio.from.as_deref(), Some("+15005550006"));
-        assert_eq!(config.store.nodes, ["a:9042", "b:9042"]);
-        assert_eq!(config.store.replication_factor, 3);
-        assert_eq!(config.deliver.max_in_flight, 64);
-        assert!(!config.deliver.breaker.enabled);
-        let err = load_in_jail("", &[("HERALD_DELIVER__MAX_IN_FLIGHT", "many")]).unwrap_err();
-        assert!(err.contains("deliver.max_in_flight"), "{err}");
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_are_named() {
-        let err = load_in_jail("[kafka]\nbootstrap = \"x\"\n", &[]).unwrap_err();
-        assert!(err.contains("bootstrap"), "{err}");
-        let err = load_in_jail("", &[("HERALD_STORE__KEYSPACE", "no-dashes")]).unwrap_err();
-        assert!(err.contains("store.keyspace"), "{err}");
-        let err = load_in_jail("[registry]\ntimeout = \"soon\"\n", &[]).unwrap_err();
-        assert!(err.contains("registry.timeout"), "{err}");
-        let err = load_in_jail("", &[("HERALD_ADMIN__LISTEN", "not-an-address")]).unwrap_err();
-        assert!(err.contains("admin.listen"), "{err}");
-    }
-
-    #[test]
-    fn deliver_section_with_providers() {
-        let config = load_in_jail(
-            "[deliver]\nretry_delays = [\"1s\", \"2m\"]\nmax_in_flight = 8\n\
-             [deliver.providers.webhook]\nallow = [\"127.0.0.1/32\"]\n",
-            &[("HERALD_DELIVER__LEDGER_LEASE", "5s")],
-        )
-        .unwrap();
-        assert_eq!(
-            config.deliver.retry_delays,
-            [1, 120].map(std::time::Duration::from_secs)
-        );
-        assert_eq!(config.deliver.max_in_flight, 8);
-        assert_eq!(
-            config.deliver.ledger_lease,
-            std::time::Duration::from_secs(5)
-        );
-        assert_eq!(config.deliver.providers.webhook.allow, ["127.0.0.1/32"]);
-        let defaults = load_in_jail("", &[]).unwrap().deliver;
-        assert_eq!(
-            defaults.retry_delays,
-            [10, 60, 600].map(std::time::Duration::from_secs)
-        );
-        let err = load_in_jail(
-            "[deliver]\nretry_delays = [\"1s\", \"2s\", \"3s\", \"4s\"]\n",
-            &[],
-        )
-        .unwrap_err();
-        assert!(err.contains("deliver.retry_delays"), "{err}");
-        let err = load_in_jail("[deliver.providers.webhook]\nallw = []\n", &[]).unwrap_err();
-        assert!(err.contains("deliver.providers.webhook"), "{err}");
-    }
-
-    #[test]
-    fn deliver_breaker_and_rate_limit() {
-        let defaults = load_in_jail("", &[]).unwrap().deliver;
-        assert!(defaults.breaker.enabled);
-        assert_eq!(defaults.breaker.min_calls, 20);
-        assert_eq!(defaults.rate_limit.per_second, None);
-        let config = load_in_jail(
-            "[deliver.breaker]\nwindow = \"5s\"\nmin_calls = 4\nopen_for = \"2s\"\n\
-             [deliver.rate_limit]\nper_second = 20.0\n",
-            &[("HERALD_DELIVER__BREAKER__FAILURE_RATIO", "0.25")],
-        )
-        .unwrap()
-        .deliver;
-        assert_eq!(config.breaker.window, std::time::Duration::from_secs(5));
-        assert_eq!(config.breaker.min_calls, 4);
-        assert_eq!(config.breaker.failure_ratio, 0.25);
-        assert_eq!(config.breaker.half_open_probes, 3);
-        assert_eq!(config.rate_limit.burst(), 20);
-        let err = load_in_jail("[deliver.breaker]\nfailure_ratio = 2.0\n", &[]).unwrap_err();
-        assert!(err.contains("deliver.breaker.failure_ratio"), "{err}");
-        let err = load_in_jail("[deliver.rate_limit]\nrate = 2.0\n", &[]).unwrap_err();
-        assert!(err.contains("deliver.rate_limit"), "{err}");
+    fn unknown_keys_bad_values_and_failed_checks_are_named() {
+        let err = sample_in_jail("[section]\ntxt = \"x\"\n", &[]).unwrap_err();
+        assert!(err.contains("txt"), "{err}");
+        let err = sample_in_jail("", &[("HERALD_SECTION__COUNT", "many")]).unwrap_err();
+        assert!(err.contains("key `section.count`"), "{err}");
+        let err = sample_in_jail("[section]\nwait = \"soon\"\n", &[]).unwrap_err();
+        assert!(err.contains("section.wait"), "{err}");
+        let err = sample_in_jail("[section]\ncount = 101\n", &[]).unwrap_err();
+        assert_eq!(err, "configuration: section.count must be at most 100");
     }
 
     #[test]
     fn a_missing_file_is_an_error() {
-        let err = HeraldConfig::load(Some(Path::new("/nonexistent/herald.toml"))).unwrap_err();
+        let err = load::<Sample>(Some(Path::new("/nonexistent/herald.toml"))).unwrap_err();
         assert!(err.to_string().contains("does not exist"));
     }
 }

@@ -1,18 +1,19 @@
-//! What every Herald role shares: typed configuration (file plus `HERALD_` environment
-//! overrides), JSON logs and OpenTelemetry traces, the admin HTTP server (`/healthz`, `/readyz`,
-//! `/metrics`) and shutdown on SIGTERM.
+//! What every Herald role shares: the configuration loader (file plus `HERALD_` environment
+//! overrides) and the sections every role reads ([`CommonConfig`]), JSON logs and OpenTelemetry
+//! traces, the admin HTTP server (`/healthz`, `/readyz`, `/metrics`) and shutdown on SIGTERM.
+//! Each role's own section lives in the role's crate.
 
 pub mod admin;
 pub mod allocations;
-pub mod api_config;
 pub mod cache;
+mod common;
 pub mod config;
-pub mod deliver_limits;
 mod env_text;
 pub mod health;
-pub mod providers;
+pub mod instance;
 pub use herald_contracts::metric_names;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use config::{ConfigError, HeraldConfig};
+pub use common::CommonConfig;
+pub use config::ConfigError;

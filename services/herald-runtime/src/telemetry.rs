@@ -12,13 +12,12 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
-
-use crate::config::{LogFormat, TelemetryConfig};
 
 mod trace_ids;
 
@@ -32,6 +31,65 @@ static EXPORTING: AtomicBool = AtomicBool::new(false);
 /// is made only then.
 pub fn traces_exported() -> bool {
     EXPORTING.load(Ordering::Relaxed)
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `json` (default) or `text`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,herald_kafka=debug`. `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// OTLP/HTTP endpoint for traces (e.g. `http://otel-collector:4318/v1/traces`); none: no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` on exported spans; the role is appended (`herald-router`).
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+fn default_service_name() -> String {
+    "herald".into()
+}
+
+impl TelemetryConfig {
+    /// What deserializing cannot check, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "telemetry.log_level `{}` is not a filter: {e}",
+                    self.log_level
+                )
+            })
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Json,
+            log_level: default_log_level(),
+            otlp_endpoint: None,
+            service_name: default_service_name(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

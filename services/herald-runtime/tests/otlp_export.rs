@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use herald_runtime::config::TelemetryConfig;
+use herald_runtime::telemetry::TelemetryConfig;
 
 /// Accepts one request and answers 200; sends back (request line, headers, body length).
 fn stand_in_collector() -> (String, mpsc::Receiver<(String, Vec<String>, usize)>) {

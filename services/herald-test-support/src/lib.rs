@@ -224,12 +224,18 @@ impl HeraldEnv {
         session
     }
 
-    /// This env's configuration, as a role run in-process would load it. The admin server
-    /// binds an ephemeral port so several roles can run side by side.
-    pub fn config(&self) -> herald_runtime::HeraldConfig {
-        let mut config = herald_runtime::HeraldConfig::load(Some(&self.config_path)).unwrap();
-        config.admin.listen = "127.0.0.1:0".parse().unwrap();
-        config
+    /// The sections every role runs with, for a role run in-process: this env's Kafka,
+    /// registry and keyspace, as its configuration file names them. The admin server binds an
+    /// ephemeral port so several roles can run side by side.
+    pub fn common(&self) -> herald_runtime::CommonConfig {
+        herald_runtime::CommonConfig {
+            kafka: self.kafka_config(),
+            registry: self.registry_config(),
+            store: self.store_config(),
+            admin: herald_runtime::admin::AdminConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+            },
+        }
     }
 
     /// Every record of `topic` as `herald tail` prints it, once there are at least `count`.

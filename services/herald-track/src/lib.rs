@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use herald_contracts::Codec;
 use herald_kafka::{HeraldContext, MetadataProbe};
-use herald_runtime::HeraldConfig;
+use herald_runtime::CommonConfig;
 use herald_runtime::admin::{self, AdminStartError};
 use herald_runtime::health;
 use herald_store::timeline::TimelineWriter;
@@ -48,17 +48,17 @@ pub enum TrackError {
 }
 
 /// Runs the tracker until `shutdown` is cancelled, then writes and commits the open batch.
-pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<(), TrackError> {
-    let admin = admin::start("track", config.admin.listen, shutdown.clone()).await?;
+pub async fn run(common: CommonConfig, shutdown: CancellationToken) -> Result<(), TrackError> {
+    let admin = admin::start("track", common.admin.listen, shutdown.clone()).await?;
     tracing::info!(admin_addr = %admin.addr, "admin server listening");
 
-    let topics = config.kafka.topics();
-    let group = config.kafka.group(GROUP);
-    let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
-    let writer = Arc::new(TimelineWriter::prepare(session.clone(), &config.store).await?);
-    let codec = Codec::new(&config.registry, topics.clone())?;
+    let topics = common.kafka.topics();
+    let group = common.kafka.group(GROUP);
+    let session = Arc::new(herald_store::connect_keyspace(&common.store).await?);
+    let writer = Arc::new(TimelineWriter::prepare(session.clone(), &common.store).await?);
+    let codec = Codec::new(&common.registry, topics.clone())?;
 
-    let consumer_config = config.kafka.consumer_config(&group);
+    let consumer_config = common.kafka.consumer_config(&group);
     let context = HeraldContext::default();
     let status_topic = topics.status();
     let make_consumer = {
@@ -73,7 +73,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
     };
     let consumer = make_consumer()?;
     let dependencies = vec![
-        health::kafka(MetadataProbe::new(&config.kafka, status_topic)?),
+        health::kafka(MetadataProbe::new(&common.kafka, status_topic)?),
         health::consumer_group(context, health::GROUP_GRACE),
         health::database(session),
     ];
@@ -88,7 +88,7 @@ pub async fn run(config: HeraldConfig, shutdown: CancellationToken) -> Result<()
         writer,
         consumer,
         make_consumer: &make_consumer,
-        rebuild_after: config.kafka.consumer_rebuild_after,
+        rebuild_after: common.kafka.consumer_rebuild_after,
         delivery: delivery_metrics::DeliveryMetrics::new(delivery_metrics::MAX_TENANT_CATEGORIES),
     };
     let deadline = async {

@@ -3,13 +3,15 @@
 
 mod cli;
 mod commands;
+mod config_file;
 mod exit;
 
 use clap::Parser;
 use std::process::ExitCode;
 
-use herald_runtime::HeraldConfig;
-use herald_runtime::config::TelemetryConfig;
+use herald_runtime::telemetry::TelemetryConfig;
+
+use crate::config_file::HeraldConfig;
 
 // Counts allocations for the benches' allocations per event (see herald_runtime::allocations).
 #[global_allocator]

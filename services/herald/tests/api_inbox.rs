@@ -9,9 +9,9 @@ use reqwest::Method;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use herald_api::config::InboxConfig;
 use herald_api::inbox::token::InboxTokens;
 use herald_contracts::secret::Secret;
-use herald_runtime::api_config::InboxConfig;
 use herald_test_support::api::{Answer, ApiClient};
 use herald_test_support::inbox::{InboxEnv, ORIGIN, TOKEN_SECRET, news};
 use herald_test_support::wait_for;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use herald_contracts::metric_names::CONSUMER_LAG;
-use herald_runtime::config::TelemetryConfig;
+use herald_runtime::telemetry::TelemetryConfig;
 use herald_test_support::deliver::{DELIVER_DEFAULTS, webhook_env};
 use herald_test_support::wait_for;
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald_contracts::headers;
+use herald_router::RouterConfig;
 use herald_test_support::{HeraldEnv, invoice_requests};
 use tokio_util::sync::CancellationToken;
 
@@ -44,8 +45,6 @@ async fn redrive_routes_what_was_fixed_and_stops_what_keeps_failing() {
     let env = HeraldEnv::new(HERALD, "replay_dlq");
     env.prepare(true);
     env.seed_demo();
-    // Templates are cached; a short TTL lets the router see the one seeded below.
-    env.append_config("\n[router]\ncache_ttl = \"1s\"\n");
     let topics = env.topics();
     let (dlq, status) = (topics.dlq(), topics.status());
     let lines = format!(
@@ -57,7 +56,12 @@ async fn redrive_routes_what_was_fixed_and_stops_what_keeps_failing() {
     env.run(&["produce"], Some(&lines)).assert_code(0);
 
     let shutdown = CancellationToken::new();
-    let router = tokio::spawn(herald_router::run(env.config(), shutdown.clone()));
+    // Templates are cached; a short TTL lets the router see the one seeded below.
+    let config = RouterConfig {
+        cache_ttl: Duration::from_secs(1),
+        ..RouterConfig::default()
+    };
+    let router = tokio::spawn(herald_router::run(env.common(), config, shutdown.clone()));
     env.tail_until(&dlq, FIXED + STUCK, WAIT);
 
     // list: one group, with an example whose position `show` opens.

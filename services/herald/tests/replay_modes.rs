@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald_contracts::headers;
+use herald_router::RouterConfig;
 use herald_test_support::kafka::create_topic;
 use herald_test_support::{HeraldEnv, TEST_PARTITIONS, invoice_requests};
 use tokio_util::sync::CancellationToken;
@@ -49,7 +50,11 @@ async fn recover_routes_only_the_lost_and_resend_routes_everything_once() {
     .assert_code(0);
 
     let shutdown = CancellationToken::new();
-    let router = tokio::spawn(herald_router::run(env.config(), shutdown.clone()));
+    let router = tokio::spawn(herald_router::run(
+        env.common(),
+        RouterConfig::default(),
+        shutdown.clone(),
+    ));
     let status = topics.status();
     env.tail_until(&status, SEEN, WAIT);
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use herald_contracts::metric_names::ROUTER_UNIDENTIFIED_DEAD_LETTERS;
 use herald_contracts::{Channel, Codec, Lane, NotificationRequest, headers};
+use herald_router::RouterConfig;
 use herald_test_support::kafka::produce_raw;
 use herald_test_support::{HeraldEnv, Outcome, metric_value, outcome, outcomes_by_event, wait_for};
 use tokio_util::sync::CancellationToken;
@@ -153,11 +154,13 @@ async fn review_defects_are_fixed_against_the_real_stack() {
     let big = codec.encode_request(&big).await.unwrap();
     produce_raw(&kafka, &requested, b"acme:lin", &big, &[]);
 
-    let mut config = env.config();
-    config.router.cache_ttl = Duration::from_secs(1);
-    config.router.scheduler_interval = Duration::from_millis(200);
+    let config = RouterConfig {
+        cache_ttl: Duration::from_secs(1),
+        scheduler_interval: Duration::from_millis(200),
+        ..RouterConfig::default()
+    };
     let shutdown = CancellationToken::new();
-    let router = tokio::spawn(herald_router::run(config, shutdown.clone()));
+    let router = tokio::spawn(herald_router::run(env.common(), config, shutdown.clone()));
 
     const EXPECTED_STATUSES: usize = 19;
     env.tail_until(&topics.status(), EXPECTED_STATUSES, WAIT);

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald_contracts::{Codec, NotificationRequest, headers};
+use herald_router::RouterConfig;
 use herald_test_support::kafka::produce_raw;
 use herald_test_support::{
     HeraldEnv, Outcome, TEST_PARTITIONS, outcome, outcomes_by_event, unhex, wait_for,
@@ -198,7 +199,11 @@ async fn routing_cases_produce_exactly_the_expected_records() {
     );
 
     let shutdown = CancellationToken::new();
-    let router = tokio::spawn(herald_router::run(env.config(), shutdown.clone()));
+    let router = tokio::spawn(herald_router::run(
+        env.common(),
+        RouterConfig::default(),
+        shutdown.clone(),
+    ));
 
     let status_records = env.tail_until(&topics.status(), EXPECTED_STATUSES, WAIT);
     let dlq = env.tail_until(&topics.dlq(), 4, WAIT);

@@ -25,10 +25,10 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use herald_contracts::StatusEvent;
-use herald_runtime::api_config::CallbacksConfig;
 use herald_runtime::metric_names::{API_CALLBACK_EVENTS, API_CALLBACK_REJECTED};
 
 use crate::AppState;
+use crate::config::CallbacksConfig;
 use crate::problem::Problem;
 
 /// Statuses of one callback published at once (the producer batches them). They are started

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
-use herald_runtime::api_config::InboxConfig;
+use crate::config::InboxConfig;
 
 /// The token's `iss` and `aud`.
 const ISSUER: &str = "herald";

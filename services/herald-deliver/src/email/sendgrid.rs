@@ -13,7 +13,7 @@ use herald_contracts::unsubscribe::UnsubscribeLinks;
 
 use super::{LIST_UNSUBSCRIBE, LIST_UNSUBSCRIBE_POST, ListUnsubscribe, ONE_CLICK};
 use crate::classify::execute;
-use crate::config::SendGridConfig;
+use crate::config::providers::SendGridConfig;
 use crate::error::required;
 use crate::http::{UrlPath, base_url, client_builder};
 use crate::outcome::logged;

@@ -21,7 +21,7 @@ use super::{
     message_id,
 };
 use crate::classify::truncate_reason;
-use crate::config::{SmtpConfig, SmtpSecurity};
+use crate::config::providers::{SmtpConfig, SmtpSecurity};
 use crate::error::required;
 use crate::outcome::logged;
 use crate::{BuildError, Outcome, Provider, SendReport};

@@ -15,7 +15,7 @@ use herald_contracts::{Dispatch, Priority};
 
 use super::prefixed;
 use crate::classify::execute;
-use crate::config::ApnsConfig;
+use crate::config::providers::ApnsConfig;
 use crate::error::required;
 use crate::http::{UrlPath, base_url, client_builder};
 use crate::jws::JwtSigner;

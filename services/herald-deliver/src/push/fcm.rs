@@ -12,7 +12,7 @@ use herald_contracts::{Dispatch, Priority};
 
 use super::prefixed;
 use crate::classify::{Answer, execute};
-use crate::config::FcmConfig;
+use crate::config::providers::FcmConfig;
 use crate::error::required;
 use crate::http::{UrlPath, base_url, client_builder};
 use crate::jws::JwtSigner;

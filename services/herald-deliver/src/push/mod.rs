@@ -19,7 +19,7 @@ use futures::future::{BoxFuture, join_all};
 
 use herald_contracts::Dispatch;
 
-use crate::config::{ApnsConfig, FcmConfig};
+use crate::config::providers::{ApnsConfig, FcmConfig};
 use crate::outcome::logged;
 use crate::{BuildError, Outcome, Provider, SendReport};
 use apns::Apns;

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use herald_contracts::Dispatch;
 
 use crate::classify::execute;
-use crate::config::WebhookConfig;
+use crate::config::providers::WebhookConfig;
 use crate::http::{UrlPath, client_builder};
 use crate::outcome::logged;
 use crate::{BuildError, Outcome, Provider, SendReport};

@@ -30,11 +30,11 @@ use herald_kafka::transaction::{
     init_producer_patiently, produce_and_commit,
 };
 use herald_kafka::{HeraldContext, KafkaConfig};
-use herald_runtime::config::DeliverConfig;
 
 use herald_store::send_ledger::BatchClaim;
 
 use super::deliver::{Deliverer, Input, Transient};
+use crate::config::DeliverConfig;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// How long reading the priority lane's offsets may take before the lane counts as drained.

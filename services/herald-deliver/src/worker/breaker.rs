@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_contracts::metric_names::DELIVER_BREAKER_STATE;
-use herald_runtime::deliver_limits::BreakerConfig;
 
 use super::clock::Clock;
 use crate::Outcome;
+use crate::config::limits::BreakerConfig;
 
 const BUCKETS: u32 = 10;
 

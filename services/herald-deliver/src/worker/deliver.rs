@@ -19,7 +19,6 @@ use herald_contracts::{
     headers,
 };
 use herald_kafka::transaction::OffsetRanges;
-use herald_runtime::config::AmbiguousSend;
 use herald_store::StoreError;
 use herald_store::provider_messages::{MessageRef, ProviderMessages};
 use herald_store::push_tokens::PushTokens;
@@ -29,6 +28,7 @@ use super::breaker::Breaker;
 use super::retry::{Next, deferral, next_step};
 use super::span::{self, Ending};
 use super::token_bucket::TokenBucket;
+use crate::config::AmbiguousSend;
 use crate::{Outcome, Provider};
 use tracing::Instrument as _;
 

@@ -18,16 +18,18 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use herald_contracts::topics::RETRY_TIERS;
+use herald_contracts::tracking::TrackingConfig;
+use herald_contracts::unsubscribe::UnsubscribeConfig;
 use herald_contracts::{Channel, Codec, Lane};
 use herald_kafka::{HeraldContext, MetadataProbe};
-use herald_runtime::HeraldConfig;
+use herald_runtime::CommonConfig;
 use herald_runtime::admin::{self, Readiness};
-use herald_runtime::config::AmbiguousSend;
 use herald_runtime::health;
 use herald_store::provider_messages::ProviderMessages;
 use herald_store::push_tokens::PushTokens;
 use herald_store::send_ledger::SendLedger;
 
+use crate::config::{AmbiguousSend, DeliverConfig};
 use crate::{BuildError, EmailLinks, StoreHandle, build_provider};
 use batch::{Source, Topics, Worker};
 use herald_kafka::transaction::TransactionalId;
@@ -60,20 +62,23 @@ pub enum WorkerError {
 /// Runs `channel`'s delivery worker until `shutdown` is cancelled, then finishes the open batch
 /// (the sends in flight), commits it and leaves the group within `deliver.shutdown_grace`.
 pub async fn run(
-    config: HeraldConfig,
+    common: CommonConfig,
+    deliver: DeliverConfig,
+    unsubscribe: UnsubscribeConfig,
+    tracking: TrackingConfig,
     channel: Channel,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let metrics = admin::metrics_handle("deliver").map_err(WorkerError::Metrics)?;
     let readiness = Readiness::default();
-    let listener = tokio::net::TcpListener::bind(config.admin.listen)
+    let listener = tokio::net::TcpListener::bind(common.admin.listen)
         .await
         .map_err(|source| WorkerError::Admin {
-            addr: config.admin.listen,
+            addr: common.admin.listen,
             source,
         })?;
     let admin_addr = listener.local_addr().map_err(|source| WorkerError::Admin {
-        addr: config.admin.listen,
+        addr: common.admin.listen,
         source,
     })?;
     tracing::info!(%admin_addr, %channel, "admin server listening");
@@ -84,19 +89,17 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let deliver = &config.deliver;
-    let topic_names = config.kafka.topics();
-    let group = config.kafka.group(&deliver.group(channel));
+    let topic_names = common.kafka.topics();
+    let group = common.kafka.group(&deliver.group(channel));
     let transactional_id = deliver.transactional_id(&group);
-    let session = Arc::new(herald_store::connect_keyspace(&config.store).await?);
-    let (unsubscribe, tracking) =
-        crate::signed_links(channel, &config.unsubscribe, &config.tracking)?;
+    let session = Arc::new(herald_store::connect_keyspace(&common.store).await?);
+    let (unsubscribe, tracking) = crate::signed_links(channel, &unsubscribe, &tracking)?;
     let provider = build_provider(
         channel,
         &deliver.providers,
         Some(StoreHandle {
             session: &session,
-            config: &config.store,
+            config: &common.store,
         }),
         EmailLinks {
             unsubscribe: unsubscribe.as_ref(),
@@ -108,7 +111,7 @@ pub async fn run(
     let deliverer = Arc::new(deliver::Deliverer {
         channel,
         group: group.clone(),
-        codec: Codec::new(&config.registry, topic_names.clone())?,
+        codec: Codec::new(&common.registry, topic_names.clone())?,
         topics: topic_names.clone(),
         breaker: breaker::Breaker::new(provider.name(), &deliver.breaker, clock.clone()),
         breaker_spread: deliver.breaker.open_for,
@@ -119,10 +122,10 @@ pub async fn run(
         unmarked: Default::default(),
         limiter: token_bucket::TokenBucket::new(provider.name(), &deliver.rate_limit, clock),
         provider,
-        ledger: SendLedger::prepare(session.clone(), &config.store, transactional_id.clone())
+        ledger: SendLedger::prepare(session.clone(), &common.store, transactional_id.clone())
             .await?,
-        push_tokens: PushTokens::prepare(session.clone(), &config.store).await?,
-        messages: ProviderMessages::prepare(session.clone(), &config.store).await?,
+        push_tokens: PushTokens::prepare(session.clone(), &common.store).await?,
+        messages: ProviderMessages::prepare(session.clone(), &common.store).await?,
         message_ttl: deliver.provider_message_ttl,
         retry_delays: deliver.retry_delays.clone(),
         lease: deliver.ledger_lease,
@@ -140,7 +143,7 @@ pub async fn run(
     for tier in 1..=RETRY_TIERS {
         topics.insert(topic_names.retry(channel, tier), Source::Tier);
     }
-    let mut consumer_config = config.kafka.consumer_config(&group);
+    let mut consumer_config = common.kafka.consumer_config(&group);
     if deliver.instance_id.is_some() {
         // Static membership: a restarted instance takes its partitions back at once.
         consumer_config.set("group.instance.id", &transactional_id);
@@ -161,7 +164,7 @@ pub async fn run(
     let consumer = make_consumer()?;
     let dependencies = vec![
         health::kafka(MetadataProbe::new(
-            &config.kafka,
+            &common.kafka,
             topic_names.dispatch(channel, Lane::Bulk),
         )?),
         health::consumer_group(context, health::GROUP_GRACE),
@@ -174,8 +177,8 @@ pub async fn run(
     ));
 
     let worker = Worker {
-        kafka: &config.kafka,
-        config: deliver,
+        kafka: &common.kafka,
+        config: &deliver,
         transactional: TransactionalId {
             id: transactional_id,
             timeout: deliver.transaction_timeout,
@@ -187,7 +190,7 @@ pub async fn run(
         // Only asked for offsets, never polled: without statistics, which would queue up in it
         // (a report every few seconds) for as long as the worker runs.
         offsets: Arc::new(
-            config
+            common
                 .kafka
                 .consumer_config(&group)
                 .set("statistics.interval.ms", "0")

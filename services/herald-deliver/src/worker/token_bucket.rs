@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_contracts::metric_names::DELIVER_RATE_LIMIT_WAIT_SECONDS;
-use herald_runtime::deliver_limits::RateLimitConfig;
 
 use super::clock::Clock;
+use crate::config::limits::RateLimitConfig;
 
 /// The bucket, with time passed in.
 #[derive(Debug)]

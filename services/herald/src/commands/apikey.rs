@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::config_file::HeraldConfig;
 use herald_api::apikey::{self, Scope};
-use herald_runtime::HeraldConfig;
 use herald_store::api_keys::{ApiKeyRecord, ApiKeys};
 
 use crate::cli::{ApikeyCreateArgs, ApikeyListArgs, ApikeyRevokeArgs};

@@ -4,8 +4,8 @@
 
 use std::process::ExitCode;
 
+use crate::config_file::HeraldConfig;
 use herald_contracts::Channel;
-use herald_runtime::HeraldConfig;
 
 use crate::cli::ConfigCheckArgs;
 use crate::exit;

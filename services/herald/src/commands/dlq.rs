@@ -4,12 +4,12 @@
 
 use std::process::ExitCode;
 
+use crate::config_file::HeraldConfig;
 use herald_contracts::Codec;
 use herald_contracts::time::from_millis;
 use herald_replay::plan::{self, Spec};
 use herald_replay::range::resolve_typed;
 use herald_replay::{Filter, Mode, Plan, ReplayError, dlq};
-use herald_runtime::HeraldConfig;
 
 use crate::cli::{DlqCommand, DlqListArgs, DlqRedriveArgs, DlqSelection, DlqShowArgs};
 use crate::exit;

@@ -14,7 +14,7 @@ mod topics;
 
 use std::process::ExitCode;
 
-use herald_runtime::HeraldConfig;
+use crate::config_file::HeraldConfig;
 
 use crate::cli::{ApikeyCommand, Command, ConfigCommand, DbCommand, SchemasCommand, TopicsCommand};
 
@@ -34,20 +34,37 @@ pub(crate) async fn run(command: Command, config: HeraldConfig) -> anyhow::Resul
         Command::Apikey(ApikeyCommand::List(args)) => apikey::list(&config, &args).await,
         Command::Apikey(ApikeyCommand::Revoke(args)) => apikey::revoke(&config, &args).await,
         Command::Api => {
-            herald_api::run(config, herald_runtime::shutdown::on_signal()).await?;
+            herald_api::run(
+                config.common(),
+                config.api,
+                config.router,
+                config.unsubscribe,
+                config.tracking,
+                herald_runtime::shutdown::on_signal(),
+            )
+            .await?;
             Ok(crate::exit::SUCCESS)
         }
         Command::Track => {
-            herald_track::run(config, herald_runtime::shutdown::on_signal()).await?;
+            herald_track::run(config.common(), herald_runtime::shutdown::on_signal()).await?;
             Ok(crate::exit::SUCCESS)
         }
         Command::Router => {
-            herald_router::run(config, herald_runtime::shutdown::on_signal()).await?;
+            let shutdown = herald_runtime::shutdown::on_signal();
+            herald_router::run(config.common(), config.router, shutdown).await?;
             Ok(crate::exit::SUCCESS)
         }
         Command::Deliver(args) => {
             let shutdown = herald_runtime::shutdown::on_signal();
-            match herald_deliver::worker::run(config, args.channel, shutdown).await {
+            let worker = herald_deliver::worker::run(
+                config.common(),
+                config.deliver,
+                config.unsubscribe,
+                config.tracking,
+                args.channel,
+                shutdown,
+            );
+            match worker.await {
                 Ok(()) => Ok(crate::exit::SUCCESS),
                 // A provider configuration mistake, named by its key.
                 Err(e @ herald_deliver::worker::WorkerError::Provider(_)) => {

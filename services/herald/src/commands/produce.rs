@@ -8,9 +8,9 @@ use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::config_file::HeraldConfig;
 use herald_contracts::{Codec, NotificationRequest};
 use herald_kafka::HeraldContext;
-use herald_runtime::HeraldConfig;
 
 use crate::cli::ProduceArgs;
 use crate::exit;

@@ -5,11 +5,11 @@ use anyhow::Context;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
+use crate::config_file::HeraldConfig;
 use herald_contracts::Codec;
 use herald_replay::plan::{self, Spec};
 use herald_replay::progress::Progress;
 use herald_replay::{Filter, Mode, Plan, ReplayError, Report};
-use herald_runtime::HeraldConfig;
 
 use crate::cli::{ReplayArgs, ReplayMode};
 use crate::exit;

@@ -3,9 +3,9 @@
 use anyhow::Context;
 use std::process::ExitCode;
 
+use crate::config_file::HeraldConfig;
 use herald_contracts::registry::{Registration, RegistryAdmin, RegistryError};
 use herald_contracts::schemas::SchemaKind;
-use herald_runtime::HeraldConfig;
 
 use crate::cli::SchemasRegisterArgs;
 use crate::exit;

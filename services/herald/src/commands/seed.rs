@@ -3,7 +3,7 @@
 use anyhow::Context;
 use std::process::ExitCode;
 
-use herald_runtime::HeraldConfig;
+use crate::config_file::HeraldConfig;
 use herald_store::seed::{SeedFile, load};
 
 use crate::cli::SeedArgs;

@@ -10,13 +10,13 @@ use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::config_file::HeraldConfig;
 use herald_contracts::Codec;
 use herald_contracts::codec::hex;
 use herald_contracts::time::from_millis;
 use herald_kafka::HeraldContext;
 use herald_kafka::headers::to_pairs;
 use herald_kafka::transaction::{CONSUMER_ERROR_PAUSE, recovers_by_itself};
-use herald_runtime::HeraldConfig;
 
 use crate::cli::TailArgs;
 use crate::exit;

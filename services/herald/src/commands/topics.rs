@@ -3,9 +3,9 @@
 use anyhow::Context;
 use std::process::ExitCode;
 
+use crate::config_file::HeraldConfig;
 use herald_kafka::topic_apply::{ApplyError, REPARTITION_RISK};
 use herald_kafka::{ApplyReport, TopicPlan, apply_plan};
-use herald_runtime::HeraldConfig;
 
 use crate::cli::TopicsApplyArgs;
 use crate::exit;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::config_file::HeraldConfig;
 use herald_contracts::{Codec, NotificationRequest};
-use herald_runtime::HeraldConfig;
 
 use super::child::{config_path, cpu_micros, free_port, herald, peak_rss, wait_ready};
 use super::{millis, percentile};

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use crate::config_file::HeraldConfig;
 use herald_contracts::secret::Secret;
 use herald_contracts::time::now_millis;
 use herald_contracts::{
@@ -26,7 +27,6 @@ use herald_contracts::{
 };
 use herald_deliver::webhook::{WEBHOOK_ID, webhook_body};
 use herald_kafka::apply_plan;
-use herald_runtime::HeraldConfig;
 
 use super::flood::{Flood, IN_FLIGHT};
 use crate::cli::BenchDeliverArgs;
@@ -102,7 +102,10 @@ pub(super) async fn run(
     let phase_start = now_micros();
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(herald_deliver::worker::run(
-        worker_config,
+        worker_config.common(),
+        worker_config.deliver,
+        worker_config.unsubscribe,
+        worker_config.tracking,
         Channel::Webhook,
         shutdown.clone(),
     ));

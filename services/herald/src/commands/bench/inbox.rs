@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::config_file::HeraldConfig;
+use herald_api::config::InboxConfig;
 use herald_api::inbox::token::InboxTokens;
 use herald_contracts::inbox::InboxContent;
 use herald_contracts::metric_names::{API_INBOX_STREAMS, PROCESS_HEAP_BYTES};
 use herald_contracts::secret::Secret;
 use herald_contracts::{Codec, InboxChange, InboxEvent};
-use herald_runtime::HeraldConfig;
-use herald_runtime::api_config::InboxConfig;
 
 use super::child::{
     config_path, counter, cpu_micros, fetch_metrics, free_port, herald, peak_rss, wait_ready,

@@ -15,8 +15,8 @@ mod track;
 
 use std::process::ExitCode;
 
+use crate::config_file::HeraldConfig;
 use herald_kafka::TopicPlan;
-use herald_runtime::HeraldConfig;
 
 use crate::cli::BenchCommand;
 

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config_file::HeraldConfig;
 use herald_contracts::{Codec, NotificationRequest};
 use herald_kafka::{TopicSpec, apply_plan};
 use herald_replay::plan::{self, Spec};
 use herald_replay::progress::Progress;
 use herald_replay::{Filter, Mode, Plan};
-use herald_runtime::HeraldConfig;
 
 use super::flood::{Flood, IN_FLIGHT};
 use super::{baseline, lag};

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::config_file::HeraldConfig;
 use herald_contracts::{Channel, Codec, Lane, NotificationRequest};
 use herald_kafka::{TopicSpec, apply_plan};
 use herald_router::route::Stage;
-use herald_runtime::HeraldConfig;
 use herald_runtime::metric_names::{ROUTER_EVENTS, ROUTER_TRANSACTIONS};
 use herald_store::seed::{SeedFile, load};
 

@@ -10,9 +10,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::config_file::HeraldConfig;
 use herald_contracts::time::now_millis;
 use herald_contracts::{Codec, Decoded, NotificationRequest};
-use herald_runtime::HeraldConfig;
 
 use super::flood::Flood;
 use super::{millis, percentile};

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::config_file::HeraldConfig;
 use herald_contracts::metric_names::{TRACK_CQL_REQUESTS, TRACK_CQL_ROWS, TRACK_STATUSES_WRITTEN};
 use herald_contracts::{Channel, Codec, Status, StatusEvent, provider};
-use herald_runtime::HeraldConfig;
 
 use super::child::{
     config_path, counter, cpu_micros, fetch_metrics, free_port, herald, peak_rss, stack_server_pid,

@@ -1,4 +1,4 @@
-//! `[api]`: the HTTP API role (`herald api`).
+//! `[api]`: the HTTP API's section of the configuration file (`herald api`).
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ParsedPublicKey};
 use base64::Engine;
@@ -304,7 +304,8 @@ impl Default for ApiConfig {
 }
 
 impl ApiConfig {
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    /// What deserializing cannot check, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
         if !(1024..=64 * 1024 * 1024).contains(&self.body_limit) {
             return Err(format!(
                 "api.body_limit is {}; it must be between 1024 and 67108864 (64 MiB)",

@@ -6,7 +6,7 @@
 //! and an operator gives a provider's secret (a Twilio token, a SendGrid key, a key file) to
 //! that worker alone. So loading checks a provider section's shape (unknown keys, malformed
 //! values) and leaves the settings the provider cannot do without optional here:
-//! `herald_deliver::build_provider` requires them, naming the key, when the worker (or
+//! [`crate::build_provider`] requires them, naming the key, when the worker (or
 //! `herald config check --channel <channel>`) builds the provider.
 
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use herald_contracts::secret::Secret;
 
 /// Every provider a delivery worker may use. A worker builds, and so fully checks, only the
-/// one its channel needs (see `herald_deliver::build_provider`).
+/// one its channel needs (see [`crate::build_provider`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProvidersConfig {
