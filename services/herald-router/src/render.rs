@@ -219,21 +219,28 @@ impl Renderer {
     }
 
     /// Renders `source` (compiled once per key and part, then reused) with `data` (a JSON
-    /// object).
+    /// object), copied once into a context for every part.
     pub fn render(
         &mut self,
         key: &TemplateKey,
         source: &TemplateSource,
         data: &serde_json::Value,
     ) -> Result<RenderedContent, RenderError> {
+        self.render_context(key, source, &handlebars::Context::from(data.clone()))
+    }
+
+    /// Like [`Renderer::render`], with the data already in a context: the router moves an
+    /// event's data into one and renders every channel from it, copying nothing.
+    pub fn render_context(
+        &mut self,
+        key: &TemplateKey,
+        source: &TemplateSource,
+        context: &handlebars::Context,
+    ) -> Result<RenderedContent, RenderError> {
         check_channel_parts(key, source)?;
         let digest = source.digest();
         self.forget_if_changed(key, digest);
-        // One copy of the data for every part (`Handlebars::render` would copy it per part).
-        // (Copying a JSON value into a context cannot fail; the part named is the first.)
-        let context = handlebars::Context::wraps(data)
-            .map_err(|e| render_error(key, TemplatePart::Subject, e))?;
-        let rendered = self.render_parts(key, source, digest, &context);
+        let rendered = self.render_parts(key, source, digest, context);
         // After rendering, so a capacity of 0 still renders (and then forgets) the template.
         self.evict_beyond_capacity();
         let mut content = rendered?;

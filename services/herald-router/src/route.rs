@@ -381,7 +381,7 @@ impl Router {
             )));
         };
         let mut stages = Stages::start(&self.stage_histograms);
-        let request = match self.codec.decode_request(payload).await {
+        let mut request = match self.codec.decode_request(payload).await {
             Ok(request) => request,
             Err(e) if e.is_transient() => return Err(Transient::Registry(e)),
             Err(e) => return Ok(Err(Poison::new("decode", e.class(), e.to_string()))),
@@ -500,7 +500,12 @@ impl Router {
             .clone()
             .or_else(|| profile.locale.clone())
             .unwrap_or_else(|| self.default_locale.clone());
-        let rendered = match self.render(&request, &locale, &targets).await? {
+        // The data moves into the template context for the render and back after it (a
+        // fallback request carries it): copying it was the largest cost of a render.
+        let mut context = handlebars::Context::from(std::mem::take(&mut request.data));
+        let rendered = self.render(&request, &context, &locale, &targets).await;
+        request.data = std::mem::take(context.data_mut());
+        let rendered = match rendered? {
             Ok(rendered) => rendered,
             Err(poison) => return Ok(Err(poison.about(&request))),
         };
@@ -725,6 +730,7 @@ impl Router {
     async fn render(
         &self,
         request: &NotificationRequest,
+        context: &handlebars::Context,
         locale: &str,
         targets: &[Target],
     ) -> Result<Result<Vec<Rendered>, Poison>, Transient> {
@@ -759,7 +765,7 @@ impl Router {
                 locale: row.locale.clone(),
             };
             let source = TemplateSource::from(row);
-            match renderer.render(&key, &source, &request.data) {
+            match renderer.render_context(&key, &source, context) {
                 Ok(content) => rendered.push(Rendered {
                     content,
                     template: herald_contracts::TemplateRef {
