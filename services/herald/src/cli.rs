@@ -183,6 +183,12 @@ pub(crate) struct BenchDeliverArgs {
     /// Replication factor of the bench topics (1 on a single broker).
     #[arg(long, default_value_t = 1)]
     pub(crate) replication_factor: i32,
+    /// Dispatches per second of the steady phase after the backlog (latency at a steady load).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) steady_rate: u32,
+    /// Seconds of the steady phase (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) steady_seconds: u32,
 }
 
 #[derive(Debug, Args)]
