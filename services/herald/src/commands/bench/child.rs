@@ -25,6 +25,11 @@ pub(super) fn config_path() -> Option<PathBuf> {
         .and_then(|cli| cli.config)
 }
 
+/// The container image's malloc setting (see the Dockerfile), so that a bench measures the
+/// memory a deployed role uses; a value in the bench's own environment wins.
+const MALLOC_ARENA_MAX: &str = "MALLOC_ARENA_MAX";
+const IMAGE_ARENA_MAX: &str = "2";
+
 /// `herald [--config F]` with the bench's overrides, its errors to this process's stderr.
 pub(super) fn herald(config: &Option<PathBuf>, env: &[(&str, String)]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(
@@ -32,6 +37,9 @@ pub(super) fn herald(config: &Option<PathBuf>, env: &[(&str, String)]) -> tokio:
     );
     if let Some(path) = config {
         command.arg("--config").arg(path);
+    }
+    if std::env::var_os(MALLOC_ARENA_MAX).is_none() {
+        command.env(MALLOC_ARENA_MAX, IMAGE_ARENA_MAX);
     }
     command
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -155,13 +163,13 @@ impl Spent {
         }
     }
 
-    /// Lines saying what one unit of work (`unit`, e.g. "event") cost between `self` and
-    /// `later`: CPU of the machine, the CQL server, the role and Kafka, statements and
-    /// allocations.
-    pub(super) fn per_unit(&self, later: &Spent, unit: &str) -> Vec<String> {
+    /// Lines saying what one unit of work (`unit`, e.g. "event", and its plural `units`) cost
+    /// between `self` and `later`: CPU of the machine, the CQL server, the role and Kafka,
+    /// statements and allocations.
+    pub(super) fn per_unit(&self, later: &Spent, unit: &str, plural: &str) -> Vec<String> {
         let units = later.work - self.work;
         if units <= 0.0 {
-            return vec![format!("no {unit} counted between the two readings")];
+            return vec![format!("no {plural} counted between the two readings")];
         }
         let micros = |from: Option<u64>, to: Option<u64>| {
             from.zip(to)
@@ -170,7 +178,7 @@ impl Spent {
         };
         vec![
             format!(
-                "CPU µs per {unit} ({units:.0} {unit}s measured): whole machine {} / CQL server {} / herald {} / Kafka {}",
+                "CPU µs per {unit} ({units:.0} {plural} measured): whole machine {} / CQL server {} / herald {} / Kafka {}",
                 micros(self.machine_cpu, later.machine_cpu),
                 micros(self.cql_server_cpu, later.cql_server_cpu),
                 micros(self.role_cpu, later.role_cpu),

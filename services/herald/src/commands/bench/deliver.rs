@@ -193,7 +193,7 @@ pub(super) async fn run(
             ms(run.quantile(&run.since_start, 0.99)),
         );
     }
-    for line in spent_at_start.per_unit(&spent_at_end, "delivery") {
+    for line in spent_at_start.per_unit(&spent_at_end, "delivery", "deliveries") {
         println!("{line}");
     }
     if let Some(steady) = steady {

@@ -18,7 +18,9 @@ use herald_router::route::Stage;
 use herald_runtime::metric_names::{ROUTER_EVENTS, ROUTER_TRANSACTIONS};
 use herald_store::seed::{SeedFile, load};
 
-use super::child::{Spent, counter, fetch_metrics, peak_rss, wait_ready};
+use super::child::{
+    Spent, config_path, counter, fetch_metrics, free_port, herald, peak_rss, wait_ready,
+};
 use super::flood::Flood;
 use super::{baseline, lag, steady};
 use crate::cli::BenchRouterArgs;
@@ -92,22 +94,20 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow
     let baseline_rate = args.events as f64 / baseline_time.as_secs_f64();
 
     // The router, as its own process so its memory and metrics are its own.
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("router")
-        .env("HERALD_KAFKA__TOPIC_PREFIX", &config.kafka.topic_prefix)
-        .env("HERALD_STORE__KEYSPACE", &config.store.keyspace)
-        .env("HERALD_ROUTER__GROUP_ID", ROUTER_GROUP)
-        .env("HERALD_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
-        .env("HERALD_TELEMETRY__LOG_LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the router")?;
+    let admin_port = free_port()?;
+    let env = [
+        (
+            "HERALD_KAFKA__TOPIC_PREFIX",
+            config.kafka.topic_prefix.clone(),
+        ),
+        ("HERALD_STORE__KEYSPACE", config.store.keyspace.clone()),
+        ("HERALD_ROUTER__GROUP_ID", ROUTER_GROUP.to_owned()),
+        ("HERALD_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}")),
+        ("HERALD_TELEMETRY__LOG_LEVEL", "warn".to_owned()),
+    ];
+    let mut command = herald(&config_path(), &env);
+    command.arg("router").stdout(Stdio::null());
+    let mut child = command.spawn().context("starting the router")?;
     let pid = child.id().context("router exited at once")?;
     wait_ready(admin_port).await?;
     // Costs are counted from here: start-up is not an event's.
@@ -196,7 +196,7 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow
             value.map_or("n/a".into(), |s| format!("{:.2} ms", s * 1000.0))
         );
     }
-    for line in spent_at_start.per_unit(&spent_at_end, "event") {
+    for line in spent_at_start.per_unit(&spent_at_end, "event", "events") {
         println!("{line}");
     }
     let transactions = counter(&metrics, ROUTER_TRANSACTIONS) - transactions_at_start;
