@@ -150,6 +150,16 @@ fn supplied(kind: SchemaKind) -> SuppliedSchema {
     )
 }
 
+/// Which of Herald's compiled-in schemas `writer` is, if any, so that its records can be read
+/// directly. Compared structurally (names, fields, types and logical types; not docs):
+/// the Parsing Canonical Form would not do, as it drops logical types, and a writer's
+/// `timestamp-micros` read as Herald's `timestamp-millis` would be a thousand times off.
+fn own_kind(writer: &apache_avro::Schema) -> Option<SchemaKind> {
+    SchemaKind::ALL
+        .into_iter()
+        .find(|kind| kind.schema() == writer)
+}
+
 /// A decoding failure: transient when the registry could not be asked.
 fn undecodable(schema_id: u32, e: SRCError) -> CodecError {
     if e.retriable {
@@ -298,10 +308,7 @@ impl Codec {
             .get_schema(schema_id)
             .await
             .map_err(|e| undecodable(schema_id, e))?;
-        let canonical = schema.parsed.canonical_form();
-        let kind = SchemaKind::ALL
-            .into_iter()
-            .find(|kind| kind.schema().canonical_form() == canonical);
+        let kind = own_kind(&schema.parsed);
         self.writer_kinds
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -449,6 +456,43 @@ mod tests {
             })
         ));
         assert_eq!(schema_id(&[0, 0, 0, 1, 7, 2]).unwrap(), 263);
+    }
+
+    #[test]
+    fn only_herald_s_exact_schemas_are_read_directly() {
+        for kind in SchemaKind::ALL {
+            assert_eq!(own_kind(kind.schema()), Some(kind));
+            // Docs are not part of the encoding.
+            fn strip_docs(json: &mut serde_json::Value) {
+                match json {
+                    serde_json::Value::Object(map) => {
+                        map.remove("doc");
+                        map.values_mut().for_each(strip_docs);
+                    }
+                    serde_json::Value::Array(items) => items.iter_mut().for_each(strip_docs),
+                    _ => {}
+                }
+            }
+            let mut json: serde_json::Value = serde_json::from_str(kind.source()).unwrap();
+            strip_docs(&mut json);
+            assert!(!json.to_string().contains("\"doc\""));
+            let parsed = apache_avro::Schema::parse(&json).unwrap();
+            assert_eq!(own_kind(&parsed), Some(kind), "{kind:?}");
+        }
+        // The same fields with another logical type: resolved, not read directly.
+        let micros = SchemaKind::Status
+            .source()
+            .replace("timestamp-millis", "timestamp-micros");
+        let parsed = apache_avro::Schema::parse_str(&micros).unwrap();
+        assert_eq!(own_kind(&parsed), None);
+        // A field fewer (an older writer).
+        let mut json: serde_json::Value =
+            serde_json::from_str(SchemaKind::Status.source()).unwrap();
+        json["fields"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|f| f["name"] != "created_at");
+        assert_eq!(own_kind(&apache_avro::Schema::parse(&json).unwrap()), None);
     }
 
     #[test]
