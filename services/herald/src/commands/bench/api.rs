@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::config_file::HeraldConfig;
 use herald_contracts::{Codec, NotificationRequest};
 
-use super::child::{config_path, cpu_micros, free_port, herald, peak_rss, wait_ready};
+use super::child::{config_path, cpu_micros, free_port, herald, peak_rss, run_env, wait_ready};
 use super::{millis, percentile};
 use crate::cli::BenchApiArgs;
 use crate::exit;
@@ -78,14 +78,7 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchApiArgs) -> anyhow::R
 
     // The API, as its own process.
     let config_file = config_path();
-    let child_env = [
-        (
-            "HERALD_KAFKA__TOPIC_PREFIX",
-            config.kafka.topic_prefix.clone(),
-        ),
-        ("HERALD_STORE__KEYSPACE", config.store.keyspace.clone()),
-        ("HERALD_TELEMETRY__LOG_LEVEL", "warn".to_owned()),
-    ];
+    let child_env = run_env(&config);
     let key = {
         let mut command = herald(&config_file, &child_env);
         command.args(["apikey", "create", "--tenant", TENANT, "--scopes", "send"]);

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use crate::config_file::HeraldConfig;
+
 /// Linux's USER_HZ: the unit of utime and stime in /proc/<pid>/stat.
 const TICKS_PER_SECOND: u64 = 100;
 
@@ -29,6 +31,19 @@ pub(super) fn config_path() -> Option<PathBuf> {
 /// memory a deployed role uses; a value in the bench's own environment wins.
 const MALLOC_ARENA_MAX: &str = "MALLOC_ARENA_MAX";
 const IMAGE_ARENA_MAX: &str = "2";
+
+/// The overrides every role a bench starts runs with: the run's own topics and keyspace, and
+/// quiet logs. Callers add their role's own (`HERALD_ADMIN__LISTEN`, ...).
+pub(super) fn run_env(config: &HeraldConfig) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "HERALD_KAFKA__TOPIC_PREFIX",
+            config.kafka.topic_prefix.clone(),
+        ),
+        ("HERALD_STORE__KEYSPACE", config.store.keyspace.clone()),
+        ("HERALD_TELEMETRY__LOG_LEVEL", "warn".to_owned()),
+    ]
+}
 
 /// `herald [--config F]` with the bench's overrides, its errors to this process's stderr.
 pub(super) fn herald(config: &Option<PathBuf>, env: &[(&str, String)]) -> tokio::process::Command {

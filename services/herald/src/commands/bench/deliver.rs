@@ -27,7 +27,7 @@ use herald_contracts::{
 use herald_deliver::webhook::{WEBHOOK_ID, webhook_body};
 use herald_kafka::apply_plan;
 
-use super::child::{Spent, config_path, free_port, herald, peak_rss, wait_ready};
+use super::child::{Spent, config_path, free_port, herald, peak_rss, run_env, wait_ready};
 use super::flood::{Flood, IN_FLIGHT};
 use crate::cli::BenchDeliverArgs;
 use crate::exit;
@@ -94,14 +94,9 @@ pub(super) async fn run(
     // The worker, as its own process so that its CPU, memory and metrics are its own, with a
     // fresh group (the bench's prefix), until the sink has every dispatch id.
     let admin_port = free_port()?;
-    let env = [
-        (
-            "HERALD_KAFKA__TOPIC_PREFIX",
-            config.kafka.topic_prefix.clone(),
-        ),
-        ("HERALD_STORE__KEYSPACE", config.store.keyspace.clone()),
+    let mut env = run_env(&config);
+    env.extend([
         ("HERALD_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}")),
-        ("HERALD_TELEMETRY__LOG_LEVEL", "warn".to_owned()),
         ("HERALD_DELIVER__INSTANCE_ID", "bench".to_owned()),
         (
             "HERALD_DELIVER__PROVIDERS__WEBHOOK__ALLOW",
@@ -111,7 +106,7 @@ pub(super) async fn run(
             "HERALD_DELIVER__PROVIDERS__WEBHOOK__DEFAULT_SECRET",
             WEBHOOK_SECRET.to_owned(),
         ),
-    ];
+    ]);
     let mut command = herald(&config_path(), &env);
     command
         .args(["deliver", "--channel", "webhook"])

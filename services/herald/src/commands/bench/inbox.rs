@@ -26,7 +26,8 @@ use herald_contracts::secret::Secret;
 use herald_contracts::{Codec, InboxChange, InboxEvent};
 
 use super::child::{
-    config_path, counter, cpu_micros, fetch_metrics, free_port, herald, peak_rss, wait_ready,
+    config_path, counter, cpu_micros, fetch_metrics, free_port, herald, peak_rss, run_env,
+    wait_ready,
 };
 use super::{millis, percentile};
 use crate::cli::BenchInboxArgs;
@@ -51,17 +52,12 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchInboxArgs) -> anyhow:
     let secret = format!("bench-inbox-{}", uuid::Uuid::new_v4().simple());
     let api_port = free_port()?;
     let admin_port = free_port()?;
-    let child_env = [
-        (
-            "HERALD_KAFKA__TOPIC_PREFIX",
-            config.kafka.topic_prefix.clone(),
-        ),
-        ("HERALD_STORE__KEYSPACE", config.store.keyspace.clone()),
-        ("HERALD_TELEMETRY__LOG_LEVEL", "warn".to_owned()),
+    let mut child_env = run_env(&config);
+    child_env.extend([
         ("HERALD_API__INBOX__TOKEN_SECRET", secret.clone()),
         ("HERALD_API__LISTEN", format!("127.0.0.1:{api_port}")),
         ("HERALD_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}")),
-    ];
+    ]);
     let mut child = herald(&config_path(), &child_env)
         .arg("api")
         .stdout(Stdio::null())

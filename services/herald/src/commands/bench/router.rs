@@ -19,7 +19,7 @@ use herald_runtime::metric_names::{ROUTER_EVENTS, ROUTER_TRANSACTIONS};
 use herald_store::seed::{SeedFile, load};
 
 use super::child::{
-    Spent, config_path, counter, fetch_metrics, free_port, herald, peak_rss, wait_ready,
+    Spent, config_path, counter, fetch_metrics, free_port, herald, peak_rss, run_env, wait_ready,
 };
 use super::flood::Flood;
 use super::{baseline, lag, steady};
@@ -95,16 +95,11 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchRouterArgs) -> anyhow
 
     // The router, as its own process so its memory and metrics are its own.
     let admin_port = free_port()?;
-    let env = [
-        (
-            "HERALD_KAFKA__TOPIC_PREFIX",
-            config.kafka.topic_prefix.clone(),
-        ),
-        ("HERALD_STORE__KEYSPACE", config.store.keyspace.clone()),
+    let mut env = run_env(&config);
+    env.extend([
         ("HERALD_ROUTER__GROUP_ID", ROUTER_GROUP.to_owned()),
         ("HERALD_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}")),
-        ("HERALD_TELEMETRY__LOG_LEVEL", "warn".to_owned()),
-    ];
+    ]);
     let mut command = herald(&config_path(), &env);
     command.arg("router").stdout(Stdio::null());
     let mut child = command.spawn().context("starting the router")?;

@@ -17,7 +17,8 @@ use herald_contracts::metric_names::{TRACK_CQL_REQUESTS, TRACK_CQL_ROWS, TRACK_S
 use herald_contracts::{Channel, Codec, Status, StatusEvent, provider};
 
 use super::child::{
-    config_path, counter, cpu_micros, fetch_metrics, free_port, herald, peak_rss, stack_server_pid,
+    config_path, counter, cpu_micros, fetch_metrics, free_port, herald, peak_rss, run_env,
+    stack_server_pid,
 };
 use super::flood::{Flood, IN_FLIGHT};
 use super::{baseline, lag};
@@ -78,15 +79,8 @@ pub(super) async fn run(config: &HeraldConfig, args: &BenchTrackArgs) -> anyhow:
 
     // The tracker, as its own process so its CPU, memory and metrics are its own.
     let admin_port = free_port()?;
-    let env = [
-        (
-            "HERALD_KAFKA__TOPIC_PREFIX",
-            config.kafka.topic_prefix.clone(),
-        ),
-        ("HERALD_STORE__KEYSPACE", config.store.keyspace.clone()),
-        ("HERALD_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}")),
-        ("HERALD_TELEMETRY__LOG_LEVEL", "warn".to_owned()),
-    ];
+    let mut env = run_env(&config);
+    env.extend([("HERALD_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))]);
     let servers = [stack_server_pid("cassandra"), stack_server_pid("kafka")];
     let servers_before = servers.map(|pid| pid.and_then(cpu_micros));
     let mut command = herald(&config_path(), &env);
