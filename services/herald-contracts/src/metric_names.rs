@@ -82,6 +82,11 @@ pub const DELIVER_RETRIES: &str = "herald_deliver_retries_total";
 pub const DELIVER_DEAD_LETTERED: &str = "herald_deliver_dead_lettered_total";
 /// Delivery: batch transactions, by result (`committed`, `aborted`).
 pub const DELIVER_TRANSACTIONS: &str = "herald_deliver_transactions_total";
+/// Delivery: seconds from beginning a batch's transaction to its commit (or failure).
+pub const DELIVER_COMMIT_SECONDS: &str = "herald_deliver_commit_seconds";
+/// Delivery: transient faults (database, registry) that paused processing, by stage
+/// (`database`, `schema_registry`).
+pub const DELIVER_TRANSIENT_FAULTS: &str = "herald_deliver_transient_faults_total";
 /// Delivery: retry-tier partitions paused until their next record is due.
 pub const DELIVER_HELD_PARTITIONS: &str = "herald_deliver_held_partitions";
 /// Delivery: the provider's circuit breaker, by provider: 0 closed, 1 half-open, 2 open.

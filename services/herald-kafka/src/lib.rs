@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod context;
+pub mod engine;
 pub mod group;
 pub mod headers;
 pub mod metadata;

@@ -115,6 +115,17 @@ fn default_schedule_shards() -> u16 {
 }
 
 impl RouterConfig {
+    /// The processing engine's settings.
+    pub fn engine(&self) -> herald_kafka::engine::EngineConfig {
+        herald_kafka::engine::EngineConfig {
+            max_batch: self.max_batch,
+            max_in_flight: self.max_in_flight,
+            commit_interval: self.commit_interval,
+            max_backoff: self.max_backoff,
+            metrics: crate::step::METRICS,
+        }
+    }
+
     /// What deserializing cannot check, naming the key.
     pub fn validate(&self) -> Result<(), String> {
         if self.transaction_timeout < std::time::Duration::from_secs(2) {

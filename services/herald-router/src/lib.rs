@@ -4,12 +4,12 @@
 
 pub mod config;
 pub mod decide;
-pub mod processor;
 pub mod quiet_hours;
 pub mod render;
 pub mod route;
 pub mod scheduler;
 pub mod sms;
+pub mod step;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::sync::Arc;
@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use herald_contracts::Codec;
 use herald_contracts::registry::RegistryAdmin;
+use herald_kafka::engine::{self, TakeAll};
+use herald_kafka::transaction::TransactionalId;
 use herald_kafka::{HeraldContext, MetadataProbe};
 use herald_runtime::CommonConfig;
 use herald_runtime::admin::{self, Readiness};
@@ -37,8 +39,6 @@ pub enum RouterError {
     Codec(#[from] herald_contracts::CodecError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("processing: {0}")]
-    Processor(#[from] processor::ProcessorError),
     #[error("scheduler: {0}")]
     Scheduler(#[from] scheduler::SchedulerError),
     #[error("admin server on {addr}: {source}")]
@@ -146,13 +146,17 @@ pub async fn run(
     ));
 
     let grace = config.shutdown_grace;
-    let processing = processor::run(
+    let processing = engine::run_on_kafka(
         &common.kafka,
-        &config,
-        transactional_id,
-        router,
         &make_consumer,
-        shutdown.clone(),
+        TransactionalId {
+            id: transactional_id,
+            timeout: config.transaction_timeout,
+        },
+        &*router,
+        TakeAll,
+        config.engine(),
+        &shutdown,
     );
     let deadline = async {
         shutdown.cancelled().await;

@@ -21,6 +21,7 @@ use herald_store::frequency_cap::{Cap, FrequencyCap, Subject};
 use herald_store::schedule::{Deferred, Schedule};
 use herald_store::suppressions::{Suppressions, normalize};
 
+pub use herald_kafka::engine::Input;
 use herald_kafka::headers::{PairsReader, PairsWriter};
 pub use herald_kafka::transaction::OutRecord;
 use opentelemetry::trace::TraceContextExt as _;
@@ -33,36 +34,19 @@ use crate::quiet_hours::{QuietHours, quiet_until};
 use crate::render::{Renderer, TemplateKey, TemplateSource, locale_chain, template_for};
 use herald_runtime::cache::TtlCache;
 
-/// A consumed record, as the router sees it.
-#[derive(Debug, Clone)]
-pub struct Input {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
+/// What the router reads from a consumed record beyond its bytes.
+trait EventRecord {
+    /// When this record was due, if the scheduler released it.
+    fn scheduled_for(&self) -> Option<DateTime<Utc>>;
+    /// Identifies this record for the dedupe ledger.
+    fn source(&self) -> String;
 }
 
-impl Input {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    /// When this record was due, if the scheduler released it.
+impl EventRecord for Input {
     fn scheduled_for(&self) -> Option<DateTime<Utc>> {
-        let millis = std::str::from_utf8(self.header(headers::SCHEDULED_FOR)?)
-            .ok()?
-            .parse()
-            .ok()?;
-        DateTime::from_timestamp_millis(millis)
+        DateTime::from_timestamp_millis(self.header_number(headers::SCHEDULED_FOR)?)
     }
 
-    /// Identifies this record for the dedupe ledger.
     fn source(&self) -> String {
         format!("{}/{}/{}", self.topic, self.partition, self.offset)
     }

@@ -141,6 +141,17 @@ fn default_ledger_lease() -> std::time::Duration {
 }
 
 impl DeliverConfig {
+    /// The processing engine's settings.
+    pub fn engine(&self) -> herald_kafka::engine::EngineConfig {
+        herald_kafka::engine::EngineConfig {
+            max_batch: self.max_batch,
+            max_in_flight: self.max_in_flight,
+            commit_interval: self.commit_interval,
+            max_backoff: self.max_backoff,
+            metrics: crate::worker::METRICS,
+        }
+    }
+
     /// What deserializing cannot check, naming the key; the providers' required settings are
     /// checked when the worker builds its provider ([`crate::build_provider`]).
     pub fn validate(&self) -> Result<(), String> {

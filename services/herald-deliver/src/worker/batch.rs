@@ -1,8 +1,9 @@
-//! The worker's loop: records are collected into a batch for up to `commit_interval`, delivered
-//! (recipients concurrently, one recipient in order), and the statuses, retry-tier and DLQ
-//! records they produce are committed with the batch's input offsets in one Kafka transaction.
-//! A transient fault aborts the transaction and rewinds the batch; the send ledger keeps the
-//! provider calls already made from being made again.
+//! The worker on the engine (`herald_kafka::engine`): its step, which claims the batch's
+//! partitions in the send ledger and delivers the batch (recipients concurrently, one
+//! recipient in order), and how it collects a batch, which the worker's two lanes and retry
+//! tiers shape. The statuses, retry-tier and DLQ records a batch produces are committed with
+//! its input offsets in one Kafka transaction; on a fault the batch is read again, and the
+//! send ledger keeps the provider calls already made from being made again.
 //!
 //! Retry tiers: a tier record that is not yet due stops its partition: the partition is rewound
 //! to it and paused until it is due, so other partitions (and the main topics) keep flowing.
@@ -12,52 +13,37 @@
 //! the priority lane's lag is measured as zero), and again whenever a batch holds
 //! priority-lane records, so a backlog on the priority lane drains first.
 
-use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use herald_contracts::metric_names::{DELIVER_HELD_PARTITIONS, DELIVER_TRANSACTIONS};
-use herald_kafka::group::{self, GROUP_CHECK_INTERVAL, MakeConsumer};
-use herald_kafka::transaction::{
-    self, CLIENT_TIMEOUT, OffsetRanges, OutRecord, TransactionalId, TxProducer,
-    init_producer_patiently, produce_and_commit,
+use herald_contracts::metric_names::{
+    DELIVER_COMMIT_SECONDS, DELIVER_HELD_PARTITIONS, DELIVER_TRANSACTIONS, DELIVER_TRANSIENT_FAULTS,
 };
-use herald_kafka::{HeraldContext, KafkaConfig};
+use herald_kafka::HeraldContext;
+use herald_kafka::engine::{Batch, Collect, EngineMetrics, Input, KafkaInput, Step, apply_by_key};
+use herald_kafka::transaction::{CLIENT_TIMEOUT, OffsetRanges, OutRecord};
 
-use herald_store::send_ledger::BatchClaim;
+use super::deliver::{Deliverer, DispatchRecord as _, Transient};
 
-use super::deliver::{Deliverer, Input, Transient};
-use crate::config::DeliverConfig;
-
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// How long reading the priority lane's offsets may take before the lane counts as drained.
 const OFFSETS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest a batch may wait for rate-limit tokens: batches are kept to the calls the rate
 /// limit allows in this time, well inside the shutdown grace and the consumer's poll interval.
 const RATE_LIMITED_BATCH: Duration = Duration::from_secs(10);
 
+/// The engine's metrics, under the worker's names.
+pub(crate) const METRICS: EngineMetrics = EngineMetrics {
+    transactions: DELIVER_TRANSACTIONS,
+    commit_seconds: DELIVER_COMMIT_SECONDS,
+    transient_faults: DELIVER_TRANSIENT_FAULTS,
+};
+
 type Consumer_ = StreamConsumer<HeraldContext>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoopError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-}
-
-#[derive(Debug, thiserror::Error)]
-enum BatchError {
-    #[error("{0}")]
-    Transient(#[from] Transient),
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-}
 
 /// Which of the worker's topics a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,34 +70,44 @@ impl Topics {
     }
 }
 
-/// What collecting a batch came to.
-enum Collected {
-    Batch(Batch),
-    Shutdown,
-    /// The consumer has been without partitions and coordinator for too long.
-    GroupLost,
+/// The worker's step: a batch's dispatches delivered, the priority lane's first.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) deliverer: Arc<Deliverer>,
+    pub(crate) topics: Topics,
 }
 
-/// One batch: its records and, per partition, the first and last offsets it holds.
-#[derive(Debug, Default)]
-struct Batch {
-    inputs: Vec<Input>,
-    ranges: OffsetRanges,
-    priority: bool,
-}
+impl Step for Delivery {
+    type Fault = Transient;
 
-impl Batch {
-    fn push(&mut self, input: Input, source: Source) {
-        self.ranges
-            .push(&input.topic, input.partition, input.offset);
-        self.priority |= source == Source::Priority;
-        self.inputs.push(input);
+    async fn apply(
+        &self,
+        batch: &Batch,
+        max_in_flight: usize,
+    ) -> Result<Vec<OutRecord>, Transient> {
+        // The priority lane's records are sent before the rest of the batch is started, so a
+        // batch that caught both lanes still serves the priority lane first.
+        let (priority, rest): (Vec<usize>, Vec<usize>) = (0..batch.len())
+            .partition(|i| self.topics.source(&batch.inputs[*i].topic) == Source::Priority);
+        let claim = self
+            .deliverer
+            .claim_batch(&batch.ranges)
+            .await
+            .map_err(Transient::Store)?;
+        let deliver = |input| self.deliverer.deliver(input, &claim);
+        let mut outputs = apply_by_key(&batch.inputs, priority, max_in_flight, deliver).await?;
+        outputs.extend(apply_by_key(&batch.inputs, rest, max_in_flight, deliver).await?);
+        Ok(outputs)
+    }
+
+    fn stage(fault: &Transient) -> &'static str {
+        fault.class()
     }
 }
 
 /// Retry-tier partitions paused until their next record is due.
 #[derive(Debug, Default)]
-struct Held(HashMap<(String, i32), (i64, tokio::time::Instant)>);
+struct Held(HashMap<(String, i32), (i64, Instant)>);
 
 impl Held {
     fn holds(&self, topic: &str, partition: i32) -> bool {
@@ -148,6 +144,9 @@ impl Held {
             .filter(|(_, (_, at))| *at <= now)
             .map(|(k, _)| k.clone())
             .collect();
+        if due.is_empty() {
+            return;
+        }
         for (topic, partition) in due {
             self.0.remove(&(topic.clone(), partition));
             let mut tpl = TopicPartitionList::new();
@@ -158,326 +157,190 @@ impl Held {
         }
         metrics::gauge!(DELIVER_HELD_PARTITIONS).set(self.0.len() as f64);
     }
-}
 
-fn to_input(message: &rdkafka::message::BorrowedMessage<'_>) -> Input {
-    Input {
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key().map(<[u8]>::to_vec),
-        payload: message.payload().map(<[u8]>::to_vec),
-        headers: message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default(),
+    /// Forgets the holds of partitions the engine rewound (and resumed): each is read again
+    /// from before its held record, which is held again when it comes.
+    fn forget(&mut self, ranges: &OffsetRanges) {
+        for (topic, partition, _) in ranges.starts() {
+            self.0.remove(&(topic.to_owned(), partition));
+        }
+        metrics::gauge!(DELIVER_HELD_PARTITIONS).set(self.0.len() as f64);
     }
 }
 
-/// What the loop works with.
-pub(crate) struct Worker<'a> {
-    pub(crate) kafka: &'a KafkaConfig,
-    pub(crate) config: &'a DeliverConfig,
-    pub(crate) transactional: TransactionalId,
-    pub(crate) deliverer: Arc<Deliverer>,
-    pub(crate) consumer: Consumer_,
-    /// Makes the consumer anew when it has lost its group for good.
-    pub(crate) make_consumer: &'a MakeConsumer,
-    pub(crate) topics: Topics,
+/// How the worker collects a batch: held retry tiers, the bulk lane paused while the
+/// priority lane has lag, and batches no larger than the rate limit allows.
+pub(crate) struct Lanes {
+    topics: Topics,
+    deliverer: Arc<Deliverer>,
+    commit_interval: Duration,
+    held: Held,
+    /// Paused until the priority lane is known to have no lag.
+    bulk_paused: bool,
     /// A client of the worker's group that never joins it: reads the priority lane's
     /// watermarks and committed offsets (blocking calls, made on a blocking thread).
-    pub(crate) offsets: Arc<BaseConsumer>,
+    offsets: Arc<BaseConsumer>,
 }
 
-impl Worker<'_> {
-    /// Runs until `shutdown`; the open batch is delivered and committed first.
-    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Result<(), LoopError> {
-        let mut producer = init_producer_patiently(self.kafka, &self.transactional).await?;
-        let mut backoff = MIN_BACKOFF;
-        let mut held = Held::default();
-        // Paused until the priority lane is known to have no lag.
-        let mut bulk_paused = true;
-        tracing::info!(
-            transactional_id = self.transactional.id,
-            "delivery worker processing"
-        );
-        loop {
-            let collected = match self.collect(&mut held, bulk_paused, &shutdown).await {
-                Err(LoopError::Kafka(e)) if group::cured_by_rebuild(&e) => Collected::GroupLost,
-                other => other?,
-            };
-            let batch = match collected {
-                Collected::Batch(batch) => batch,
-                Collected::Shutdown => break,
-                Collected::GroupLost => {
-                    group::rebuild(&mut self.consumer, self.make_consumer)?;
-                    // The new consumer starts with nothing paused and nothing held.
-                    held = Held::default();
-                    bulk_paused = true;
-                    continue;
-                }
-            };
-            // Keep the bulk lane paused while the priority lane yields records or has lag.
-            let pause = batch.priority || (bulk_paused && self.priority_lag().await);
-            if pause || pause != bulk_paused {
-                // Also when already paused: partitions assigned since are not paused yet.
-                self.pause_bulk(pause);
-            }
-            bulk_paused = pause;
-            if batch.inputs.is_empty() {
-                continue;
-            }
-            match self.process(&producer, &batch).await {
-                Ok(()) => {
-                    metrics::counter!(DELIVER_TRANSACTIONS, "result" => "committed").increment(1);
-                    backoff = MIN_BACKOFF;
-                }
-                Err(error) => {
-                    metrics::counter!(DELIVER_TRANSACTIONS, "result" => "aborted").increment(1);
-                    let kafka_error = match &error {
-                        BatchError::Kafka(e) => Some(e),
-                        BatchError::Transient(_) => None,
-                    };
-                    producer = transaction::recover(
-                        self.kafka,
-                        &self.transactional,
-                        producer,
-                        kafka_error,
-                    )
-                    .await?;
-                    tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "batch aborted; rewinding");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => {}
-                    }
-                    let rewound = transaction::rewind_owned(&self.consumer, &batch.ranges);
-                    if group::lost(rewound)? {
-                        // The new consumer reads the batch again from the committed offsets.
-                        group::rebuild(&mut self.consumer, self.make_consumer)?;
-                        held = Held::default();
-                        bulk_paused = true;
-                    }
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                }
-            }
-        }
-        tracing::info!("delivery worker stopped fetching; leaving the group");
-        self.consumer.unsubscribe();
-        Ok(())
+impl std::fmt::Debug for Lanes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lanes")
+            .field("held", &self.held)
+            .field("bulk_paused", &self.bulk_paused)
+            .finish_non_exhaustive()
     }
+}
 
-    /// Whether an assigned priority-lane partition has records this worker has not read:
-    /// its high watermark is past the consumer's position (before this worker has read from
-    /// it: past the group's committed offset, or the low watermark when none is committed).
-    /// A partition whose offsets cannot be read counts as drained, so an unreachable priority
-    /// partition cannot stall the bulk lane.
-    async fn priority_lag(&self) -> bool {
-        let Ok(positions) = self.consumer.position() else {
-            return false;
-        };
-        let partitions: Vec<(String, i32, Option<i64>)> = positions
-            .elements()
-            .iter()
-            .filter(|e| self.topics.source(e.topic()) == Source::Priority)
-            .map(|e| (e.topic().to_owned(), e.partition(), offset(e.offset())))
-            .collect();
-        if partitions.is_empty() {
-            return false;
-        }
-        let client = self.offsets.clone();
-        let lag = tokio::task::spawn_blocking(move || {
-            partitions.into_iter().any(|(topic, partition, position)| {
-                let read = || -> Result<bool, KafkaError> {
-                    let (low, high) =
-                        client.fetch_watermarks(&topic, partition, OFFSETS_TIMEOUT)?;
-                    let from = match position {
-                        Some(position) => position,
-                        None => {
-                            let mut tpl = TopicPartitionList::new();
-                            tpl.add_partition(&topic, partition);
-                            let committed = client.committed_offsets(tpl, OFFSETS_TIMEOUT)?;
-                            committed
-                                .find_partition(&topic, partition)
-                                .and_then(|e| offset(e.offset()))
-                                .unwrap_or(low)
-                        }
-                    };
-                    Ok(high > from)
-                };
-                read().unwrap_or_else(|e| {
-                    tracing::debug!(topic, partition, error = %e, "priority-lane offsets");
-                    false
-                })
-            })
-        })
-        .await;
-        lag.unwrap_or(false)
-    }
-
-    fn pause_bulk(&self, pause: bool) {
-        let Ok(assignment) = self.consumer.assignment() else {
-            return;
-        };
-        let mut tpl = TopicPartitionList::new();
-        for bulk in self.topics.bulk() {
-            for element in assignment.elements_for_topic(bulk) {
-                tpl.add_partition(bulk, element.partition());
-            }
-        }
-        if tpl.count() == 0 {
-            return;
-        }
-        let result = if pause {
-            self.consumer.pause(&tpl)
-        } else {
-            self.consumer.resume(&tpl)
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, pause, "pausing or resuming the bulk lane");
+impl Lanes {
+    pub(crate) fn new(
+        topics: Topics,
+        deliverer: Arc<Deliverer>,
+        commit_interval: Duration,
+        offsets: Arc<BaseConsumer>,
+    ) -> Self {
+        Self {
+            topics,
+            deliverer,
+            commit_interval,
+            held: Held::default(),
+            bulk_paused: true,
+            offsets,
         }
     }
+}
 
-    /// Collects a batch: waits for a first record (or, with the bulk lane paused, at most one
-    /// commit interval), then takes more until the commit interval passes or the batch is
-    /// full. Tier records not yet due hold their partition. `None` on shutdown.
-    async fn collect(
-        &self,
-        held: &mut Held,
-        bulk_paused: bool,
-        shutdown: &CancellationToken,
-    ) -> Result<Collected, LoopError> {
-        let mut batch = Batch::default();
-        let max_batch = self
-            .deliverer
+impl<'a> Collect<KafkaInput<'a>> for Lanes {
+    fn limit(&self, engine_limit: usize) -> usize {
+        self.deliverer
             .limiter
             .calls_within(RATE_LIMITED_BATCH)
-            .map_or(self.config.max_batch, |calls| {
-                calls.min(self.config.max_batch)
-            });
-        let generation = self.consumer.context().revocations();
-        let mut deadline: Option<Instant> =
-            bulk_paused.then(|| Instant::now() + self.config.commit_interval);
-        loop {
-            if batch.inputs.len() >= max_batch {
-                break;
-            }
-            held.release_due(&self.consumer);
-            let wake = match (deadline, held.next_due()) {
-                (Some(d), Some(h)) => Some(d.min(h)),
-                (d, h) => d.or(h),
-            };
-            let message = tokio::select! {
-                () = shutdown.cancelled(), if batch.inputs.is_empty() => return Ok(Collected::Shutdown),
-                () = tokio::time::sleep(GROUP_CHECK_INTERVAL), if batch.inputs.is_empty() => {
-                    if group::is_stuck(&self.consumer, self.kafka.consumer_rebuild_after) {
-                        return Ok(Collected::GroupLost);
-                    }
-                    continue;
-                }
-                () = sleep_until(wake) => {
-                    if deadline.is_some_and(|d| d <= Instant::now()) {
-                        break;
-                    }
-                    continue;
-                }
-                // Waits out brokers down and topics not yet in the metadata (topics just
-                // created by `herald topics apply` take a moment to appear).
-                message = transaction::recv(&self.consumer) => match message {
-                    Ok(message) => message,
-                    Err(e) if group::cured_by_rebuild(&e) => {
-                        // What was collected is read again by the new consumer, from the
-                        // committed offsets.
-                        tracing::warn!(error = %e, "consumer error");
-                        return Ok(Collected::GroupLost);
-                    }
-                    Err(e) => return Err(e.into()),
-                },
-            };
-            let input = to_input(&message);
-            drop(message);
-            if held.holds(&input.topic, input.partition) {
-                // Fetched before the partition was paused.
-                continue;
-            }
-            let source = self.topics.source(&input.topic);
-            if source == Source::Tier
-                && let Some(due) = input.due_at()
-            {
-                let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
-                if !wait.is_zero() {
-                    held.hold(&self.consumer, &input, Instant::now() + wait)?;
-                    continue;
-                }
-            }
-            batch.push(input, source);
-            deadline.get_or_insert_with(|| Instant::now() + self.config.commit_interval);
-        }
-        if self.consumer.context().revocations() != generation {
-            tracing::info!(
-                records = batch.inputs.len(),
-                "partitions revoked during collection; batch dropped"
-            );
-            transaction::rewind_owned(&self.consumer, &batch.ranges)?;
-            return Ok(Collected::Batch(Batch::default()));
-        }
-        Ok(Collected::Batch(batch))
+            .map_or(engine_limit, |calls| calls.min(engine_limit))
     }
 
-    /// Delivers `inputs[indices]`: one recipient's (one key's) dispatches in order,
-    /// recipients concurrently (guarantee 4), at most max_in_flight provider calls at once.
-    async fn deliver_all(
-        &self,
-        inputs: &[Input],
-        indices: Vec<usize>,
-        claim: &BatchClaim,
-    ) -> Result<Vec<OutRecord>, Transient> {
-        let by_key =
-            transaction::group_by_key(indices.into_iter().map(|i| (i, inputs[i].key.as_deref())));
-        let deliverer = &self.deliverer;
-        let delivered: Vec<Result<Vec<OutRecord>, Transient>> = futures::stream::iter(by_key)
-            .map(|indices| async move {
-                let mut out = Vec::new();
-                for i in indices {
-                    out.extend(deliverer.deliver(&inputs[i], claim).await?);
-                }
-                Ok(out)
+    fn first_wait(&self) -> Option<Duration> {
+        // With the bulk lane paused, look at the priority lane's lag again after a while.
+        self.bulk_paused.then_some(self.commit_interval)
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        self.held.next_due()
+    }
+
+    fn tick(&mut self, log: &KafkaInput<'a>) {
+        self.held.release_due(log.consumer());
+    }
+
+    fn admit(&mut self, log: &KafkaInput<'a>, input: &Input) -> Result<bool, KafkaError> {
+        if self.held.holds(&input.topic, input.partition) {
+            // Fetched before the partition was paused.
+            return Ok(false);
+        }
+        if self.topics.source(&input.topic) == Source::Tier
+            && let Some(due) = input.due_at()
+        {
+            let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+            if !wait.is_zero() {
+                self.held
+                    .hold(log.consumer(), input, Instant::now() + wait)?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn collected(&mut self, log: &KafkaInput<'a>, batch: &Batch) {
+        // Keep the bulk lane paused while the priority lane yields records or has lag.
+        let priority = batch
+            .inputs
+            .iter()
+            .any(|i| self.topics.source(&i.topic) == Source::Priority);
+        let pause = priority
+            || (self.bulk_paused
+                && priority_lag(log.consumer(), &self.topics, self.offsets.clone()).await);
+        if pause || pause != self.bulk_paused {
+            // Also when already paused: partitions assigned since are not paused yet.
+            pause_bulk(log.consumer(), &self.topics, pause);
+        }
+        self.bulk_paused = pause;
+    }
+
+    fn rewound(&mut self, ranges: &OffsetRanges) {
+        self.held.forget(ranges);
+    }
+
+    fn rebuilt(&mut self) {
+        // The new consumer starts with nothing paused and nothing held.
+        self.held = Held::default();
+        self.bulk_paused = true;
+    }
+}
+
+/// Whether an assigned priority-lane partition has records this worker has not read: its
+/// high watermark is past the consumer's position (before this worker has read from it: past
+/// the group's committed offset, or the low watermark when none is committed). A partition
+/// whose offsets cannot be read counts as drained, so an unreachable priority partition
+/// cannot stall the bulk lane.
+async fn priority_lag(consumer: &Consumer_, topics: &Topics, client: Arc<BaseConsumer>) -> bool {
+    let Ok(positions) = consumer.position() else {
+        return false;
+    };
+    let partitions: Vec<(String, i32, Option<i64>)> = positions
+        .elements()
+        .iter()
+        .filter(|e| topics.source(e.topic()) == Source::Priority)
+        .map(|e| (e.topic().to_owned(), e.partition(), offset(e.offset())))
+        .collect();
+    if partitions.is_empty() {
+        return false;
+    }
+    let lag = tokio::task::spawn_blocking(move || {
+        partitions.into_iter().any(|(topic, partition, position)| {
+            let read = || -> Result<bool, KafkaError> {
+                let (low, high) = client.fetch_watermarks(&topic, partition, OFFSETS_TIMEOUT)?;
+                let from = match position {
+                    Some(position) => position,
+                    None => {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(&topic, partition);
+                        let committed = client.committed_offsets(tpl, OFFSETS_TIMEOUT)?;
+                        committed
+                            .find_partition(&topic, partition)
+                            .and_then(|e| offset(e.offset()))
+                            .unwrap_or(low)
+                    }
+                };
+                Ok(high > from)
+            };
+            read().unwrap_or_else(|e| {
+                tracing::debug!(topic, partition, error = %e, "priority-lane offsets");
+                false
             })
-            .buffer_unordered(self.config.max_in_flight)
-            .collect()
-            .await;
-        let mut outputs = Vec::new();
-        for recipient in delivered {
-            outputs.extend(recipient?);
-        }
-        Ok(outputs)
-    }
+        })
+    })
+    .await;
+    lag.unwrap_or(false)
+}
 
-    /// Delivers every record of the batch and commits their output and offsets in one
-    /// transaction.
-    async fn process(&self, producer: &TxProducer, batch: &Batch) -> Result<(), BatchError> {
-        // The priority lane's records are sent before the rest of the batch is started, so a
-        // batch that caught both lanes still serves the priority lane first.
-        let (priority, rest): (Vec<usize>, Vec<usize>) = (0..batch.inputs.len())
-            .partition(|i| self.topics.source(&batch.inputs[*i].topic) == Source::Priority);
-        let claim = self
-            .deliverer
-            .claim_batch(&batch.ranges)
-            .await
-            .map_err(Transient::Store)?;
-        let mut outputs = self.deliver_all(&batch.inputs, priority, &claim).await?;
-        outputs.extend(self.deliver_all(&batch.inputs, rest, &claim).await?);
-        produce_and_commit(
-            producer,
-            &self.consumer,
-            &outputs,
-            batch.ranges.next_offsets()?,
-        )
-        .await?;
-        Ok(())
+fn pause_bulk(consumer: &Consumer_, topics: &Topics, pause: bool) {
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let mut tpl = TopicPartitionList::new();
+    for bulk in topics.bulk() {
+        for element in assignment.elements_for_topic(bulk) {
+            tpl.add_partition(bulk, element.partition());
+        }
+    }
+    if tpl.count() == 0 {
+        return;
+    }
+    let result = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, pause, "pausing or resuming the bulk lane");
     }
 }
 
@@ -486,12 +349,5 @@ fn offset(offset: Offset) -> Option<i64> {
     match offset {
         Offset::Offset(n) => Some(n),
         _ => None,
-    }
-}
-
-async fn sleep_until(wake: Option<Instant>) {
-    match wake {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -41,49 +41,40 @@ pub(crate) const CIRCUIT_OPEN: &str = "circuit_open";
 /// worth a few short retries before the batch is given up.
 const MARK_TRIES: u32 = 3;
 
-/// A consumed record.
-#[derive(Debug, Clone)]
-pub(crate) struct Input {
-    pub(crate) topic: String,
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    pub(crate) key: Option<Vec<u8>>,
-    pub(crate) payload: Option<Vec<u8>>,
-    pub(crate) headers: Vec<(String, Vec<u8>)>,
+pub(crate) use herald_kafka::engine::Input;
+
+/// What the worker reads from a consumed dispatch beyond its bytes.
+pub(crate) trait DispatchRecord {
+    /// The attempt this record is (1 for a dispatch straight from the router).
+    fn attempt(&self) -> i32;
+    /// When a retry-tier record is due, if it says.
+    fn due_at(&self) -> Option<DateTime<Utc>>;
+    /// When an open breaker first deferred this dispatch, if one did since its last attempt.
+    fn deferred_since(&self) -> Option<DateTime<Utc>>;
+    /// The record's headers without the ones this worker sets anew.
+    fn carried_headers(&self) -> Vec<(String, Vec<u8>)>;
+    /// The headers of a status or fallback request derived from this record: trace context
+    /// (the attempt's span, when spans are exported) and, for a replayed dispatch, its replay
+    /// headers (its status trail says it was replayed).
+    fn derived_headers(&self) -> Vec<(String, Vec<u8>)>;
 }
 
-impl Input {
-    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    fn header_number(&self, name: &str) -> Option<i64> {
-        std::str::from_utf8(self.header(name)?).ok()?.parse().ok()
-    }
-
-    /// The attempt this record is (1 for a dispatch straight from the router).
-    pub(crate) fn attempt(&self) -> i32 {
+impl DispatchRecord for Input {
+    fn attempt(&self) -> i32 {
         self.header_number(headers::ATTEMPT)
             .and_then(|a| i32::try_from(a).ok())
             .unwrap_or(1)
             .max(1)
     }
 
-    /// When a retry-tier record is due, if it says.
-    pub(crate) fn due_at(&self) -> Option<DateTime<Utc>> {
+    fn due_at(&self) -> Option<DateTime<Utc>> {
         DateTime::from_timestamp_millis(self.header_number(headers::DUE_AT)?)
     }
 
-    /// When an open breaker first deferred this dispatch, if one did since its last attempt.
     fn deferred_since(&self) -> Option<DateTime<Utc>> {
         DateTime::from_timestamp_millis(self.header_number(headers::DEFERRED_SINCE)?)
     }
 
-    /// The record's headers without the ones this worker sets anew.
     fn carried_headers(&self) -> Vec<(String, Vec<u8>)> {
         const REPLACED: [&str; 9] = [
             headers::ATTEMPT,
@@ -103,9 +94,6 @@ impl Input {
             .collect()
     }
 
-    /// The headers of a status or fallback request derived from this record: trace context
-    /// (the attempt's span, when spans are exported) and, for a replayed dispatch, its replay
-    /// headers (its status trail says it was replayed).
     fn derived_headers(&self) -> Vec<(String, Vec<u8>)> {
         let mut derived = self
             .headers
@@ -135,7 +123,7 @@ pub(crate) enum Transient {
 
 impl Transient {
     /// `database` or `schema_registry`: the `error.type` of an attempt it aborted.
-    fn class(&self) -> &'static str {
+    pub(crate) fn class(&self) -> &'static str {
         match self {
             Transient::Store(_) => "database",
             Transient::Registry(_) => "schema_registry",

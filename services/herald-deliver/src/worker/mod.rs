@@ -12,6 +12,8 @@ mod retry;
 mod span;
 mod token_bucket;
 
+pub(crate) use batch::METRICS;
+
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,10 +33,9 @@ use herald_store::send_ledger::SendLedger;
 
 use crate::config::{AmbiguousSend, DeliverConfig};
 use crate::{BuildError, EmailLinks, StoreHandle, build_provider};
-use batch::{Source, Topics, Worker};
+use batch::{Delivery, Lanes, Source, Topics};
+use herald_kafka::engine;
 use herald_kafka::transaction::TransactionalId;
-
-pub use batch::LoopError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -46,8 +47,6 @@ pub enum WorkerError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("deliver.providers: {0}")]
     Provider(#[from] BuildError),
-    #[error("processing: {0}")]
-    Loop(#[from] LoopError),
     #[error("admin server on {addr}: {source}")]
     Admin {
         addr: std::net::SocketAddr,
@@ -161,7 +160,6 @@ pub async fn run(
             Ok(consumer)
         }
     };
-    let consumer = make_consumer()?;
     let dependencies = vec![
         health::kafka(MetadataProbe::new(
             &common.kafka,
@@ -176,34 +174,43 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let worker = Worker {
-        kafka: &common.kafka,
-        config: &deliver,
-        transactional: TransactionalId {
-            id: transactional_id,
-            timeout: deliver.transaction_timeout,
-        },
-        deliverer,
-        consumer,
-        make_consumer: &make_consumer,
-        topics: Topics(topics),
+    let lanes = Lanes::new(
+        Topics(topics.clone()),
+        deliverer.clone(),
+        deliver.commit_interval,
         // Only asked for offsets, never polled: without statistics, which would queue up in it
         // (a report every few seconds) for as long as the worker runs.
-        offsets: Arc::new(
+        Arc::new(
             common
                 .kafka
                 .consumer_config(&group)
                 .set("statistics.interval.ms", "0")
                 .create()?,
         ),
+    );
+    let step = Delivery {
+        deliverer,
+        topics: Topics(topics),
     };
+    let processing = engine::run_on_kafka(
+        &common.kafka,
+        &make_consumer,
+        TransactionalId {
+            id: transactional_id,
+            timeout: deliver.transaction_timeout,
+        },
+        &step,
+        lanes,
+        deliver.engine(),
+        &shutdown,
+    );
     let grace = deliver.shutdown_grace;
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(grace).await;
     };
     let result = tokio::select! {
-        result = worker.run(shutdown.clone()) => result.map_err(WorkerError::from),
+        result = processing => result.map_err(WorkerError::from),
         () = deadline => Err(WorkerError::GraceExceeded(grace)),
     };
     shutdown.cancel();

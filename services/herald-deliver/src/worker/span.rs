@@ -16,7 +16,7 @@ use herald_contracts::{Channel, Dispatch};
 use herald_kafka::headers::{PairsReader, PairsWriter};
 use herald_runtime::telemetry::traces_exported;
 
-use super::deliver::Input;
+use super::deliver::{DispatchRecord as _, Input};
 
 /// How an attempt ended: `herald.outcome` on its span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
