@@ -10,6 +10,7 @@ pub mod route;
 pub mod scheduler;
 pub mod sms;
 pub mod step;
+pub mod substitution;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::sync::Arc;

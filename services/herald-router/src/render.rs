@@ -16,6 +16,7 @@ use herald_contracts::{Channel, RenderedContent};
 use herald_store::directory::TemplateRow;
 
 use crate::sms::sms_shape;
+use crate::substitution::Substitution;
 
 /// The locale every template has, tried after all more specific ones.
 pub const DEFAULT_LOCALE: &str = "default";
@@ -174,16 +175,21 @@ pub enum RenderError {
 #[derive(Debug, Default)]
 struct Compiled {
     digest: u64,
-    /// Each compiled part and its name in its registry (kept: naming a part formats a string).
-    parts: Vec<(TemplatePart, String)>,
+    /// Each compiled part, its name in its registry (kept: naming a part formats a string)
+    /// and, when it is only text and value references, its substitution plan.
+    parts: Vec<(TemplatePart, String, Option<Substitution>)>,
 }
 
 impl Compiled {
-    fn name(&self, part: TemplatePart) -> Option<&str> {
+    fn part(&self, part: TemplatePart) -> Option<(&str, Option<&Substitution>)> {
         self.parts
             .iter()
-            .find(|(p, _)| *p == part)
-            .map(|(_, name)| name.as_str())
+            .find(|(p, _, _)| *p == part)
+            .map(|(_, name, plan)| (name.as_str(), plan.as_ref()))
+    }
+
+    fn name(&self, part: TemplatePart) -> Option<&str> {
+        self.part(part).map(|(name, _)| name)
     }
 }
 
@@ -210,9 +216,9 @@ impl Renderer {
     pub fn new(capacity: usize) -> Self {
         Renderer {
             capacity,
-            plain: registry(handlebars::no_escape),
-            html: registry(handlebars::html_escape),
-            json: registry(json_string_escape),
+            plain: registry(escape_for(TemplatePart::Subject)),
+            html: registry(escape_for(TemplatePart::Html)),
+            json: registry(escape_for(TemplatePart::Json)),
             compiled: HashMap::new(),
             inserted: VecDeque::new(),
         }
@@ -269,7 +275,7 @@ impl Renderer {
         }
         let stale = std::mem::take(&mut compiled.parts);
         compiled.digest = digest;
-        for (part, name) in stale {
+        for (part, name, _) in stale {
             self.registry_for_mut(part).unregister_template(&name);
         }
     }
@@ -287,18 +293,24 @@ impl Renderer {
                 continue;
             };
             self.compile(key, part, body, digest)?;
-            let name = match self.compiled.get(key).and_then(|c| c.name(part)) {
-                Some(name) => std::borrow::Cow::Borrowed(name),
+            let (name, plan) = match self.compiled.get(key).and_then(|c| c.part(part)) {
+                Some((name, plan)) => (std::borrow::Cow::Borrowed(name), plan),
                 // Not reached: `compile` just recorded it.
-                None => std::borrow::Cow::Owned(template_name(key, part)),
+                None => (std::borrow::Cow::Owned(template_name(key, part)), None),
             };
-            // Into a buffer that grows as needed: `render` starts every part at 8 KiB.
-            let mut buffer = Vec::new();
-            self.registry_for(part)
-                .render_with_context_to_write(&name, context, &mut buffer)
-                .map_err(|e| render_error(key, part, e))?;
-            let rendered = String::from_utf8(buffer)
-                .map_err(|e| render_error(key, part, handlebars::RenderError::from(e)))?;
+            let substituted = plan.and_then(|plan| plan.render(context.data(), escape_for(part)));
+            let rendered = match substituted {
+                Some(rendered) => rendered,
+                None => {
+                    // Into a buffer that grows as needed: `render` starts every part at 8 KiB.
+                    let mut buffer = Vec::new();
+                    self.registry_for(part)
+                        .render_with_context_to_write(&name, context, &mut buffer)
+                        .map_err(|e| render_error(key, part, e))?;
+                    String::from_utf8(buffer)
+                        .map_err(|e| render_error(key, part, handlebars::RenderError::from(e)))?
+                }
+            };
             let slot = match part {
                 TemplatePart::Subject => &mut content.subject,
                 TemplatePart::Text => &mut content.text,
@@ -345,6 +357,7 @@ impl Renderer {
                 part,
             },
         })?;
+        let plan = Substitution::plan(&template, self.registry_for(part));
         self.registry_for_mut(part)
             .register_template(&name, template);
         // A key takes a cache slot once it has a compiled part, so one that never compiles
@@ -356,7 +369,7 @@ impl Renderer {
                 parts: Vec::new(),
             }
         });
-        compiled.parts.push((part, name));
+        compiled.parts.push((part, name, plan));
         Ok(())
     }
 
@@ -365,7 +378,7 @@ impl Renderer {
             let Some(oldest) = self.inserted.pop_front() else {
                 break;
             };
-            for (part, name) in self.compiled.remove(&oldest).unwrap_or_default().parts {
+            for (part, name, _) in self.compiled.remove(&oldest).unwrap_or_default().parts {
                 self.registry_for_mut(part).unregister_template(&name);
             }
         }
@@ -429,6 +442,15 @@ pub fn compile_part(body: &str, name: String) -> Result<Template, SourceError> {
         return Err(SourceError::Partial);
     }
     Ok(template)
+}
+
+/// How a part's values are escaped: the escape function of its registry.
+fn escape_for(part: TemplatePart) -> fn(&str) -> String {
+    match part {
+        TemplatePart::Subject | TemplatePart::Text => handlebars::no_escape,
+        TemplatePart::Html => handlebars::html_escape,
+        TemplatePart::Json => json_string_escape,
+    }
 }
 
 /// A strict-mode registry with the given escaping.
