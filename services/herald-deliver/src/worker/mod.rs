@@ -2,7 +2,8 @@
 //! priority lane) and its retry tiers, read_committed; hands each dispatch to the channel's
 //! provider once (the send ledger); reports `sent` / `delivered` / `failed` /
 //! `dead_lettered` statuses; moves transient failures through the retry tiers and dead-letters
-//! what cannot be delivered. See [`batch`] for the loop and [`deliver`] for one record.
+//! what cannot be delivered. See [`batch`] for the worker on the engine (its step and how it
+//! collects a batch) and [`deliver`] for one record.
 
 mod batch;
 mod breaker;
