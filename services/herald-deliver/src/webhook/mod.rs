@@ -24,7 +24,7 @@ use reqwest::header::CONTENT_TYPE;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use herald_contracts::Dispatch;
+use herald_contracts::{Dispatch, Priority};
 
 use crate::classify::execute;
 use crate::config::providers::WebhookConfig;
@@ -113,7 +113,10 @@ impl WebhookProvider {
             }
             Err(e) => return Outcome::permanent(format!("reading the endpoint's secret: {e}")),
         };
-        let body = webhook_body(dispatch).to_string().into_bytes();
+        let body = match webhook_body(dispatch) {
+            Ok(body) => body,
+            Err(e) => return Outcome::permanent(format!("encoding the webhook body: {e}")),
+        };
         let timestamp = chrono::Utc::now().timestamp();
         let signature = key.sign(&dispatch.dispatch_id, timestamp, &body);
         let request = self
@@ -144,31 +147,54 @@ impl Provider for WebhookProvider {
     }
 }
 
-/// The JSON body for `dispatch` (see the module documentation).
-pub fn webhook_body(dispatch: &Dispatch) -> serde_json::Value {
+/// The JSON body for `dispatch` (see the module documentation), serialized straight from the
+/// dispatch rather than through a `serde_json::Value` copy of it. Fields are declared in sorted
+/// order: the bytes are those a `Value` object writes, as the body was first built.
+pub fn webhook_body(dispatch: &Dispatch) -> Result<Vec<u8>, serde_json::Error> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        data: Data<'a>,
+        timestamp: String,
+        #[serde(rename = "type")]
+        kind: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Data<'a> {
+        category: &'a str,
+        dispatch_id: &'a str,
+        event_id: &'a str,
+        html: &'a Option<String>,
+        locale: &'a str,
+        payload: Option<serde_json::Value>,
+        priority: &'a Priority,
+        subject: &'a Option<String>,
+        tenant: &'a str,
+        text: &'a Option<String>,
+        user_id: &'a str,
+    }
     let content = &dispatch.content;
     let payload = content.json.as_deref().map(|text| {
         serde_json::from_str::<serde_json::Value>(text)
             .unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
     });
-    serde_json::json!({
-        "type": dispatch.category,
-        "timestamp": dispatch
+    serde_json::to_vec(&Body {
+        data: Data {
+            category: &dispatch.category,
+            dispatch_id: &dispatch.dispatch_id,
+            event_id: &dispatch.event_id,
+            html: &content.html,
+            locale: &dispatch.locale,
+            payload,
+            priority: &dispatch.priority,
+            subject: &content.subject,
+            tenant: &dispatch.tenant,
+            text: &content.text,
+            user_id: &dispatch.user_id,
+        },
+        timestamp: dispatch
             .created_at
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "data": {
-            "dispatch_id": dispatch.dispatch_id,
-            "event_id": dispatch.event_id,
-            "tenant": dispatch.tenant,
-            "user_id": dispatch.user_id,
-            "category": dispatch.category,
-            "priority": dispatch.priority,
-            "locale": dispatch.locale,
-            "subject": content.subject,
-            "text": content.text,
-            "html": content.html,
-            "payload": payload,
-        },
+        kind: &dispatch.category,
     })
 }
 
@@ -178,18 +204,75 @@ mod tests {
     use herald_contracts::Channel;
     use herald_test_support::dispatch::sample_dispatch;
 
+    fn body(dispatch: &Dispatch) -> serde_json::Value {
+        serde_json::from_slice(&webhook_body(dispatch).unwrap()).unwrap()
+    }
+
     #[test]
     fn the_body_is_the_documented_shape_and_stable_across_attempts() {
         let mut dispatch = sample_dispatch(Channel::Webhook, "https://hooks.example/in");
-        let body = webhook_body(&dispatch);
-        assert_eq!(body["type"], "billing.invoice_ready");
-        assert_eq!(body["data"]["dispatch_id"], dispatch.dispatch_id);
-        assert_eq!(body["data"]["priority"], "high");
-        assert_eq!(body["data"]["payload"]["invoice"], "INV-42");
-        assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+        let first = body(&dispatch);
+        assert_eq!(first["type"], "billing.invoice_ready");
+        assert_eq!(first["data"]["dispatch_id"], dispatch.dispatch_id);
+        assert_eq!(first["data"]["priority"], "high");
+        assert_eq!(first["data"]["payload"]["invoice"], "INV-42");
+        assert!(first["timestamp"].as_str().unwrap().ends_with('Z'));
         dispatch.attempt = 3;
-        assert_eq!(webhook_body(&dispatch), body);
+        assert_eq!(body(&dispatch), first);
         dispatch.content.json = Some("not json".into());
-        assert_eq!(webhook_body(&dispatch)["data"]["payload"], "not json");
+        assert_eq!(body(&dispatch)["data"]["payload"], "not json");
+    }
+
+    /// The body as it was first built: a `serde_json::Value`, written with sorted keys.
+    fn body_as_a_value(dispatch: &Dispatch) -> String {
+        let content = &dispatch.content;
+        let payload = content.json.as_deref().map(|text| {
+            serde_json::from_str::<serde_json::Value>(text)
+                .unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+        });
+        serde_json::json!({
+            "type": dispatch.category,
+            "timestamp": dispatch
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "data": {
+                "dispatch_id": dispatch.dispatch_id,
+                "event_id": dispatch.event_id,
+                "tenant": dispatch.tenant,
+                "user_id": dispatch.user_id,
+                "category": dispatch.category,
+                "priority": dispatch.priority,
+                "locale": dispatch.locale,
+                "subject": content.subject,
+                "text": content.text,
+                "html": content.html,
+                "payload": payload,
+            },
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn the_bytes_are_those_the_value_built_body_had() {
+        let mut dispatch = sample_dispatch(Channel::Webhook, "https://hooks.example/in");
+        let mut cases = vec![dispatch.clone()];
+        dispatch.content.json = Some(r#"{"z": 1, "a": {"y": [1, "é\n"], "b": null}}"#.into());
+        dispatch.content.subject = Some("Quote \" and <tag> ✓".into());
+        cases.push(dispatch.clone());
+        dispatch.content.json = Some("not json".into());
+        dispatch.content.html = None;
+        dispatch.content.text = None;
+        dispatch.content.subject = None;
+        cases.push(dispatch.clone());
+        dispatch.content.json = None;
+        dispatch.priority = herald_contracts::Priority::Critical;
+        cases.push(dispatch);
+        for dispatch in cases {
+            let bytes = webhook_body(&dispatch).unwrap();
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                body_as_a_value(&dispatch)
+            );
+        }
     }
 }

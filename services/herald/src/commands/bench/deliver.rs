@@ -358,7 +358,7 @@ async fn baseline(
             .post(&dispatch.address)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(WEBHOOK_ID, &dispatch.dispatch_id)
-            .body(webhook_body(&dispatch).to_string());
+            .body(webhook_body(&dispatch)?);
         pending.push(async move {
             request
                 .send()
