@@ -34,7 +34,7 @@ struct Cluster(Arc<Mutex<State>>);
 
 impl Cluster {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.0)
     }
 
     /// `count` records on `partitions` partitions of topic `in`, keyed by one of `keys` users;
@@ -184,6 +184,8 @@ impl InputLog for FakeLog {
 struct FakeTransactions {
     cluster: Cluster,
     delay: Duration,
+    /// The first commit waits until this list (a step's applied records) holds this many.
+    first_waits_for: Option<(Applied, usize)>,
     fail: Arc<HashSet<usize>>,
     commits: Arc<AtomicUsize>,
     recoveries: Arc<AtomicUsize>,
@@ -194,6 +196,7 @@ impl FakeTransactions {
         Self {
             cluster: cluster.clone(),
             delay,
+            first_waits_for: None,
             fail: Arc::new(fail.into_iter().collect()),
             commits: Arc::default(),
             recoveries: Arc::default(),
@@ -210,6 +213,7 @@ impl Transactions for FakeTransactions {
         records: Vec<OutRecord>,
         ranges: &OffsetRanges,
     ) -> impl Future<Output = Result<(), KafkaError>> + Send + 'static {
+        let first_waits_for = self.first_waits_for.clone();
         let (cluster, delay, fail, commits) = (
             self.cluster.clone(),
             self.delay,
@@ -221,8 +225,14 @@ impl Transactions for FakeTransactions {
             .map(|(topic, partition, last)| ((topic.to_owned(), partition), last + 1))
             .collect();
         async move {
-            tokio::time::sleep(delay).await;
             let number = commits.fetch_add(1, Ordering::SeqCst);
+            if let (0, Some((applied, count))) = (number, first_waits_for) {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while lock(&applied).len() < count && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            tokio::time::sleep(delay).await;
             if fail.contains(&number) {
                 return Err(KafkaError::MessageProduction(
                     RDKafkaErrorCode::NotEnoughReplicas,
@@ -241,10 +251,17 @@ impl Transactions for FakeTransactions {
     }
 }
 
+/// The (partition, offset) of every record a step applied, in order.
+type Applied = Arc<Mutex<Vec<(i32, i64)>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Produces one record per input, naming it, and fails its first `faults` batches.
 #[derive(Default)]
 struct Echo {
-    applied: Mutex<Vec<(i32, i64)>>,
+    applied: Applied,
     batch_sizes: Mutex<Vec<usize>>,
     faults: AtomicUsize,
 }
@@ -258,10 +275,7 @@ impl Echo {
     }
 
     fn applied(&self) -> Vec<(i32, i64)> {
-        self.applied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.applied).clone()
     }
 }
 
@@ -273,10 +287,7 @@ impl Step for Echo {
         batch: &Batch,
         max_in_flight: usize,
     ) -> Result<Vec<OutRecord>, &'static str> {
-        self.batch_sizes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(batch.len());
+        lock(&self.batch_sizes).push(batch.len());
         if self
             .faults
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
@@ -289,10 +300,7 @@ impl Step for Echo {
             0..batch.len(),
             max_in_flight,
             |input| async move {
-                self.applied
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((input.partition, input.offset));
+                lock(&self.applied).push((input.partition, input.offset));
                 Ok(vec![OutRecord {
                     topic: "out".into(),
                     key: input.key.clone(),
@@ -423,9 +431,10 @@ async fn a_failed_commit_rewinds_the_batch_applied_while_it_ran() {
     // other's, so the second is only read again if the engine rewinds it too.
     let cluster = Cluster::with_records(20, 2, 2);
     let step = Echo::default();
-    // The first commit takes long enough for the second batch to be collected and applied
-    // meanwhile, then fails.
-    let transactions = FakeTransactions::new(&cluster, Duration::from_millis(50), [0]);
+    // The first commit waits until the second batch has been collected and applied (both
+    // batches' 20 records), then fails.
+    let mut transactions = FakeTransactions::new(&cluster, Duration::ZERO, [0]);
+    transactions.first_waits_for = Some((step.applied.clone(), 20));
     let recoveries = transactions.recoveries.clone();
     run_to_the_end(&cluster, transactions, &step, 10).await;
     assert_exactly_once_in_key_order(&cluster);
@@ -450,11 +459,7 @@ async fn a_step_fault_reads_the_batch_again_smaller() {
     let transactions = FakeTransactions::new(&cluster, Duration::from_millis(1), []);
     run_to_the_end(&cluster, transactions, &step, 20).await;
     assert_exactly_once_in_key_order(&cluster);
-    let sizes = step
-        .batch_sizes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let sizes = lock(&step.batch_sizes).clone();
     assert_eq!(sizes[0], 20, "the first batch is full: {sizes:?}");
     assert!(
         sizes[1] <= 5,
